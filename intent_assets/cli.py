@@ -1,0 +1,34 @@
+"""`intent`: the project's command line.
+
+Each subcommand lives with its domain and registers itself through a `register(subparsers)`
+function listed in COMMANDS; importing is deferred so `intent --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = (
+    "intent_assets.commands:register",
+    "intent_assets.ingest.rees46:register",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intent", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for spec in COMMANDS:
+        module, func = spec.split(":")
+        getattr(importlib.import_module(module), func)(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

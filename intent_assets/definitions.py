@@ -1,0 +1,27 @@
+"""The code location: one Definitions merged from each domain's own.
+
+Resources are chosen here, once, for the environment in INTENT_ENV (`local` by default), when
+Dagster loads the code location.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, definitions
+
+from intent_assets.ingest.definitions import defs as ingest_defs
+from intent_resources.environments import resources_for
+from intent_resources.storage import LakeIOManager
+
+
+def build_definitions(env: str | None = None) -> Definitions:
+    env = env or os.environ.get("INTENT_ENV", "local")
+    resources = resources_for(env)
+    resources["io_manager"] = LakeIOManager(lake=resources["lake"])
+    return Definitions.merge(ingest_defs, Definitions(resources=resources))
+
+
+@definitions
+def defs() -> Definitions:
+    return build_definitions()

@@ -1,0 +1,149 @@
+"""Ingest: the validated clickstream, orders and sessions, one daily partition at a time.
+
+Every asset handles a range of days in one run (single-run backfills), and writing a day
+replaces it whole, so re-materializing a partition yields the same rows.
+"""
+
+
+import datetime as dt
+
+import pandas as pd
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pyspark.sql import functions as F
+
+from intent_assets.ingest import checks
+from intent_assets.ingest.sessionize import build_orders, build_sessions, order_lines
+from intent_assets.partitions import daily_partitions, neighbouring_days
+from intent_resources.clickstream import ClickstreamSource
+from intent_resources.spark import SparkResource
+from intent_resources.storage import LakeSlice, LakeStorage
+from streaming_jobs.contract import (
+    arrow_schema,
+    quarantine_arrow_schema,
+    split_duplicates,
+    validate_events,
+)
+
+DAILY = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
+             group_name="ingest")
+
+
+def write_spark_partitions(frame, lake: LakeStorage, table: str, days: list[str]) -> None:
+    """Replace exactly the given day partitions of a table with the rows of `frame`."""
+    for day in days:
+        lake.delete(table, day)
+    frame.write.mode("append").partitionBy("date").parquet(lake.spark_uri(table))
+
+
+def ingest_day(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate one day of arrived events: (clean events, quarantined rows with reasons)."""
+    checked = validate_events(events)
+    deduped = split_duplicates(checked.events)
+    quarantine = pd.concat([checked.quarantine, deduped.quarantine], ignore_index=True)
+    return deduped.events, quarantine
+
+
+@asset(**DAILY, check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
+                             AssetCheckSpec("unique_event_ids", asset="raw_clickstream")])
+def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: LakeStorage,
+                    clickstream: ClickstreamSource) -> MaterializeResult:
+    """Clickstream events of the day that meet the contract; the rest in quarantine with reasons.
+
+    Source: the embedded simulator (locally) or a landing table (imported REES46 files, Firehose).
+    Duplicated event_ids keep their first received copy; later copies are quarantined.
+    """
+    read = written = quarantined = distinct = 0
+    reasons: dict[str, int] = {}
+    for day in context.partition_keys:
+        events, quarantine = ingest_day(clickstream.events_on(day, lake))
+        lake.write(events, "raw_clickstream", day, schema=arrow_schema())
+        lake.write(quarantine.assign(source=clickstream.kind), "quarantine_clickstream", day)
+        if clickstream.kind == "simulator":
+            _write_oracle(clickstream, oracle, lake, day)
+        read += len(events) + len(quarantine)
+        written += len(events)
+        quarantined += len(quarantine)
+        distinct += events["event_id"].nunique()
+        for reason, n in quarantine["quarantine_reason"].value_counts().items():
+            reasons[reason] = reasons.get(reason, 0) + int(n)
+        context.log.info(f"{day}: {len(events)} events, {len(quarantine)} quarantined")
+    return MaterializeResult(
+        metadata={"days": len(context.partition_keys), "rows": written, "quarantined": quarantined,
+                  "source": clickstream.kind, "path": MetadataValue.path(lake.uri("raw_clickstream"))},
+        check_results=[checks.contract_check(read, written, quarantined, reasons),
+                       checks.unique_ids_check(written, distinct)],
+    )
+
+
+def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: LakeStorage, day: str) -> None:
+    """The simulator's truth for sessions starting on `day`, and its catalog (margins)."""
+    from intent_assets.ingest.simulator import build_world, oracle_on
+
+    config = clickstream.simulator_config()
+    per_event, per_session = oracle_on(config, dt.date.fromisoformat(day))
+    oracle.write(per_event, "oracle_events", day)
+    oracle.write(per_session, "oracle_sessions", day)
+    catalog = build_world(config).products.rename(columns={"price": "list_price"})
+    lake.write(catalog[["product_id", "category_id", "category_code", "brand", "list_price", "margin"]],
+               "catalog")
+
+
+@asset(**DAILY, ins={"raw_clickstream": AssetIn()}, pool="spark",
+       check_specs=[AssetCheckSpec("orders_reconcile_with_purchases", asset="orders")])
+def orders(context: AssetExecutionContext, spark: SparkResource,
+           raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
+    """Orders of the day, one row each, from the clickstream's purchase events."""
+    session = spark.spark_session
+    events = raw_clickstream.spark(session)
+    table = build_orders(events).cache()
+    write_spark_partitions(table, lake, "orders", context.partition_keys)
+    stats = table.agg(F.count("*").alias("n"), F.sum("revenue").alias("rev"),
+                      F.sum("n_items").alias("items")).first()
+    lines = order_lines(events).agg(
+        F.sum(F.coalesce(F.col("revenue"), F.col("price") * (1 - F.coalesce(F.col("discount"), F.lit(0.0)))))
+        .alias("rev")).first()
+    table.unpersist()
+    return MaterializeResult(
+        metadata={"orders": stats["n"], "items": int(stats["items"] or 0),
+                  "revenue": round(float(stats["rev"] or 0.0), 2),
+                  "path": MetadataValue.path(lake.uri("orders"))},
+        check_results=[checks.orders_reconcile_check(float(stats["rev"] or 0.0),
+                                                     float(lines["rev"] or 0.0), stats["n"])],
+    )
+
+
+@asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days)}, pool="spark",
+       check_specs=[AssetCheckSpec("label_rate_within_bounds", asset="sessions")])
+def sessions(context: AssetExecutionContext, spark: SparkResource,
+             raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
+    """One row per session (by start day): counts, context, label with a 30-minute grace window,
+    and bot / single-heartbeat flags."""
+    days = list(context.partition_keys)
+    table = build_sessions(raw_clickstream.spark(spark.spark_session), days).cache()
+    write_spark_partitions(table, lake, "sessions", days)
+    stats = table.agg(
+        F.count("*").alias("sessions"),
+        F.sum(F.col("is_bot").cast("int")).alias("bots"),
+        F.sum(F.col("is_single_heartbeat").cast("int")).alias("single"),
+        F.sum(F.when(~F.col("is_bot"), 1).otherwise(0)).alias("human"),
+        F.sum(F.when(~F.col("is_bot"), F.col("label")).otherwise(0)).alias("positives"),
+        F.sum(F.col("is_trainable").cast("int")).alias("trainable"),
+    ).first()
+    preview = table.orderBy("session_id").limit(5).toPandas()
+    table.unpersist()
+    rate = (stats["positives"] or 0) / max(stats["human"] or 0, 1)
+    return MaterializeResult(
+        metadata={"sessions": stats["sessions"], "bots": stats["bots"],
+                  "single_heartbeat": stats["single"], "trainable": stats["trainable"],
+                  "label_rate": round(rate, 5), "path": MetadataValue.path(lake.uri("sessions")),
+                  "preview": MetadataValue.md(preview.to_markdown(index=False))},
+        check_results=[checks.label_rate_check(stats["human"] or 0, stats["positives"] or 0)],
+    )

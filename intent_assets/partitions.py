@@ -1,0 +1,15 @@
+"""Every partitions definition of the project, in one place."""
+
+from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
+
+# The embedded simulator's history starts here; imported data uses the same calendar.
+FIRST_DAY = "2026-10-01"
+
+daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+
+# A session belongs to the day it starts, but it may run past midnight and its label looks a
+# grace window past its end, so day D's sessions read day D+1's events when they exist; and
+# they read day D-1's, so the after-midnight tail of yesterday's sessions is not taken for a
+# session starting today.
+neighbouring_days = TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
+                                               allow_nonexistent_upstream_partitions=True)

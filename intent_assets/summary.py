@@ -1,0 +1,34 @@
+"""What `intent demo` prints at the end: what was built, where, and the key figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Metadata worth a line in the summary, per asset (the rest is in the UI).
+KEY_FIGURES = ("days", "rows", "quarantined", "orders", "revenue", "sessions", "bots",
+               "single_heartbeat", "trainable", "label_rate", "users", "products", "snapshots",
+               "label_rate_weighted", "pr_auc", "ece", "model_version", "events_per_s")
+
+
+def latest_figures(instance, key) -> dict:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    meta = event.asset_materialization.metadata
+    return {k: meta[k].value for k in KEY_FIGURES if k in meta}
+
+
+def print_summary(instance, defs, home: Path, seconds: float) -> None:
+    print()
+    print(f"intent demo: done in {seconds / 60:.1f} min")
+    for asset in defs.assets:
+        for key in asset.keys:
+            figures = latest_figures(instance, key)
+            shown = ", ".join(f"{k}={v}" for k, v in figures.items())
+            print(f"  {key.to_user_string():<22} {shown}")
+    print(f"  lake:            {home / 'lake'}")
+    print(f"  oracle (truth):  {home / 'oracle'}")
+    print(f"  dagster home:    {home / 'dagster_home'}")
+    print()
+    print("Open the UI with `make ui` (http://127.0.0.1:3000): the runs and materializations above")
+    print("are in its Runs and Assets pages.")

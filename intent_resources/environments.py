@@ -1,0 +1,61 @@
+"""The one switch between environments: which resources a deployment gets.
+
+Called while Definitions are built, never at import time. `local` is the embedded default
+(lake and Dagster state under `.intent/`, the project's own Redis, Spark local[*]); `prod` reads
+its settings from the environment (S3 lake, ElastiCache, EMR).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import EnvVar
+
+from intent_resources.clickstream import ClickstreamSource
+from intent_resources.redis import RedisResource
+from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
+from intent_resources.storage import LakeStorage
+
+
+def intent_home() -> Path:
+    """The project's state directory (lake, Dagster home, Redis, models): `.intent/`."""
+    return Path(os.environ.get("INTENT_HOME", ".intent")).resolve()
+
+
+def local_redis_url(home: Path) -> str:
+    """REDIS_URL if set, else the URL `intent redis up` recorded, else the default port."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    recorded = home / "redis" / "url"
+    if recorded.exists():
+        return recorded.read_text().strip()
+    return "redis://127.0.0.1:6379/0"
+
+
+def resources_for(env: str) -> dict:
+    """The resources of an environment, by resource key."""
+    if env == "local":
+        home = intent_home()
+        return {
+            "lake": LakeStorage(root=str(home / "lake")),
+            # The simulator's ground truth: outside the lake, so nothing that trains reads it.
+            "oracle": LakeStorage(root=str(home / "oracle")),
+            "spark": SparkResource(spark_config=LOCAL_SPARK_CONFIG),
+            "redis": RedisResource(url=local_redis_url(home)),
+            "clickstream": ClickstreamSource(
+                sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
+        }
+    if env == "prod":
+        return {
+            "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI")),
+            "oracle": LakeStorage(root=EnvVar("INTENT_ORACLE_URI")),
+            # On EMR the cluster supplies master and S3 settings; the rest is the same.
+            "spark": SparkResource(spark_config={k: v for k, v in LOCAL_SPARK_CONFIG.items()
+                                                 if k != "spark.master"}),
+            "redis": RedisResource(url=EnvVar("REDIS_URL")),
+            "clickstream": ClickstreamSource(kind="landing",
+                                             landing_table=os.environ.get("INTENT_LANDING_TABLE",
+                                                                          "landing_firehose")),
+        }
+    raise ValueError(f"unknown environment {env!r}: expected 'local' or 'prod'")

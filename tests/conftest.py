@@ -1,0 +1,76 @@
+"""Shared test fixtures: one local[2] Spark session, a real Redis on a free port, a moto server.
+
+Nothing here stands in for a component of ours: Redis and Spark are the real programs; moto is
+only for AWS APIs, which have no local equivalent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from intent_resources.redis import start_redis_server, stop_redis_server
+from intent_resources.spark import local_spark, prepare_spark_environment
+from intent_resources.storage import LakeStorage
+
+
+@pytest.fixture(scope="session")
+def spark_resource():
+    """The run's single Spark session (local[2]), shared by every Spark test."""
+    prepare_spark_environment()
+    resource = local_spark("local[2]", **{"spark.sql.shuffle.partitions": "4",
+                                          "spark.driver.memory": "2g"})
+    from dagster import build_init_resource_context
+
+    with resource.yield_for_execution(build_init_resource_context()) as ready:
+        yield ready
+
+
+@pytest.fixture(scope="session")
+def spark(spark_resource):
+    return spark_resource.spark_session
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, for this test run only."""
+    url = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop_redis_server(url)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def lake(tmp_path) -> LakeStorage:
+    return LakeStorage(root=str(tmp_path / "lake"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server on loopback: the AWS APIs (S3, SageMaker, SNS, Kinesis) for boto3."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
