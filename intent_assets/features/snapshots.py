@@ -1,0 +1,128 @@
+"""Training examples: sessions cut at scoring moments, with the session features as of each cut.
+
+The model is used mid-session, so an example is a session seen up to a decision point (DESIGN,
+"Scoring moments"). Features come from `streaming_jobs.session_state.replay`, the same code the
+streaming job runs, and each row is the state after the cut event, built from that event and the
+ones before it only. The label is the session's: a purchase in the session or within the grace
+window. Every cut precedes the session's first purchase, so that label is always about what
+happens after the cut.
+
+Sampling: a session gives at most `max_per_session` cuts, the ones with the smallest
+blake2b(seed, event_id) among its cuts. The hash is a property of the cut event alone, so which
+cuts are kept never depends on what happens after them, only on how many other cuts the session
+has and their hashes: a later cut displaces an earlier one only when the session has more than K
+cuts and the later one hashes lower than the K-th. That is the least dependence a uniform K-of-n
+sample allows (keeping "the first K" would be fully prefix-stable but would teach the model only
+session openings). Each kept cut weighs 1 / (cuts kept for its session), so every session counts
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from streaming_jobs.session_state import FEATURE_NAMES, replay
+
+# (event_type, page_type it must have, or None for any): the moments the site asks for a score.
+SCORING_MOMENTS: tuple[tuple[str, str | None], ...] = (
+    ("view", None),
+    ("cart", None),
+    ("remove_from_cart", None),
+    ("page_view", "cart"),
+)
+
+SNAPSHOT_COLUMNS: tuple[str, ...] = (
+    "snapshot_id", "session_id", "user_id", "product_id", "category_id", "event_timestamp",
+    *FEATURE_NAMES, "label", "weight", "date",
+)
+
+
+def scoring_moment_mask(event_type: pd.Series, page_type: pd.Series) -> pd.Series:
+    """True where an event is a scoring moment by event type (and page type for page views)."""
+    mask = pd.Series(False, index=event_type.index)
+    for etype, page in SCORING_MOMENTS:
+        hit = event_type == etype
+        if page is not None:
+            hit &= page_type == page
+        mask |= hit.fillna(False).astype(bool)
+    return mask
+
+
+def cut_hash(event_ids, seed: int) -> np.ndarray:
+    """A stable pseudo-random uint64 per event id under `seed` (same on every machine and run)."""
+    key = str(int(seed)).encode()
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(e.encode(), digest_size=8, key=key).digest(), "big")
+         for e in event_ids),
+        dtype=np.uint64, count=len(event_ids))
+
+
+# state-row names -> snapshot names
+_RENAMES = {"last_event_id": "snapshot_id", "last_product_id": "product_id",
+            "last_category_id": "category_id", "last_event_time": "event_timestamp"}
+
+
+def _as_snapshots(states: pd.DataFrame, label, weight) -> pd.DataFrame:
+    out = states.rename(columns=_RENAMES)
+    out = out.assign(
+        label=np.asarray(label, dtype=np.int64),
+        weight=np.asarray(weight, dtype=np.float64),
+        date=out["event_timestamp"].dt.strftime("%Y-%m-%d").astype(object).to_numpy(),
+    )
+    return out[list(SNAPSHOT_COLUMNS)].reset_index(drop=True)
+
+
+def empty_snapshots() -> pd.DataFrame:
+    """No snapshots, with the columns and dtypes of real ones."""
+    nothing = pd.DataFrame({"session_id": [], "event_id": [], "event_type": [],
+                            "event_time": pd.Series([], dtype="datetime64[us, UTC]")})
+    return _as_snapshots(replay(nothing), [], [])
+
+
+def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame, max_per_session: int = 5,
+                    seed: int = 0) -> pd.DataFrame:
+    """One row per kept scoring moment of each trainable session: features as of the cut, label.
+
+    `events` are contract rows without duplicate event_ids, holding every event of the sessions
+    to snapshot (a session that crosses midnight needs both days). `sessions` needs
+    `session_id`, `is_trainable` and `label`. Rows come sorted by (session_id, event_timestamp,
+    snapshot_id).
+    """
+    if max_per_session < 1:
+        raise ValueError(f"max_per_session must be at least 1, got {max_per_session}")
+    trainable = sessions.loc[sessions["is_trainable"].eq(True).to_numpy(),
+                             ["session_id", "label"]]
+    if trainable["session_id"].duplicated().any():
+        raise ValueError("sessions has duplicate session_id rows")
+    if trainable["label"].isna().any():
+        raise ValueError("trainable sessions without a label")
+    events = events[events["session_id"].isin(trainable["session_id"])]
+    if events["event_id"].duplicated().any():
+        raise ValueError("events hold duplicate event_ids; deduplicate them first")
+    if events.empty:
+        return empty_snapshots()
+
+    states = replay(events)
+    page_type = (events["page_type"] if "page_type" in events
+                 else pd.Series(None, index=events.index, dtype=object))
+    is_cut = scoring_moment_mask(events["event_type"], page_type)
+    cut_ids = events.loc[is_cut, "event_id"].astype(str).to_numpy()
+    # A state row is a cut when its event is a scoring moment and no purchase came before or
+    # with it (has_purchased counts the event itself, so the purchase event is never a cut).
+    cuts = states[states["last_event_id"].isin(cut_ids)
+                  & (states["session_has_purchased"] == 0)]
+    if cuts.empty:
+        return empty_snapshots()
+
+    ranked = cuts.assign(_h=cut_hash(cuts["last_event_id"].tolist(), seed))
+    ranked = ranked.sort_values(["session_id", "_h", "last_event_id"], kind="stable")
+    kept = ranked[ranked.groupby("session_id", sort=False).cumcount() < max_per_session]
+    kept = kept.drop(columns="_h").sort_values(["session_id", "last_event_time", "last_event_id"],
+                                               kind="stable")
+    n_kept = kept.groupby("session_id")["last_event_id"].transform("size")
+
+    labels = trainable.set_index("session_id")["label"]
+    return _as_snapshots(kept, kept["session_id"].map(labels), 1.0 / n_kept)
