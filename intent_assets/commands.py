@@ -66,9 +66,10 @@ def _demo(args) -> int:
     assets = list(defs.assets)
     partitioned = [a for a in assets if getattr(a, "partitions_def", None) is not None]
     unpartitioned = [a for a in assets if getattr(a, "partitions_def", None) is None]
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t0 = time.monotonic()
     print(f"materializing {len(partitioned)} daily assets for {start}..{end} in one run")
-    result = materialize(partitioned, resources=defs.resources, instance=instance,
+    result = materialize(partitioned, resources=defs.resources, instance=instance, run_config=quiet,
                          tags={"dagster/asset_partition_range_start": start,
                                "dagster/asset_partition_range_end": end})
     if not result.success:
@@ -76,10 +77,9 @@ def _demo(args) -> int:
         return 1
     if unpartitioned:
         print(f"materializing {len(unpartitioned)} unpartitioned assets")
-        result = materialize(unpartitioned + partitioned, selection=[a.key for a in unpartitioned],
-                             resources=defs.resources, instance=instance,
-                             tags={"dagster/asset_partition_range_start": start,
-                                   "dagster/asset_partition_range_end": end})
+        result = materialize(unpartitioned + partitioned,
+                             selection=[k for a in unpartitioned for k in a.keys],
+                             resources=defs.resources, instance=instance, run_config=quiet)
         if not result.success:
             print("the model run failed; see `make ui` for its logs")
             return 1

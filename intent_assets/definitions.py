@@ -10,6 +10,7 @@ import os
 
 from dagster import Definitions, definitions
 
+from intent_assets.features.definitions import defs as feature_defs
 from intent_assets.ingest.definitions import defs as ingest_defs
 from intent_resources.environments import resources_for
 from intent_resources.storage import LakeIOManager
@@ -19,7 +20,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     env = env or os.environ.get("INTENT_ENV", "local")
     resources = resources_for(env)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
-    return Definitions.merge(ingest_defs, Definitions(resources=resources))
+    return Definitions.merge(ingest_defs, feature_defs, Definitions(resources=resources))
 
 
 @definitions

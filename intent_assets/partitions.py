@@ -13,3 +13,9 @@ daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC
 # session starting today.
 neighbouring_days = TimeWindowPartitionMapping(start_offset=-1, end_offset=1,
                                                allow_nonexistent_upstream_partitions=True)
+
+# Batch features look back over history: "lifetime" means everything the lake holds up to a year.
+history_to_date = TimeWindowPartitionMapping(start_offset=-365, end_offset=0,
+                                             allow_nonexistent_upstream_partitions=True)
+last_30_days = TimeWindowPartitionMapping(start_offset=-30, end_offset=0,
+                                          allow_nonexistent_upstream_partitions=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from dagster import EnvVar
 
 from intent_resources.clickstream import ClickstreamSource
+from intent_resources.feast import FeastResource
 from intent_resources.redis import RedisResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import LakeStorage
@@ -33,16 +34,25 @@ def local_redis_url(home: Path) -> str:
     return "redis://127.0.0.1:6379/0"
 
 
+def feature_repo_path() -> str:
+    import feature_repo
+
+    return str(Path(feature_repo.__file__).resolve().parent)
+
+
 def resources_for(env: str) -> dict:
     """The resources of an environment, by resource key."""
     if env == "local":
         home = intent_home()
+        redis_url = local_redis_url(home)
         return {
             "lake": LakeStorage(root=str(home / "lake")),
             # The simulator's ground truth: outside the lake, so nothing that trains reads it.
             "oracle": LakeStorage(root=str(home / "oracle")),
             "spark": SparkResource(spark_config=LOCAL_SPARK_CONFIG),
-            "redis": RedisResource(url=local_redis_url(home)),
+            "redis": RedisResource(url=redis_url),
+            "feast": FeastResource(repo_path=feature_repo_path(), env="local", redis_url=redis_url,
+                                   lake_root=str(home / "lake"), home=str(home)),
             "clickstream": ClickstreamSource(
                 sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
         }
@@ -54,6 +64,10 @@ def resources_for(env: str) -> dict:
             "spark": SparkResource(spark_config={k: v for k, v in LOCAL_SPARK_CONFIG.items()
                                                  if k != "spark.master"}),
             "redis": RedisResource(url=EnvVar("REDIS_URL")),
+            "feast": FeastResource(repo_path=feature_repo_path(), env="prod",
+                                   redis_url=EnvVar("REDIS_URL"), lake_root=EnvVar("INTENT_LAKE_URI"),
+                                   home=os.environ.get("INTENT_HOME", "/tmp/intent"),
+                                   registry_path=EnvVar("INTENT_FEAST_REGISTRY")),
             "clickstream": ClickstreamSource(kind="landing",
                                              landing_table=os.environ.get("INTENT_LANDING_TABLE",
                                                                           "landing_firehose")),

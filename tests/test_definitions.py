@@ -9,11 +9,25 @@ def test_definitions_load_with_the_expected_graph():
     defs = build_definitions("local")
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"raw_clickstream", "orders", "sessions"} <= keys
-    assert graph.get(AssetKey("sessions")).parent_keys == {AssetKey("raw_clickstream")}
-    assert graph.get(AssetKey("orders")).parent_keys == {AssetKey("raw_clickstream")}
+    assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
+                    "session_snapshots", "online_features", "training_set"}
+
+    def parents(name):
+        return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
+
+    assert parents("sessions") == parents("orders") == {"raw_clickstream"}
+    assert parents("user_features") == {"orders", "sessions", "raw_clickstream"}
+    assert parents("product_features") == {"raw_clickstream"}
+    assert parents("session_snapshots") == {"raw_clickstream", "sessions"}
+    assert parents("online_features") == {"user_features", "product_features"}
+    assert parents("training_set") == {"session_snapshots", "user_features", "product_features"}
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups["raw_clickstream"] == groups["sessions"] == "ingest"
+    assert groups["raw_clickstream"] == groups["orders"] == groups["sessions"] == "ingest"
+    assert {groups[k] for k in keys - {"raw_clickstream", "orders", "sessions"}} == {"features"}
+    # every daily asset backfills a range in one run
+    for key in keys - {"training_set"}:
+        node = graph.get(AssetKey(key))
+        assert node.partitions_def is not None and node.backfill_policy.max_partitions_per_run is None, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert {("raw_clickstream", "contract_violations"), ("raw_clickstream", "unique_event_ids"),
             ("orders", "orders_reconcile_with_purchases"),
@@ -25,7 +39,8 @@ def test_prod_definitions_take_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("INTENT_ORACLE_URI", "s3://intent-lake/oracle")
     monkeypatch.setenv("REDIS_URL", "redis://elasticache:6379/0")
     defs = build_definitions("prod")
-    assert set(defs.resources) >= {"lake", "spark", "redis", "clickstream", "io_manager"}
+    monkeypatch.setenv("INTENT_FEAST_REGISTRY", "s3://intent-lake/feast/registry.db")
+    assert set(defs.resources) >= {"lake", "spark", "redis", "feast", "clickstream", "io_manager"}
 
 
 def test_an_unknown_environment_is_a_clear_error():

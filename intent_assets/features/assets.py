@@ -1,0 +1,163 @@
+"""Features: batch user and product features on Spark, session snapshots, Feast online and offline.
+
+Each asset reads its upstream through the IO manager (a slice of lake partitions), calls the
+pure function that defines the features, writes, and reports figures as metadata.
+"""
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from intent_assets.features.batch import product_features as compute_product_features
+from intent_assets.features.batch import user_features as compute_user_features
+from intent_assets.features.feast_ops import (
+    build_training_set,
+    materialize_day,
+    training_set_metadata,
+)
+from intent_assets.features.snapshots import build_snapshots
+from intent_assets.ingest.assets import write_spark_partitions
+from intent_assets.partitions import (
+    daily_partitions,
+    history_to_date,
+    last_30_days,
+    neighbouring_days,
+)
+from intent_resources.feast import FeastResource
+from intent_resources.spark import SparkResource
+from intent_resources.storage import LakeSlice, LakeStorage
+from streaming_jobs.session_state import replay
+
+DAILY = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
+             group_name="features")
+
+
+def _spark_feature_result(frame, lake: LakeStorage, table: str, days: list[str], key: str) -> MaterializeResult:
+    frame = frame.cache()
+    write_spark_partitions(frame, lake, table, days)
+    rows = frame.count()
+    entities = frame.select(key).distinct().count()
+    preview = frame.orderBy("date", key).limit(5).toPandas()
+    frame.unpersist()
+    return MaterializeResult(metadata={
+        "rows": rows, key.replace("_id", "s"): entities, "days": len(days),
+        "path": MetadataValue.path(lake.uri(table)),
+        "preview": MetadataValue.md(preview.to_markdown(index=False)),
+    })
+
+
+@asset(**DAILY, pool="spark", ins={"orders": AssetIn(partition_mapping=history_to_date),
+                                   "sessions": AssetIn(partition_mapping=history_to_date),
+                                   "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
+def user_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
+                  orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice) -> MaterializeResult:
+    """Per user, as of the end of each day from data strictly before it: purchase counts,
+    recency, AOV, sessions, conversion, category/brand affinity, discount sensitivity."""
+    session = spark.spark_session
+    days = list(context.partition_keys)
+    frame = compute_user_features(orders.spark(session), sessions.spark(session),
+                                  raw_clickstream.spark(session), days)
+    return _spark_feature_result(frame, lake, "user_features", days, "user_id")
+
+
+@asset(**DAILY, pool="spark", ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days)})
+def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
+                     raw_clickstream: LakeSlice) -> MaterializeResult:
+    """Per product, as of the end of each day: smoothed view/cart→purchase rates (7 d, 30 d),
+    recent demand, price band and price against the category median, margin."""
+    session = spark.spark_session
+    days = list(context.partition_keys)
+    # The catalog comes with the simulated clickstream; imported data has none (margin is null).
+    catalog = LakeSlice(lake, "catalog", None).spark(session) if lake.exists("catalog") else None
+    frame = compute_product_features(raw_clickstream.spark(session), catalog, days)
+    return _spark_feature_result(frame, lake, "product_features", days, "product_id")
+
+
+class SnapshotConfig(Config):
+    max_per_session: int = 5
+    seed: int = 0
+
+
+@asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days),
+                     "sessions": AssetIn()})
+def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
+                      raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
+    """Training examples: sessions cut at scoring moments before their first purchase, features
+    replayed up to the cut by the session state machine, label from what follows, weight 1/K.
+
+    Also writes `session_features`, each session's features at its last event: the offline
+    log of Feast's session view (the streaming job appends the same rows live)."""
+    events = raw_clickstream.pandas()
+    all_sessions = sessions.pandas()
+    rows = positives = n_sessions = 0.0
+    for day in context.partition_keys:
+        day_sessions = all_sessions[all_sessions["date"] == day]
+        day_events = events[events["session_id"].isin(day_sessions["session_id"])].drop(columns="date")
+        snaps = build_snapshots(day_events, day_sessions, config.max_per_session, config.seed)
+        lake.write(snaps, "session_snapshots", day)
+        lake.write(closed_session_features(day_events), "session_features", day)
+        rows += len(snaps)
+        positives += float((snaps["label"] * snaps["weight"]).sum())
+        n_sessions += snaps["session_id"].nunique()
+    return MaterializeResult(metadata={
+        "snapshots": int(rows), "sessions": int(n_sessions), "days": len(context.partition_keys),
+        "label_rate_weighted": round(positives / n_sessions, 5) if n_sessions else 0.0,
+        "path": MetadataValue.path(lake.uri("session_snapshots")),
+    })
+
+
+def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
+    """Each session's feature row after its last event, timestamped by that event."""
+    from streaming_jobs.session_state import FEATURE_NAMES
+
+    if events.empty:
+        return pd.DataFrame(columns=["session_id", "event_timestamp", *FEATURE_NAMES])
+    last = replay(events).groupby("session_id", sort=True).tail(1)
+    return (last.assign(event_timestamp=last["last_event_time"])
+            [["session_id", "event_timestamp", *FEATURE_NAMES]].reset_index(drop=True))
+
+
+@asset(**DAILY, deps=["user_features", "product_features"])
+def online_features(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
+    """The day's user and product features, materialized into the Redis online store by Feast.
+
+    The online store keeps the latest row per entity, so a multi-day backfill writes only its
+    last day: the earlier days would be overwritten at once."""
+    feast.apply()
+    day = context.partition_keys[-1]
+    report = materialize_day(feast, day)
+    views = report["views"]
+    return MaterializeResult(metadata={
+        "day_in_redis": day, "superseded_days": len(context.partition_keys) - 1,
+        "users": views["user_fv"]["rows"], "products": views["product_fv"]["rows"],
+        "seconds": round(sum(v["seconds"] for v in views.values()), 2),
+        "window": f"{report['start']} .. {report['end']}",
+    })
+
+
+@asset(group_name="features", deps=["user_features", "product_features"],
+       ins={"session_snapshots": AssetIn()})
+def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: LakeSlice) -> MaterializeResult:
+    """Snapshots joined point-in-time (Feast) to user and product features as of the day before
+    the cut; one parquet table with row count, label rate and feature null rates."""
+    feast.apply()
+    snapshots = session_snapshots.pandas()
+    frame = build_training_set(feast, snapshots)
+    lake.write(frame, "training_set")
+    meta = training_set_metadata(frame)
+    nulls = pd.Series(meta["null_rates"], name="null_rate").sort_values(ascending=False)
+    return MaterializeResult(metadata={
+        "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
+        "label_rate_weighted": round(meta["weighted_label_rate"], 5),
+        "sessions": int(frame["session_id"].nunique()),
+        "days": int(frame["date"].nunique()) if "date" in frame else 0,
+        "path": MetadataValue.path(lake.uri("training_set")),
+        "null_rates": MetadataValue.md(nulls.round(4).to_frame().to_markdown()),
+    })

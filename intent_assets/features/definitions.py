@@ -1,0 +1,12 @@
+from dagster import Definitions
+
+from intent_assets.features.assets import (
+    online_features,
+    product_features,
+    session_snapshots,
+    training_set,
+    user_features,
+)
+
+defs = Definitions(assets=[user_features, product_features, session_snapshots, online_features,
+                           training_set])
