@@ -17,7 +17,7 @@ def test_definitions_load_with_the_expected_graph():
 
     assert parents("sessions") == parents("orders") == {"raw_clickstream"}
     assert parents("user_features") == {"orders", "sessions", "raw_clickstream"}
-    assert parents("product_features") == {"raw_clickstream"}
+    assert parents("product_features") == {"raw_clickstream", "sessions"}
     assert parents("session_snapshots") == {"raw_clickstream", "sessions"}
     assert parents("online_features") == {"user_features", "product_features"}
     assert parents("training_set") == {"session_snapshots", "user_features", "product_features"}

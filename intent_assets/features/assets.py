@@ -67,16 +67,19 @@ def user_features(context: AssetExecutionContext, spark: SparkResource, lake: La
     return _spark_feature_result(frame, lake, "user_features", days, "user_id")
 
 
-@asset(**DAILY, pool="spark", ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days)})
+@asset(**DAILY, pool="spark", ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
+                                   "sessions": AssetIn(partition_mapping=last_30_days)})
 def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
-                     raw_clickstream: LakeSlice) -> MaterializeResult:
+                     raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
     """Per product, as of the end of each day: smoothed view/cart→purchase rates (7 d, 30 d),
     recent demand, price band and price against the category median, margin."""
     session = spark.spark_session
     days = list(context.partition_keys)
     # The catalog comes with the simulated clickstream; imported data has none (margin is null).
     catalog = LakeSlice(lake, "catalog", None).spark(session) if lake.exists("catalog") else None
-    frame = compute_product_features(raw_clickstream.spark(session), catalog, days)
+    # Bot sessions' views would dilute every rate: the sessions table says which they are.
+    frame = compute_product_features(raw_clickstream.spark(session), catalog, days,
+                                     sessions=sessions.spark(session))
     return _spark_feature_result(frame, lake, "product_features", days, "product_id")
 
 
