@@ -13,6 +13,7 @@ import sys
 COMMANDS = (
     "intent_assets.commands:register",
     "intent_assets.ingest.rees46:register",
+    "intent_assets.training.cli:register",
 )
 
 

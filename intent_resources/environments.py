@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import EnvVar
+from dagster import EnvVar, FilesystemIOManager
 
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.feast import FeastResource
 from intent_resources.redis import RedisResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
-from intent_resources.storage import LakeStorage
+from intent_resources.storage import ArtifactStore, LakeStorage
 
 
 def intent_home() -> Path:
@@ -53,6 +53,8 @@ def resources_for(env: str) -> dict:
             "redis": RedisResource(url=redis_url),
             "feast": FeastResource(repo_path=feature_repo_path(), env="local", redis_url=redis_url,
                                    lake_root=str(home / "lake"), home=str(home)),
+            "models": ArtifactStore(root=str(home / "models")),
+            "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
             "clickstream": ClickstreamSource(
                 sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
         }
@@ -68,6 +70,9 @@ def resources_for(env: str) -> dict:
                                    redis_url=EnvVar("REDIS_URL"), lake_root=EnvVar("INTENT_LAKE_URI"),
                                    home=os.environ.get("INTENT_HOME", "/tmp/intent"),
                                    registry_path=EnvVar("INTENT_FEAST_REGISTRY")),
+            "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", "/tmp/intent/models")),
+            "model_io_manager": FilesystemIOManager(
+                base_dir=os.environ.get("INTENT_DAGSTER_STORAGE", "/tmp/intent/dagster_storage")),
             "clickstream": ClickstreamSource(kind="landing",
                                              landing_table=os.environ.get("INTENT_LANDING_TABLE",
                                                                           "landing_firehose")),

@@ -157,6 +157,17 @@ class LakeStorage(ConfigurableResource):
         return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
+class ArtifactStore(ConfigurableResource):
+    """Where model artifacts, baselines and reports are written (a local directory)."""
+
+    root: str
+
+    def directory(self, *parts: str) -> Path:
+        path = Path(self.root).resolve().joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 @dataclass(frozen=True)
 class LakeSlice:
     """The partitions of an upstream table an asset asked for: what the IO manager hands over."""

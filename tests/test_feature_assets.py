@@ -40,17 +40,17 @@ def built(tmp_path_factory, spark_resource, redis_url):
     final = materialize([training_set, *DAILY], selection=[training_set.key], resources=resources,
                         instance=instance)
     assert final.success
-    return lake, feast, final
+    return lake, feast, final, resources
 
 
 def test_every_feature_table_has_every_day(built):
-    lake, _, _ = built
+    lake, _, _, _ = built
     for table in ("user_features", "product_features", "session_snapshots", "session_features"):
         assert lake.partitions(table) == DAYS, table
 
 
 def test_training_set_joins_the_previous_days_user_features(built):
-    lake, _, result = built
+    lake, _, result, _ = built
     train = lake.read("training_set")
     snaps = lake.read("session_snapshots")
     assert len(train) == len(snaps) and set(train["snapshot_id"]) == set(snaps["snapshot_id"])
@@ -71,7 +71,7 @@ def test_training_set_joins_the_previous_days_user_features(built):
 
 
 def test_online_store_serves_the_last_days_features(built):
-    lake, feast, _ = built
+    lake, feast, _, base = built
     users = lake.read("user_features", [DAYS[-1]])
     sample = users.sort_values("user_id").head(5)
     online = feast.store().get_online_features(
@@ -80,3 +80,69 @@ def test_online_store_serves_the_last_days_features(built):
     assert online["user_purchases_lifetime"] == list(sample["user_purchases_lifetime"])
     assert online["user_aov_lifetime"] == pytest.approx(
         [None if pd.isna(v) else v for v in sample["user_aov_lifetime"]], nan_ok=True)
+
+
+# -- the model chain on the training set built above ---------------------------------------
+
+def _chain(lake, feast, root_models, base):
+    from dagster import FilesystemIOManager
+
+    from intent_assets.reports.assets import reliability_report
+    from intent_assets.training.assets import (
+        calibrated_model,
+        logistic_baseline,
+        rules_baseline,
+        tuned_model,
+    )
+    from intent_assets.training.checks import GATES
+    from intent_resources.storage import ArtifactStore
+
+    resources = {**base, "models": ArtifactStore(root=str(root_models)),
+                 "model_io_manager": FilesystemIOManager(base_dir=str(root_models / "io")),
+                 }
+    chain = [tuned_model, rules_baseline, logistic_baseline, calibrated_model, reliability_report]
+    return [*DAILY, training_set, *chain], GATES, resources, [a.key for a in chain]
+
+
+def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
+    lake, feast, _, base = built
+    assets, gates, resources, chain = _chain(lake, feast, tmp_path / "models", base)
+    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 3, "seed": 1}}}}
+    result = materialize([*assets, *gates], resources=resources, run_config=run_config,
+                         selection=chain, raise_on_error=False)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"pr_auc_gate", "ece_gate", "beats_logistic_gate", "no_leakage_gate"}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"tuned_model", "rules_baseline", "logistic_baseline", "calibrated_model"} <= materialized
+    model = result.output_for_node("calibrated_model")
+    from serving.model import ModelArtifact
+
+    from_dir = ModelArtifact.load(model["artifact_dir"])
+    from_tar = ModelArtifact.load(model["tar_path"])
+    test = pd.read_parquet(model["test_predictions"])
+    rows = lake.read("training_set").set_index("snapshot_id").loc[test["snapshot_id"]].reset_index()
+    np.testing.assert_allclose(from_dir.predict(rows), test["probability"], atol=1e-9)
+    np.testing.assert_allclose(from_tar.predict(rows), test["probability"], atol=1e-9)
+    # the report runs exactly when every blocking gate passed
+    all_passed = all(c.passed for c in checks.values())
+    assert ("reliability_report" in materialized) == all_passed
+    assert checks["ece_gate"].passed == (model["metrics"]["ece"] <= 0.02 and all(
+        s["ece"] <= 0.05 for s in model["segments"] if s["enough_data"]))
+
+
+def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path):
+    import json
+
+    lake, feast, _, base = built
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "champion.json").write_text(json.dumps({"pr_auc": 0.999, "version": "champ"}))
+    assets, gates, resources, chain = _chain(lake, feast, models, base)
+    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 2, "seed": 1}}}}
+    result = materialize([*assets, *gates], resources=resources, run_config=run_config,
+                         selection=chain, raise_on_error=False)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["pr_auc_gate"] is False
+    assert not result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "reliability_report" not in materialized

@@ -263,3 +263,12 @@ def evaluate(y, p, w=None, segments: pd.DataFrame | None = None,
     out["lift"] = lift_table(y, p, w)
     out["segments"] = segment_metrics(y, p, w, segments)
     return out
+
+
+def classification_metrics(y, p, w=None) -> dict[str, Any]:
+    """The headline numbers of probabilities p: what training records in the model manifest."""
+    y, p, w = as_arrays(y, p, w)
+    return {"pr_auc": pr_auc(y, p, w), "roc_auc": roc_auc(y, p, w),
+            "log_loss": weighted_log_loss(y, p, w), "brier": brier(y, p, w), "ece": ece(y, p, w),
+            "base_rate": base_rate(y, w), "mean_prediction": float(np.sum(w * p) / np.sum(w)),
+            "rows": int(len(y))}

@@ -1,0 +1,59 @@
+"""The reliability report: model vs baselines vs the simulator's oracle, on the test split."""
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetIn, MaterializeResult, MetadataValue, asset
+
+from intent_assets.reports.metrics import SEGMENT_COLUMNS
+from intent_assets.reports.report import build_report
+from intent_resources.storage import ArtifactStore, LakeStorage
+
+
+def _embedded_png(path: Path, title: str) -> str:
+    return f"![{title}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def oracle_probabilities(oracle: LakeStorage, snapshot_ids: pd.Series) -> pd.Series | None:
+    """The simulator's true P(label = 1) at each cut event, when the data is simulated.
+
+    Only reports read this: it lives outside the lake, and nothing that trains sees it.
+    """
+    if not oracle.partitions("oracle_events"):
+        return None
+    truth = oracle.read("oracle_events")[["event_id", "p_true"]].drop_duplicates("event_id")
+    joined = snapshot_ids.to_frame("event_id").merge(truth, on="event_id", how="left")["p_true"]
+    return joined if joined.notna().all() else None
+
+
+@asset(group_name="reports",
+       ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"),
+            "rules_baseline": AssetIn(input_manager_key="model_io_manager"),
+            "logistic_baseline": AssetIn(input_manager_key="model_io_manager")})
+def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_baseline: dict,
+                       oracle: LakeStorage, models: ArtifactStore) -> MaterializeResult:
+    """Test-split report: PR-AUC, ROC-AUC, log loss, Brier (skill), ECE, precision/recall at
+    the top 5/10/20 %, lift, calibration by segment, vs the baselines and the oracle."""
+    test = pd.read_parquet(calibrated_model["test_predictions"])
+    named = {"model": test["probability"].to_numpy()}
+    for name, baseline in (("logistic regression", logistic_baseline), ("rules", rules_baseline)):
+        scores = pd.read_parquet(baseline["predictions"]).set_index("snapshot_id")["probability"]
+        named[name] = scores.reindex(test["snapshot_id"]).to_numpy()
+    truth = oracle_probabilities(oracle, test["snapshot_id"])
+    if truth is not None:
+        named["oracle"] = truth.to_numpy()
+    report = build_report(named, test["label"].to_numpy(), test["weight"].to_numpy(),
+                          test[[c for c in SEGMENT_COLUMNS if c in test]], primary="model",
+                          oracle_name="oracle")
+    paths = report.write(models.directory("reports", calibrated_model["version"]))
+    summary = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.summary.items()}
+    return MaterializeResult(metadata={
+        **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None},
+        "model_version": calibrated_model["version"],
+        "report": MetadataValue.md(report.to_markdown()),
+        "reliability_curve": MetadataValue.md(_embedded_png(paths["reliability"], "reliability")),
+        "pr_curve": MetadataValue.md(_embedded_png(paths["pr_curve"], "PR curve")),
+        "reliability_png": MetadataValue.path(str(paths["reliability"])),
+        "pr_curve_png": MetadataValue.path(str(paths["pr_curve"])),
+    })

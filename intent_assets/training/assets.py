@@ -1,0 +1,134 @@
+"""The model chain: tuned model, baselines, calibrated model (gated by blocking checks).
+
+Every asset recomputes the same deterministic time splits from the training set, so the
+baselines, the model and the report are judged on one test split.
+"""
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from intent_assets.reports.baselines import fit_logistic_baseline, fit_rules_baseline
+from intent_assets.reports.metrics import SEGMENT_COLUMNS, evaluate
+from intent_assets.training.train import (
+    TunedModel,
+    finish_model,
+    fit_tuned,
+    make_splits,
+    training_splits,
+)
+from intent_resources.storage import ArtifactStore, LakeSlice
+
+LABEL = "label"
+TIME_COLUMN = "event_timestamp"
+TRAINING = dict(group_name="training", io_manager_key="model_io_manager")
+
+
+class TuningConfig(Config):
+    """The search: Optuna TPE locally; SageMaker AMT (Bayesian) in the cloud, same space."""
+
+    n_trials: int = 20
+    seed: int = 0
+    backend: Literal["optuna", "sagemaker"] = "optuna"
+
+
+def _headline(metrics: dict) -> dict:
+    keys = ("pr_auc", "roc_auc", "log_loss", "brier", "brier_skill", "ece")
+    return {k: (round(metrics[k], 5) if metrics.get(k) is not None else None) for k in keys}
+
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_set: LakeSlice,
+                models: ArtifactStore) -> Output[dict]:
+    """LightGBM tuned by Bayesian search on validation PR-AUC (class weighting and bounce
+    downsampling compensated by weights); hyperparameters and the search history as metadata."""
+    frame = training_set.pandas()
+    tuned = fit_tuned(frame, LABEL, time_column=TIME_COLUMN, n_trials=config.n_trials,
+                      seed=config.seed, backend=config.backend)
+    directory = models.directory("tuned", context.run_id)
+    tuned.save(directory)
+    history = pd.DataFrame(tuned.tuning.history)
+    return Output({"dir": str(directory)}, metadata={
+        "best_validation_pr_auc": round(tuned.tuning.best_pr_auc, 5),
+        "trials": len(tuned.tuning.history), "backend": config.backend, "seed": config.seed,
+        "hyperparameters": MetadataValue.json(tuned.params),
+        "search_history": MetadataValue.md(history.round(5).to_markdown(index=False)),
+        "rows": MetadataValue.json(tuned.rows), "seconds": MetadataValue.json(tuned.seconds),
+        "path": MetadataValue.path(str(directory)),
+    })
+
+
+def _baseline_output(name: str, models: ArtifactStore, test: pd.DataFrame, p, spec: dict) -> Output[dict]:
+    metrics = evaluate(test[LABEL].to_numpy(), p, test["weight"].to_numpy())
+    path = models.directory("baselines") / f"{name}_test_predictions.parquet"
+    pd.DataFrame({"snapshot_id": test["snapshot_id"].to_numpy(), "probability": p}).to_parquet(path)
+    return Output({"predictions": str(path), "metrics": _headline(metrics), "spec": spec},
+                  metadata={**_headline(metrics), "test_rows": len(test),
+                            "spec": MetadataValue.json(json.loads(json.dumps(spec, default=str))),
+                            "path": MetadataValue.path(str(path))})
+
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+def rules_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
+    """The shop's previous policy as a score: hand-set bands on cart value and funnel stage,
+    each band's training rate as its probability; evaluated on the model's test split."""
+    splits = training_splits(training_set.pandas(), LABEL, TIME_COLUMN)
+    rules = fit_rules_baseline(splits.train, LABEL, weight_column="weight")
+    return _baseline_output("rules", models, splits.test, rules.predict(splits.test), rules.to_dict())
+
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
+    """Logistic regression on the same features and the same test split as the model."""
+    frame = training_set.pandas()
+    splits = training_splits(frame, LABEL, TIME_COLUMN)
+    features = [c for c in frame.columns if c.startswith(("session_", "user_", "product_"))
+                and c != "session_id"]
+    model = fit_logistic_baseline(splits.train, LABEL, features, weight_column="weight")
+    return _baseline_output("logistic", models, splits.test, model.predict(splits.test), model.to_dict())
+
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+def calibrated_model(context: AssetExecutionContext, tuned_model: dict, training_set: LakeSlice,
+                     models: ArtifactStore) -> Output[dict]:
+    """The tuned booster with Platt or isotonic calibration (the lower log loss on the
+    calibration split), packed as one artifact directory and model.tar.gz for serving."""
+    frame = training_set.pandas()
+    tuned = TunedModel.load(Path(tuned_model["dir"]))
+    result = finish_model(tuned, frame, out_dir=models.directory("artifacts"))
+    test = result.test_predictions
+    segments = test[[c for c in SEGMENT_COLUMNS if c in test]]
+    metrics = evaluate(test[LABEL].to_numpy(), test["probability"].to_numpy(),
+                       test["weight"].to_numpy(), segments)
+    predictions = result.artifact_dir.parent / f"{result.version}_test_predictions.parquet"
+    keep = ["snapshot_id", "session_id", LABEL, "weight", "probability", *segments.columns]
+    test[keep].to_parquet(predictions)
+    calibration = result.calibration.to_json()
+    return Output(
+        {"artifact_dir": str(result.artifact_dir), "tar_path": str(result.tar_path),
+         "version": result.version, "test_predictions": str(predictions),
+         "metrics": _headline(metrics), "segments": metrics["segments"],
+         "features": [f.name for f in result.features]},
+        metadata={
+            "model_version": result.version,
+            "artifact_dir": MetadataValue.path(str(result.artifact_dir)),
+            "tar_path": MetadataValue.path(str(result.tar_path)),
+            **_headline(metrics),
+            "calibrator": calibration.get("method", ""),
+            "calibration": MetadataValue.json(json.loads(json.dumps(calibration, default=str))),
+            "feature_service": tuned.feature_service,
+            "features": len(result.features),
+        })
+
+
+__all__ = ["tuned_model", "rules_baseline", "logistic_baseline", "calibrated_model", "make_splits"]
