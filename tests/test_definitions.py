@@ -10,7 +10,8 @@ def test_definitions_load_with_the_expected_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
-                    "session_snapshots", "online_features", "training_set"}
+                    "session_snapshots", "online_features", "training_set", "tuned_model",
+                    "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -23,9 +24,21 @@ def test_definitions_load_with_the_expected_graph():
     assert parents("training_set") == {"session_snapshots", "user_features", "product_features"}
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups["raw_clickstream"] == groups["orders"] == groups["sessions"] == "ingest"
-    assert {groups[k] for k in keys - {"raw_clickstream", "orders", "sessions"}} == {"features"}
+    features = {"user_features", "product_features", "session_snapshots", "online_features",
+                "training_set"}
+    assert {groups[k] for k in features} == {"features"}
+    training = {"tuned_model", "rules_baseline", "logistic_baseline", "calibrated_model"}
+    assert {groups[k] for k in training} == {"training"} and groups["reliability_report"] == "reports"
+    assert parents("tuned_model") == {"training_set"}
+    assert parents("calibrated_model") == {"tuned_model", "training_set"}
+    assert parents("reliability_report") == {"calibrated_model", "rules_baseline", "logistic_baseline"}
+    gates = {c.name for c in graph.asset_check_keys if c.asset_key == AssetKey("calibrated_model")}
+    assert gates == {"pr_auc_gate", "ece_gate", "beats_logistic_gate", "no_leakage_gate"}
+    assert all(graph.get_check_spec(c).blocking for c in graph.asset_check_keys
+               if c.asset_key == AssetKey("calibrated_model"))
+    assert {s.name for s in defs.schedules} >= {"retrain_job_schedule"}
     # every daily asset backfills a range in one run
-    for key in keys - {"training_set"}:
+    for key in features - {"training_set"} | {"raw_clickstream", "orders", "sessions"}:
         node = graph.get(AssetKey(key))
         assert node.partitions_def is not None and node.backfill_policy.max_partitions_per_run is None, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
