@@ -14,6 +14,7 @@ COMMANDS = (
     "intent_assets.commands:register",
     "intent_assets.ingest.rees46:register",
     "intent_assets.training.cli:register",
+    "serving.cli:register",
 )
 
 

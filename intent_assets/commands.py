@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import time
+from pathlib import Path
 import warnings
 
 from intent_resources.environments import intent_home
@@ -20,6 +22,8 @@ def register(subparsers) -> None:
     demo.add_argument("--days", type=int, default=int(os.environ.get("INTENT_DEMO_DAYS", "14")),
                       help="days of simulated history (default 14, or INTENT_DEMO_DAYS)")
     demo.add_argument("--first-day", default=None, help="first partition (default: the first one)")
+    demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "6")),
+                      help="tuning trials for the demo's model (default 6, or INTENT_DEMO_TRIALS)")
     demo.set_defaults(handler=_demo)
 
 
@@ -49,6 +53,16 @@ def demo_partition_range(first_day: str | None, days: int) -> tuple[str, str]:
     return start.isoformat(), (start + dt.timedelta(days=days - 1)).isoformat()
 
 
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME, defaulting to `.intent/dagster_home` with the project's dagster.yaml."""
+    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    settings = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if settings.exists() and not (dagster_home / "dagster.yaml").exists():
+        shutil.copy(settings, dagster_home / "dagster.yaml")
+    return dagster_home
+
+
 def _demo(args) -> int:
     """Materialize the whole graph on the embedded defaults, recorded in DAGSTER_HOME."""
     warnings.filterwarnings("ignore")
@@ -60,6 +74,7 @@ def _demo(args) -> int:
 
     home = intent_home()
     os.environ.setdefault("REDIS_URL", ensure_local_redis(home))
+    prepare_dagster_home(home)
     defs = build_definitions("local")
     instance = DagsterInstance.get()
     start, end = demo_partition_range(args.first_day, args.days)
@@ -77,10 +92,15 @@ def _demo(args) -> int:
         return 1
     if unpartitioned:
         print(f"materializing {len(unpartitioned)} unpartitioned assets")
-        result = materialize(unpartitioned + partitioned,
+        result = materialize(unpartitioned + partitioned + list(defs.asset_checks or []),
                              selection=[k for a in unpartitioned for k in a.keys],
-                             resources=defs.resources, instance=instance, run_config=quiet)
-        if not result.success:
+                             resources=defs.resources, instance=instance,
+                             run_config={**quiet, "ops": {"tuned_model": {"config": {"n_trials": args.trials}}}},
+                             raise_on_error=False)
+        gates = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        if gates and not all(gates.values()):
+            print(f"the candidate model was stopped at its gates: {gates}")
+        elif not result.success:
             print("the model run failed; see `make ui` for its logs")
             return 1
     print_summary(instance, defs, home, time.monotonic() - t0)

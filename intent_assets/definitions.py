@@ -12,6 +12,7 @@ from dagster import Definitions, definitions
 
 from intent_assets.features.definitions import defs as feature_defs
 from intent_assets.ingest.definitions import defs as ingest_defs
+from intent_assets.publication.definitions import defs as publication_defs
 from intent_assets.training.definitions import defs as training_defs
 from intent_resources.environments import resources_for
 from intent_resources.storage import LakeIOManager
@@ -21,7 +22,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     env = env or os.environ.get("INTENT_ENV", "local")
     resources = resources_for(env)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
-    return Definitions.merge(ingest_defs, feature_defs, training_defs,
+    return Definitions.merge(ingest_defs, feature_defs, training_defs, publication_defs,
                              Definitions(resources=resources))
 
 

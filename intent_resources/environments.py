@@ -14,6 +14,7 @@ from dagster import EnvVar, FilesystemIOManager
 
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.feast import FeastResource
+from intent_resources.sagemaker import SageMakerResource
 from intent_resources.redis import RedisResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import ArtifactStore, LakeStorage
@@ -42,6 +43,8 @@ def feature_repo_path() -> str:
 
 def resources_for(env: str) -> dict:
     """The resources of an environment, by resource key."""
+    from intent_assets.publication.resources import ModelEndpointResource
+
     if env == "local":
         home = intent_home()
         redis_url = local_redis_url(home)
@@ -54,6 +57,7 @@ def resources_for(env: str) -> dict:
             "feast": FeastResource(repo_path=feature_repo_path(), env="local", redis_url=redis_url,
                                    lake_root=str(home / "lake"), home=str(home)),
             "models": ArtifactStore(root=str(home / "models")),
+            "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
             "clickstream": ClickstreamSource(
                 sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
@@ -71,6 +75,13 @@ def resources_for(env: str) -> dict:
                                    home=os.environ.get("INTENT_HOME", "/tmp/intent"),
                                    registry_path=EnvVar("INTENT_FEAST_REGISTRY")),
             "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", "/tmp/intent/models")),
+            "model_endpoint": ModelEndpointResource(
+                target="sagemaker", endpoint_name=os.environ.get("INTENT_ENDPOINT_NAME", "intent"),
+                sagemaker=SageMakerResource(
+                    role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"),
+                    training_image=EnvVar("INTENT_TRAINING_IMAGE"),
+                    inference_image=EnvVar("INTENT_INFERENCE_IMAGE"),
+                    bucket=EnvVar("INTENT_MODEL_BUCKET"))),
             "model_io_manager": FilesystemIOManager(
                 base_dir=os.environ.get("INTENT_DAGSTER_STORAGE", "/tmp/intent/dagster_storage")),
             "clickstream": ClickstreamSource(kind="landing",

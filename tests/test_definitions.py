@@ -11,7 +11,8 @@ def test_definitions_load_with_the_expected_graph():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
                     "session_snapshots", "online_features", "training_set", "tuned_model",
-                    "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report"}
+                    "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
+                    "published_model"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -37,6 +38,8 @@ def test_definitions_load_with_the_expected_graph():
     assert all(graph.get_check_spec(c).blocking for c in graph.asset_check_keys
                if c.asset_key == AssetKey("calibrated_model"))
     assert {s.name for s in defs.schedules} >= {"retrain_job_schedule"}
+    assert parents("published_model") == {"calibrated_model"}
+    assert {s.name for s in defs.sensors} >= {"model_publication_sensor"}
     # every daily asset backfills a range in one run
     for key in features - {"training_set"} | {"raw_clickstream", "orders", "sessions"}:
         node = graph.get(AssetKey(key))

@@ -97,7 +97,11 @@ def _chain(lake, feast, root_models, base):
     from intent_assets.training.checks import GATES
     from intent_resources.storage import ArtifactStore
 
+    from intent_assets.publication.resources import ModelEndpointResource
+
     resources = {**base, "models": ArtifactStore(root=str(root_models)),
+                 "model_endpoint": ModelEndpointResource(target="local", home=str(root_models),
+                                                         start_local=False),
                  "model_io_manager": FilesystemIOManager(base_dir=str(root_models / "io")),
                  }
     chain = [tuned_model, rules_baseline, logistic_baseline, calibrated_model, reliability_report]
@@ -131,18 +135,23 @@ def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
 
 
 def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path):
-    import json
+    from intent_assets.training.train import train_model
+    from serving.local import install_model, local_model_dir
 
     lake, feast, _, base = built
     models = tmp_path / "models"
-    models.mkdir()
-    (models / "champion.json").write_text(json.dumps({"pr_auc": 0.999, "version": "champ"}))
+    # A champion that has seen every labelled row, the candidate's test split included: on
+    # those rows it must outscore any honest candidate, so the gate has to stop the candidate.
+    champion = train_model(lake.read("training_set"), "label", out_dir=tmp_path / "champion",
+                           n_trials=2, seed=3)
+    install_model(champion.tar_path, local_model_dir(models))
     assets, gates, resources, chain = _chain(lake, feast, models, base)
     run_config = {"ops": {"tuned_model": {"config": {"n_trials": 2, "seed": 1}}}}
     result = materialize([*assets, *gates], resources=resources, run_config=run_config,
                          selection=chain, raise_on_error=False)
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks["pr_auc_gate"] is False
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    gate = checks["pr_auc_gate"]
+    assert gate.passed is False, gate.metadata
     assert not result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "reliability_report" not in materialized

@@ -6,12 +6,17 @@ models whose four gates passed.
 
 import json
 
+import pandas as pd
+
 from dagster import AssetCheckResult, AssetIn, asset_check
 
 from intent_assets.reports import gates as rules
 from intent_assets.training.assets import LABEL, TIME_COLUMN, calibrated_model
 from intent_assets.training.train import training_splits
-from intent_resources.storage import ArtifactStore, LakeSlice
+from intent_assets.publication.resources import ModelEndpointResource
+from intent_assets.reports.metrics import pr_auc
+from intent_resources.storage import LakeSlice
+from serving.model import ModelArtifact
 
 PR_AUC_TOLERANCE = 0.01
 MAX_ECE = 0.02
@@ -24,22 +29,31 @@ def _result(gate) -> AssetCheckResult:
                             metadata=json.loads(json.dumps(metadata, default=str)))
 
 
-def champion_pr_auc(models: ArtifactStore):
-    """Test PR-AUC of the model now serving, if one was published."""
-    pointer = models.directory() / "champion.json"
-    if not pointer.exists():
+def champion_pr_auc(champion_path, candidate: dict, training: pd.DataFrame):
+    """PR-AUC of the model now serving, scored on the candidate's own test split.
+
+    Both models are judged on the same rows; a champion measured on its own, older test split
+    would not be comparable. None when nothing is served yet (or it is this very model).
+    """
+    if champion_path is None:
         return None
-    return json.loads(pointer.read_text()).get("pr_auc")
+    champion = ModelArtifact.load(champion_path)
+    if champion.version == candidate["version"]:
+        return None
+    test = pd.read_parquet(candidate["test_predictions"])[["snapshot_id"]]
+    rows = test.merge(training, on="snapshot_id", how="left")
+    return pr_auc(rows[LABEL].to_numpy(), champion.predict(rows), rows["weight"].to_numpy())
 
 
-@asset_check(asset=calibrated_model, blocking=True)
-def pr_auc_gate(calibrated_model: dict, models: ArtifactStore) -> AssetCheckResult:
-    """Test PR-AUC not worse than the champion's beyond the tolerance."""
-    return _result(pr_auc_gate_rule(calibrated_model, models))
-
-
-def pr_auc_gate_rule(model: dict, models: ArtifactStore):
-    return rules.pr_auc_gate(model["metrics"]["pr_auc"], champion_pr_auc(models), PR_AUC_TOLERANCE)
+@asset_check(asset=calibrated_model, blocking=True,
+             additional_ins={"training_set": AssetIn(input_manager_key="io_manager")})
+def pr_auc_gate(calibrated_model: dict, training_set: LakeSlice,
+                model_endpoint: ModelEndpointResource) -> AssetCheckResult:
+    """Test PR-AUC not worse than the serving champion's (same test rows) beyond a tolerance."""
+    champion = champion_pr_auc(model_endpoint.served_model_path(), calibrated_model,
+                               training_set.pandas())
+    return _result(rules.pr_auc_gate(calibrated_model["metrics"]["pr_auc"], champion,
+                                     PR_AUC_TOLERANCE))
 
 
 @asset_check(asset=calibrated_model, blocking=True)

@@ -1,0 +1,1 @@
+"""Publication: gated models go to the endpoint (SageMaker in prod, the local container locally)."""

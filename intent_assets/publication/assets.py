@@ -1,0 +1,54 @@
+"""`published_model`: the gated model, served by the endpoint."""
+
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+
+from intent_assets.publication.resources import ModelEndpointResource
+
+CALIBRATED_MODEL = AssetKey("calibrated_model")
+
+
+class PublicationConfig(Config):
+    """Which artifact to publish: what the sensor read from the calibrated_model materialization."""
+
+    model_version: str
+    tar_path: str
+    artifact_dir: str = ""
+
+
+def publication_metadata(result: dict) -> dict:
+    """What the UI shows for a publication: endpoint, version, artifact and what changed."""
+    meta = {
+        "endpoint_name": result.get("endpoint_name"),
+        "model_version": result.get("version"),
+        "artifact_uri": result.get("model_data_uri"),
+        "target": result.get("target"),
+        "status": result.get("status"),
+        "action": result.get("action"),
+    }
+    for key in ("endpoint_url", "endpoint_arn", "endpoint_config_name", "model_name",
+                "previous_endpoint_config_name", "previous_version"):
+        if result.get(key):
+            meta[key] = result[key]
+    if meta["artifact_uri"] and not str(meta["artifact_uri"]).startswith("s3://"):
+        meta["artifact_uri"] = MetadataValue.path(str(meta["artifact_uri"]))
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+@asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker"})
+def published_model(context: AssetExecutionContext, config: PublicationConfig,
+                    model_endpoint: ModelEndpointResource) -> MaterializeResult:
+    """The gated model version the endpoint serves (S3 artifact + endpoint, or the local
+    container), published only after every blocking check on calibrated_model passed."""
+    from serving.model import ModelArtifact
+
+    tar = Path(config.tar_path)
+    # the archive must be the version the gates judged, not whatever is at the path now
+    found = ModelArtifact.load(tar).version
+    if found != config.model_version:
+        raise ValueError(f"{tar} holds model {found}, not the gated {config.model_version}")
+    result = model_endpoint.publish(str(tar), config.model_version)
+    context.log.info(f"model {config.model_version} {result.get('action')} on "
+                     f"{result.get('endpoint_name')} ({result.get('target')})")
+    return MaterializeResult(metadata=publication_metadata(result))

@@ -1,0 +1,93 @@
+"""`ModelEndpointResource`: where a published model goes, and how it gets there.
+
+``target="local"``: the project's inference container on this machine. The archive is copied
+atomically into the local endpoint's model directory (``$INTENT_HOME/endpoint/model``) and the
+running server is asked to reload (started first if none answers and `start_local` is set);
+the server swaps models without failing a request.
+
+``target="sagemaker"``: the nested `SageMakerResource` uploads the archive to S3, creates the
+model and endpoint config, creates or updates (blue/green) the endpoint and waits until it is
+InService on the new config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import ConfigurableResource
+
+from intent_resources.sagemaker import SageMakerResource
+
+TARGETS = ("local", "sagemaker")
+
+
+class ModelEndpointResource(ConfigurableResource):
+    """The endpoint a gated model is published to."""
+
+    target: str = "local"
+    endpoint_name: str = "intent-local"
+    # local: the project's state dir (None: INTENT_HOME, resolved when used) and the running
+    # server's URL (None: the recorded local endpoint, started when `start_local`)
+    home: Optional[str] = None
+    local_url: Optional[str] = None
+    start_local: bool = True
+    # sagemaker
+    sagemaker: Optional[SageMakerResource] = None
+    poll_s: float = 15.0
+    timeout_s: float = 3600.0
+
+    def served_model_path(self) -> Optional[Path]:
+        """The archive the endpoint serves now (the champion), when it can be read here.
+
+        Locally it is the container's model file. For SageMaker the champion's archive sits in
+        S3; fetching it is not implemented yet, so there the gate runs without a champion.
+        """
+        if self.target != "local":
+            return None
+        from serving.local import local_model_dir
+
+        served = local_model_dir(Path(self.home) if self.home else None) / "model.tar.gz"
+        return served if served.exists() else None
+
+    def publish(self, tar_path: str, version: str) -> dict[str, Any]:
+        """Serve `tar_path` (model version `version`) on the endpoint; what was done."""
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not Path(tar_path).is_file():
+            raise FileNotFoundError(f"model archive {tar_path} does not exist")
+        if self.target == "sagemaker":
+            if self.sagemaker is None:
+                raise ValueError("the sagemaker target needs a SageMakerResource")
+            uri = self.sagemaker.upload_artifact(tar_path, version)
+            result = self.sagemaker.publish(version, uri, self.endpoint_name, self.poll_s,
+                                            self.timeout_s)
+            return {"target": "sagemaker", **result}
+        return self._publish_local(tar_path, version)
+
+    def _publish_local(self, tar_path: str, version: str) -> dict[str, Any]:
+        from serving.local import (
+            ensure_local_endpoint,
+            install_model,
+            local_model_dir,
+            ping,
+            reload_endpoint,
+        )
+
+        home = Path(self.home).resolve() if self.home else None
+        model_dir = local_model_dir(home)
+        installed = install_model(tar_path, model_dir)
+        url = self.local_url or (ensure_local_endpoint(home) if self.start_local else None)
+        if url is None:
+            return {"target": "local", "endpoint_name": self.endpoint_name, "version": version,
+                    "model_data_uri": str(installed), "status": "staged", "action": "staged"}
+        answer = reload_endpoint(url, str(model_dir))
+        if answer.get("model_version") != version:
+            raise RuntimeError(f"the local endpoint at {url} serves "
+                               f"{answer.get('model_version')} after reloading, not {version}")
+        pinged = ping(url) or {}
+        return {"target": "local", "endpoint_name": self.endpoint_name, "endpoint_url": url,
+                "version": version, "model_data_uri": str(installed),
+                "status": pinged.get("status", "unknown"),
+                "action": "unchanged" if answer.get("previous_version") == version else "updated",
+                "previous_version": answer.get("previous_version")}

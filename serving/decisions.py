@@ -1,0 +1,135 @@
+"""The decision log: every scoring decision as one JSON line, written off the request path.
+
+Each record says who was scored (user, session, product, request context such as an experiment
+variant), with which model version and features, what came out (probability, band, action,
+expected values, reasons) and whether a fallback answered. It is the exposure log A/B analysis
+joins outcomes to, and the served-features log retraining can compare with offline features.
+
+`append` only puts the record on a queue; a background thread serializes and writes queued
+records every `flush_interval_s` (and on close) to ``{directory}/date=YYYY-MM-DD/
+decisions-<pid>.jsonl`` — one file per process and UTC day, so several workers never interleave
+lines. A full queue drops the record and counts it rather than slow a request down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def log_path(directory: str | Path, when: dt.datetime, pid: int | None = None) -> Path:
+    """The file a record of time `when` goes to."""
+    return Path(directory) / f"date={when.strftime('%Y-%m-%d')}" / \
+        f"decisions-{pid or os.getpid()}.jsonl"
+
+
+class DecisionLog:
+    """Buffered JSON-lines writer for decision records."""
+
+    def __init__(self, directory: str | Path, flush_interval_s: float = 0.2,
+                 max_queue: int = 100_000) -> None:
+        self.directory = Path(directory)
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._max_queue = max_queue
+        # each counter has one writing thread: appended (callers' loop), processed (the writer)
+        self._appended = 0
+        self._processed = 0
+        self.dropped = 0   # queue full (caller's thread)
+        self.lost = 0      # write failed (writer thread)
+        self.written = 0
+        self._stop = threading.Event()
+        self._flushed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Queue a record (stamped with the time it is written if it has no `ts`); never blocks."""
+        if self._appended - self._processed >= self._max_queue:
+            self.dropped += 1
+            return
+        self._appended += 1
+        self._queue.put(record)
+
+    def _drain(self) -> None:
+        records = []
+        while True:
+            try:
+                records.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not records:
+            return
+        by_file: dict[Path, list[str]] = {}
+        for record in records:
+            when = dt.datetime.now(dt.timezone.utc)
+            record.setdefault("ts", when.isoformat())
+            by_file.setdefault(log_path(self.directory, when), []).append(
+                json.dumps(record, default=_default, allow_nan=False, separators=(",", ":"))
+                if _finite(record) else json.dumps(_nulls(record), default=_default,
+                                                   separators=(",", ":")))
+        for path, lines in by_file.items():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write("\n".join(lines) + "\n")
+                self.written += len(lines)
+            except OSError as error:
+                self.lost += len(lines)
+                log.error("decision log %s not written (%d records lost): %s", path,
+                          len(lines), error)
+        self._processed += len(records)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self._drain()
+            with self._flushed:
+                self._flushed.notify_all()
+        self._drain()
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until everything appended so far is on disk."""
+        with self._flushed:
+            target = self._appended
+            self._flushed.wait_for(lambda: self._processed >= target, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return obj == obj and obj not in (float("inf"), float("-inf"))
+    if isinstance(obj, dict):
+        return all(_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_finite(v) for v in obj)
+    return True
+
+
+def _nulls(obj: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers."""
+    if isinstance(obj, float) and not _finite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nulls(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulls(v) for v in obj]
+    return obj

@@ -1,0 +1,150 @@
+"""The decision policy: a calibrated purchase probability becomes an on-site action by expected value.
+
+Three actions, each valued in expected margin relative to doing nothing (pure arithmetic, no I/O):
+
+- **leave alone**: EV 0 by definition.
+- **incentivize** (e.g. a discount of fraction ``d`` on the order): the incentive raises the purchase
+  probability by an uplift that is largest for shoppers on the fence and vanishes for those whose
+  mind is made up, ``u(p) = max_uplift * 4 p (1 - p)``. Every buyer, including those who would
+  have bought anyway, is paid the discount, and showing the incentive costs ``incentive_cost``::
+
+      EV_incentive(p) = AOV * [ (p + u(p)) * (m - d) - p * m ] - incentive_cost
+                      = AOV * [ u(p) * (m - d) - p * d ] - incentive_cost
+
+  i.e. expected uplift x margin x AOV beyond what the discount gives away to sure buyers,
+  minus the cost of the incentive. It is positive on an interval of p: the on-the-fence band.
+- **upsell** (recommend an add-on to a likely buyer): a buyer takes it with probability
+  ``upsell_take_rate`` adding ``upsell_value`` of revenue at margin m; the slot costs
+  ``upsell_cost`` (what else it could have shown)::
+
+      EV_upsell(p) = p * upsell_take_rate * upsell_value * m - upsell_cost
+
+  which grows with p, so upselling pays above a threshold probability.
+
+The action is the one with the highest positive EV (leave alone when none is positive). The band
+names where p sits relative to the incentive interval [p_lo, p_hi]: ``unlikely`` below it,
+``on_the_fence`` inside, ``likely`` above. The order value AOV defaults to `aov` and may be given
+per request (e.g. the cart value from the request context).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+ACTIONS = ("leave_alone", "incentivize", "upsell")
+BANDS = ("unlikely", "on_the_fence", "likely")
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """Economics of the decision; every amount in the shop's currency."""
+
+    aov: float = 80.0                 # average order value, used when the request gives none
+    margin: float = 0.35              # gross margin fraction m of an order
+    discount: float = 0.10            # incentive: fraction d of the order given away
+    max_uplift: float = 0.20          # incentive: uplift in purchase probability at p = 0.5
+    incentive_cost: float = 0.50      # incentive: cost of showing it (per shopper shown)
+    upsell_take_rate: float = 0.15    # upsell: share of buyers who add the offered item
+    upsell_value: float = 25.0        # upsell: revenue the added item brings
+    upsell_cost: float = 0.30         # upsell: opportunity cost of the slot
+
+    def __post_init__(self) -> None:
+        for name in ("aov", "upsell_value"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("margin", "discount", "max_uplift", "upsell_take_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        for name in ("incentive_cost", "upsell_cost"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do for one shopper, and why in money."""
+
+    band: str
+    action: str
+    probability: float
+    expected_values: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"band": self.band, "action": self.action,
+                "expected_values": self.expected_values}
+
+
+def uplift(p: float, params: PolicyParams) -> float:
+    """The incentive's expected rise in purchase probability at probability p."""
+    return params.max_uplift * 4.0 * p * (1.0 - p)
+
+
+def incentive_value(p: float, params: PolicyParams, order_value: float | None = None) -> float:
+    """Expected margin of incentivizing a shopper at probability p, relative to doing nothing."""
+    aov = order_value if order_value and order_value > 0 else params.aov
+    return aov * (uplift(p, params) * (params.margin - params.discount) - p * params.discount) \
+        - params.incentive_cost
+
+
+def upsell_value(p: float, params: PolicyParams) -> float:
+    """Expected margin of showing an upsell at probability p, relative to doing nothing."""
+    return p * params.upsell_take_rate * params.upsell_value * params.margin - params.upsell_cost
+
+
+def incentive_band(params: PolicyParams, order_value: float | None = None
+                   ) -> tuple[float, float] | None:
+    """The interval [p_lo, p_hi] where incentivizing has positive expected value (None if empty).
+
+    EV_incentive is the quadratic ``-a p^2 + b p - c`` with a = 4 U (m - d) AOV,
+    b = AOV (4 U (m - d) - d), c = incentive_cost.
+    """
+    aov = order_value if order_value and order_value > 0 else params.aov
+    k = 4.0 * params.max_uplift * (params.margin - params.discount) * aov
+    a, b, c = k, k - params.discount * aov, params.incentive_cost
+    if a <= 0:
+        return None  # the discount eats the whole margin: never worth it
+    disc = b * b - 4 * a * c
+    if disc <= 0:
+        return None
+    root = math.sqrt(disc)
+    lo, hi = (b - root) / (2 * a), (b + root) / (2 * a)
+    lo, hi = max(lo, 0.0), min(hi, 1.0)
+    return (lo, hi) if lo < hi else None
+
+
+def upsell_threshold(params: PolicyParams) -> float | None:
+    """The probability above which an upsell pays (None if it never does)."""
+    gain = params.upsell_take_rate * params.upsell_value * params.margin
+    if gain <= 0:
+        return None
+    threshold = params.upsell_cost / gain
+    return threshold if threshold <= 1.0 else None
+
+
+def band_of(p: float, params: PolicyParams, order_value: float | None = None) -> str:
+    """Where p sits relative to the on-the-fence interval: unlikely, on_the_fence or likely."""
+    fence = incentive_band(params, order_value)
+    if fence is None:
+        threshold = upsell_threshold(params)
+        return "likely" if threshold is not None and p >= threshold else "unlikely"
+    lo, hi = fence
+    if p < lo:
+        return "unlikely"
+    return "on_the_fence" if p <= hi else "likely"
+
+
+def decide(p: float, params: PolicyParams, order_value: float | None = None) -> Decision:
+    """The action with the highest positive expected value for a shopper at probability p."""
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"probability must be in [0, 1], got {p}")
+    values = {"leave_alone": 0.0,
+              "incentivize": incentive_value(p, params, order_value),
+              "upsell": upsell_value(p, params)}
+    action = max(ACTIONS, key=lambda name: (values[name], name == "leave_alone"))
+    return Decision(band=band_of(p, params, order_value), action=action, probability=p,
+                    expected_values={k: round(v, 6) for k, v in values.items()})

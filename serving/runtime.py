@@ -1,0 +1,30 @@
+"""Process settings a low-latency scorer needs.
+
+LightGBM's single-row TreeSHAP call opens an OpenMP parallel region despite the fast path's
+``num_threads=1``: on a busy 2-core box its threads spin against the server's other work and one
+explanation takes 2-4x longer. A server therefore limits OpenMP to one thread on the thread that
+scores (the event loop's), and its launchers also set ``OMP_NUM_THREADS=1`` for child processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+SERVER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def single_threaded_openmp() -> bool:
+    """Limit OpenMP parallel regions started from the calling thread to one thread.
+
+    Returns False when no OpenMP runtime is loaded (nothing to limit).
+    """
+    for name in ("libgomp.so.1", ctypes.util.find_library("gomp"), ctypes.util.find_library("omp")):
+        if not name:
+            continue
+        try:
+            ctypes.CDLL(name).omp_set_num_threads(1)
+            return True
+        except (OSError, AttributeError):
+            continue
+    return False

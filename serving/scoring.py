@@ -1,0 +1,314 @@
+"""The scoring engine behind the API: features, model, policy and fallbacks under one deadline.
+
+For each request (user, session, optional product, context):
+
+1. features: one pipelined Redis read (`serving.online.AsyncOnlineReader`) within
+   ``redis_timeout_s`` and what is left of the deadline. Redis down, slow or erroring — or its
+   circuit breaker open — gives the session-less row (every feature at the model's default),
+   flagged ``redis_unavailable``;
+2. model: in process (the champion artifact this process holds) by default, or through the
+   endpoint client (``mode="endpoint"``, boto3 in a small thread pool) within what is left of the
+   deadline minus a reserve for the fallback. Endpoint down, slow, erroring or its breaker open
+   gives the in-process champion's score, flagged ``endpoint_unavailable``;
+3. no model at all (none loaded yet, or scoring failed) gives the prior (the base rate), flagged
+   ``prior``;
+4. the decision policy turns the probability into band and action; the decision is queued to the
+   decision log.
+
+A failure never becomes an exception to the caller: the answer says which fallback gave it.
+Breakers let a recovered Redis or endpoint back in without a restart (see `serving.breaker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.breaker import CircuitBreaker
+from serving.container import score_rows
+from serving.decisions import DecisionLog
+from serving.endpoint import EndpointClient, EndpointError
+from serving.holder import LoadedModel, ModelHolder
+from serving.online import (
+    AsyncOnlineReader,
+    FeatureLayout,
+    RedisUnavailable,
+    defaults_row,
+)
+from serving.policy import PolicyParams, decide
+from streaming_jobs.online_layout import DEFAULT_PROJECT
+
+log = logging.getLogger(__name__)
+
+MODES = ("in_process", "endpoint")
+FALLBACK_REDIS = "redis_unavailable"
+FALLBACK_ENDPOINT = "endpoint_unavailable"
+FALLBACK_PRIOR = "prior"
+DEFAULT_PRIOR = 0.05
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """Deadlines, modes and fallbacks of the engine."""
+
+    mode: str = "in_process"
+    deadline_s: float = 0.05
+    redis_timeout_s: float = 0.02
+    # left for the in-process fallback when the endpoint is given the rest of the deadline
+    fallback_reserve_s: float = 0.01
+    top_k: int = 3
+    prior: float | None = None           # None: the model's base rate, else DEFAULT_PRIOR
+    breaker_failures: int = 3
+    breaker_reset_s: float = 1.0
+    project: str = DEFAULT_PROJECT
+    log_features: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.deadline_s <= 0 or self.redis_timeout_s <= 0:
+            raise ValueError("deadline and redis timeout must be positive")
+        if self.prior is not None and not 0.0 <= self.prior <= 1.0:
+            raise ValueError(f"prior must be in [0, 1], got {self.prior}")
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """One scoring request, validated by the API."""
+
+    user_id: str
+    session_id: str
+    product_id: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def model_prior(model: LoadedModel | None, configured: float | None) -> float:
+    """The probability answered when no model can score: configured, else the model's base rate."""
+    if configured is not None:
+        return configured
+    if model is not None:
+        rate = (model.artifact.manifest.get("metrics", {}).get("test", {}) or {}).get("base_rate")
+        if isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0:
+            return float(rate)
+    return DEFAULT_PRIOR
+
+
+@dataclass
+class _Served:
+    """A model and its Redis layout, swapped together."""
+
+    model: LoadedModel
+    layout: FeatureLayout
+
+
+class ScoringEngine:
+    """Scores requests with fallbacks; one per API process, used from its event loop."""
+
+    def __init__(self, holder: ModelHolder, redis_url: str | None,
+                 settings: ScoringSettings = ScoringSettings(),
+                 policy: PolicyParams = PolicyParams(),
+                 endpoint: EndpointClient | None = None, metrics=None,
+                 decisions: DecisionLog | None = None) -> None:
+        if settings.mode == "endpoint" and endpoint is None:
+            raise ValueError("endpoint mode needs an endpoint client")
+        self.holder = holder
+        self.settings = settings
+        self.policy = policy
+        self.endpoint = endpoint
+        self.metrics = metrics
+        self.decisions = decisions
+        self.redis_url = redis_url
+        self.redis_breaker = CircuitBreaker("redis", settings.breaker_failures,
+                                            settings.breaker_reset_s)
+        self.endpoint_breaker = CircuitBreaker("endpoint", settings.breaker_failures,
+                                               settings.breaker_reset_s)
+        self._served: _Served | None = None
+        self._reader: AsyncOnlineReader | None = None
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint") \
+            if endpoint is not None else None
+        self._sync(holder.current)
+
+    # -- model swaps ---------------------------------------------------------------------------
+    def _sync(self, model: LoadedModel | None) -> _Served | None:
+        """The served pair for the holder's current model, rebuilding the layout on a swap."""
+        served = self._served
+        if model is None:
+            return served
+        if served is None or served.model is not model:
+            layout = FeatureLayout.from_artifact(model.artifact, self.settings.project)
+            served = _Served(model, layout)
+            self._served = served
+            if self.redis_url:
+                if self._reader is None:
+                    self._reader = AsyncOnlineReader(layout, self.redis_url,
+                                                     connect_timeout=self.settings.redis_timeout_s)
+                else:
+                    self._reader.layout = layout
+        return served
+
+    @property
+    def model_version(self) -> str | None:
+        current = self.holder.current
+        return current.version if current is not None else None
+
+    def prior(self) -> float:
+        return model_prior(self.holder.current, self.settings.prior)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _count(self, name: str, label: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count(name, label)
+
+    async def _features(self, served: _Served, req: ScoreInput, deadline: float
+                        ) -> tuple[dict[str, Any], list[str], list[str]]:
+        """(row, missing entities, fallbacks) for one request."""
+        layout = served.layout
+        reader = self._reader
+        if reader is None or not self.redis_breaker.allow():
+            return defaults_row(layout), [], [FALLBACK_REDIS]
+        budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
+        if budget <= 0:
+            return defaults_row(layout), [], [FALLBACK_REDIS]
+        try:
+            features = await reader.read(req.user_id, req.session_id, req.product_id,
+                                         timeout=budget)
+        except asyncio.TimeoutError:
+            self.redis_breaker.failure()
+            self._count("error", "redis_timeout")
+            return defaults_row(layout), [], [FALLBACK_REDIS]
+        except (RedisUnavailable, OSError) as error:
+            self.redis_breaker.failure()
+            self._count("error", "redis_error")
+            log.debug("redis read failed: %s", error)
+            return defaults_row(layout), [], [FALLBACK_REDIS]
+        self.redis_breaker.success()
+        return features.row(), features.missing, []
+
+    async def _predict(self, served: _Served | None, rows: list[dict[str, Any]], deadline: float
+                       ) -> tuple[list[dict[str, Any]] | None, str | None, str, list[str]]:
+        """(predictions, model version, scored_by, fallbacks) for rows."""
+        fallbacks: list[str] = []
+        if self.settings.mode == "endpoint":
+            budget = deadline - time.perf_counter() - self.settings.fallback_reserve_s
+            if budget > 0 and self.endpoint_breaker.allow():
+                try:
+                    loop = asyncio.get_running_loop()
+                    invocation = await asyncio.wait_for(
+                        loop.run_in_executor(self._pool, self.endpoint.invoke, rows,
+                                             self.settings.top_k), budget)
+                    self.endpoint_breaker.success()
+                    return invocation.predictions, invocation.model_version, "endpoint", []
+                except asyncio.TimeoutError:
+                    self.endpoint_breaker.failure()
+                    self._count("error", "endpoint_timeout")
+                except EndpointError as error:
+                    self.endpoint_breaker.failure()
+                    self._count("error", "endpoint_error")
+                    log.debug("endpoint failed: %s", error)
+            fallbacks.append(FALLBACK_ENDPOINT)
+        if served is not None:
+            try:
+                result = score_rows(served.model.artifact, rows, self.settings.top_k)
+                return result["predictions"], result["model_version"], "in_process", fallbacks
+            except Exception as error:  # a broken model must still leave an answer
+                self._count("error", "model_error")
+                log.error("in-process scoring failed: %s", error)
+        return None, None, "prior", fallbacks + [FALLBACK_PRIOR]
+
+    async def score_many(self, requests: Sequence[ScoreInput]) -> list[dict[str, Any]]:
+        """Score requests (one Redis read each, concurrently; one model call); never raises."""
+        started = time.perf_counter()
+        deadline = started + self.settings.deadline_s
+        served = self._sync(self.holder.current)
+        if served is None:
+            reads = [({}, [], []) for _ in requests]
+        elif len(requests) == 1:
+            reads = [await self._features(served, requests[0], deadline)]
+        else:
+            reads = await asyncio.gather(*(self._features(served, r, deadline)
+                                           for r in requests))
+        rows = [row for row, _, _ in reads]
+        if served is None:  # no model loaded yet: nothing knows the features to read or score
+            predictions, version, scored_by, model_fallbacks = None, None, "prior", \
+                [FALLBACK_PRIOR]
+        else:
+            predictions, version, scored_by, model_fallbacks = await self._predict(
+                served, rows, deadline)
+        prior = self.prior()
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        answers = []
+        for i, (req, (row, missing, read_fallbacks)) in enumerate(zip(requests, reads)):
+            fallbacks = read_fallbacks + model_fallbacks
+            if predictions is None:
+                probability, reasons = prior, []
+            else:
+                probability = float(predictions[i]["probability"])
+                reasons = predictions[i].get("reasons") or []
+            order_value = req.context.get("order_value") if req.context else None
+            decision = decide(probability, self.policy,
+                              float(order_value) if isinstance(order_value, (int, float))
+                              and not isinstance(order_value, bool) else None)
+            answer = {
+                "request_id": uuid.uuid4().hex,
+                "probability": probability,
+                "band": decision.band,
+                "action": decision.action,
+                "expected_values": decision.expected_values,
+                "reasons": reasons,
+                "model_version": version,
+                "scored_by": scored_by,
+                "fallback": fallbacks,
+                "missing_entities": missing,
+                "latency_ms": round(elapsed_ms, 3),
+            }
+            answers.append(answer)
+            for kind in fallbacks:
+                self._count("fallback", kind)
+            self._count("decision", decision.action)
+            if self.decisions is not None:
+                record = {"ts": _now_iso(), "user_id": req.user_id, "session_id": req.session_id,
+                          "product_id": req.product_id, "context": dict(req.context or {}),
+                          **answer}
+                if self.settings.log_features:
+                    record["features"] = row
+                self.decisions.append(record)
+        return answers
+
+    async def score(self, request: ScoreInput) -> dict[str, Any]:
+        return (await self.score_many([request]))[0]
+
+    def health(self) -> dict[str, Any]:
+        current = self.holder.current
+        status = "ok"
+        if current is None:
+            status = "no_model"
+        elif self.redis_breaker.state != "closed" or (
+                self.settings.mode == "endpoint" and self.endpoint_breaker.state != "closed"):
+            status = "degraded"
+        out = {"status": status, "model_version": current.version if current else None,
+               "model_source": str(current.source) if current else None,
+               "model_error": self.holder.last_error, "mode": self.settings.mode,
+               "redis": self.redis_breaker.to_json(), "prior": self.prior()}
+        if self.settings.mode == "endpoint":
+            out["endpoint"] = {**self.endpoint_breaker.to_json(),
+                               "name": self.endpoint.endpoint_name,
+                               "url": self.endpoint.endpoint_url}
+        return out
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _now_iso() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat()

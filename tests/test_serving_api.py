@@ -1,0 +1,308 @@
+"""The scoring API end to end: auth, validation, features from a real Redis, decisions logged, and
+fallbacks when a real Redis or a real endpoint server is down or hung — with recovery, no restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from intent_resources.redis import free_port, start_redis_server, stop_redis_server
+from serving.api import ApiSettings, create_app
+from serving.local import install_model, start_endpoint
+from serving.model import ModelArtifact
+from serving.scoring import ScoringSettings
+from streaming_jobs import online_layout as layout
+from streaming_jobs.session_state import SESSION_FEATURES
+from tests.test_serving import artifacts  # noqa: F401  (session fixture)
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SESSION_KINDS = {name: kind for name, kind, _ in SESSION_FEATURES}
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    """A redis-server of this module's own, which tests stop, hang and restart."""
+    directory = tmp_path_factory.mktemp("api_redis")
+    port = free_port()
+    url = start_redis_server(directory, port)
+    server = {"url": url, "port": port, "dir": directory}
+    yield server
+    if _pid(server):
+        os.kill(_pid(server), signal.SIGCONT)
+    stop_redis_server(url)
+
+
+def _pid(server) -> int | None:
+    pid_file = server["dir"] / "redis.pid"
+    return int(pid_file.read_text()) if pid_file.exists() else None
+
+
+def _restart(server) -> None:
+    start_redis_server(server["dir"], server["port"])
+
+
+def _wait(predicate, timeout_s: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _settings(tmp_path, model_path, redis_url, **scoring) -> ApiSettings:
+    return ApiSettings(token=TOKEN, model_path=str(model_path), redis_url=redis_url,
+                       scoring=ScoringSettings(breaker_failures=1, breaker_reset_s=0.2,
+                                               **scoring),
+                       decision_log_dir=str(tmp_path / "decisions"), watch_interval_s=0.1)
+
+
+@pytest.fixture
+def model_dir(artifacts, tmp_path):  # noqa: F811
+    directory = tmp_path / "model"
+    install_model(artifacts[0].tarball, directory)
+    return directory
+
+
+def _write_session(url: str, session_id: str, values: dict) -> None:
+    import redis
+
+    row = {name: values.get(name) for name in SESSION_KINDS}
+    mapping = layout.encode_row("session_fv", SESSION_KINDS, row,
+                                layout.micros_of(dt.datetime.now(dt.timezone.utc)))
+    redis.Redis.from_url(url).hset(layout.entity_key("session_id", session_id), mapping=mapping)
+
+
+def _samples(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _score(client, **body):
+    response = client.post("/score", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_score_needs_the_bearer_token(tmp_path, model_dir, own_redis):
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        body = {"user_id": "u1", "session_id": "s1"}
+        missing = client.post("/score", json=body)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert client.post("/score", json=body,
+                           headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.post("/score", json=body,
+                           headers={"Authorization": TOKEN}).status_code == 401
+        assert client.post("/score/batch", json={"requests": [body]}).status_code == 401
+        assert client.post("/score", json=body, headers=AUTH).status_code == 200
+    with pytest.raises(ValueError, match="INTENT_API_TOKEN is not set"):
+        ApiSettings.from_env({})
+
+
+def test_invalid_requests_get_a_422_naming_each_bad_field(tmp_path, model_dir, own_redis):
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        bad = client.post("/score", headers=AUTH, json={
+            "user_id": "", "session_id": 7, "product_id": "p\n1", "colour": "red",
+            "context": {"variant": ["a", "b"]}})
+        assert bad.status_code == 422
+        detail = {d["field"]: d["message"] for d in bad.json()["detail"]}
+        assert detail["user_id"] == "String should have at least 1 character"
+        assert detail["session_id"] == "Input should be a valid string"
+        assert "product_id" in detail
+        assert detail["colour"] == "Extra inputs are not permitted"
+        assert detail["context.variant"] == \
+            "context values must be a string, number, boolean or null"
+        assert client.post("/score", headers=AUTH, content=b"{not json",
+                           ).status_code == 422
+        too_many = client.post("/score/batch", headers=AUTH, json={
+            "requests": [{"user_id": "u", "session_id": "s"}] * 101})
+        assert too_many.status_code == 422
+        assert too_many.json()["detail"][0]["field"] == "requests"
+        assert client.post("/score/batch", headers=AUTH,
+                           json={"requests": []}).status_code == 422
+
+
+def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model_dir, own_redis,
+                                                                 artifacts):  # noqa: F811
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    _write_session(own_redis["url"], "s-live", {"session_n_cart_adds": 3, "session_n_events": 9,
+                                                "session_device": "desktop"})
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        answer = _score(client, user_id="u-new", session_id="s-live", product_id="p-new",
+                        context={"experiment": "incentive-v1", "variant": "B",
+                                 "order_value": 120.0})
+        expected_row = {f.name: f.default for f in artifact.features}
+        expected_row.update(session_n_cart_adds=3, session_n_events=9, session_device="desktop")
+        # the other session features were written as null: they read back as the defaults
+        want = artifact.score_one(expected_row, top_k=3)
+        assert answer["probability"] == pytest.approx(want.probability, abs=1e-12)
+        assert [r["feature"] for r in answer["reasons"]] == [r["feature"] for r in want.reasons]
+        assert answer["missing_entities"] == ["user", "product"]
+        assert answer["fallback"] == [] and answer["scored_by"] == "in_process"
+        assert answer["model_version"] == artifact.version
+        assert answer["band"] in ("unlikely", "on_the_fence", "likely")
+        assert answer["action"] in ("leave_alone", "incentivize", "upsell")
+
+        batch = client.post("/score/batch", headers=AUTH, json={"requests": [
+            {"user_id": "u1", "session_id": "s-live"}, {"user_id": "u2", "session_id": "s-none"}]})
+        results = batch.json()["results"]
+        assert results[0]["probability"] == pytest.approx(
+            artifact.score_one(expected_row, 0).probability, abs=1e-12)
+        assert results[1]["missing_entities"] == ["user", "product", "session"]
+
+        client.app.state.decisions.flush()
+        lines = [json.loads(line) for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
+                 for line in path.read_text().splitlines()]
+        assert [r["session_id"] for r in lines] == ["s-live", "s-live", "s-none"]
+        first = lines[0]
+        assert first["request_id"] == answer["request_id"]
+        assert first["context"]["variant"] == "B"
+        assert first["features"]["session_n_cart_adds"] == 3
+        assert first["action"] == answer["action"] and first["model_version"] == artifact.version
+        metrics = _samples(client.get("/metrics").text)
+        observed = metrics[("intent_score_latency_seconds_count", (("route", "/score"),))]
+        assert observed >= 1.0
+        assert observed == metrics[("intent_score_requests_total",
+                                    (("route", "/score"), ("status", "200")))]
+        assert metrics[("intent_decisions_total", (("action", answer["action"]),))] >= 1.0
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["model_version"] == artifact.version
+
+
+def test_redis_down_or_hung_gives_flagged_session_less_answers_then_recovers(tmp_path, model_dir,
+                                                                             own_redis,
+                                                                             artifacts):  # noqa: F811
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    session_less = artifact.score_one({f.name: f.default for f in artifact.features}, 0)
+    _write_session(own_redis["url"], "s-r", {"session_n_cart_adds": 4})
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        assert _score(client, user_id="u", session_id="s-r")["fallback"] == []
+
+        stop_redis_server(own_redis["url"])
+        down = _score(client, user_id="u", session_id="s-r")
+        assert down["fallback"] == ["redis_unavailable"]
+        assert down["probability"] == pytest.approx(session_less.probability, abs=1e-12)
+        assert down["scored_by"] == "in_process"
+        assert client.get("/health").json()["redis"]["state"] == "open"
+        assert 'intent_score_fallbacks_total{kind="redis_unavailable"}' in \
+            client.get("/metrics").text
+
+        _restart(own_redis)
+        _write_session(own_redis["url"], "s-r", {"session_n_cart_adds": 4})
+        back = _wait(lambda: (a := _score(client, user_id="u", session_id="s-r"))["fallback"]
+                     == [] and a, what="the fallback flag to clear once Redis is back")
+        assert "session" not in back["missing_entities"]
+
+        # hung: the server takes the connection but never answers
+        os.kill(_pid(own_redis), signal.SIGSTOP)
+        try:
+            hung = _score(client, user_id="u", session_id="s-r")
+            assert hung["fallback"] == ["redis_unavailable"]
+            assert 'intent_score_errors_total{kind="redis_timeout"}' in client.get("/metrics").text
+        finally:
+            os.kill(_pid(own_redis), signal.SIGCONT)
+        _wait(lambda: _score(client, user_id="u", session_id="s-r")["fallback"] == [],
+              what="recovery after Redis resumed")
+
+
+def test_endpoint_mode_falls_back_to_the_in_process_champion_and_recovers(tmp_path, model_dir,
+                                                                         own_redis, artifacts):  # noqa: F811
+    port = free_port()
+    process, url = start_endpoint(model_dir, port, tmp_path / "endpoint.log")
+    settings = ApiSettings(token=TOKEN, model_path=str(model_dir), redis_url=own_redis["url"],
+                           scoring=ScoringSettings(mode="endpoint", breaker_failures=1,
+                                                   breaker_reset_s=0.2, deadline_s=0.2),
+                           decision_log_dir=None, endpoint_name="intent-local", endpoint_url=url)
+    try:
+        with TestClient(create_app(settings)) as client:
+            first = _score(client, user_id="u", session_id="s")
+            assert (first["scored_by"], first["fallback"]) == ("endpoint", [])
+
+            process.kill()
+            process.wait(10)
+            down = _score(client, user_id="u", session_id="s")
+            assert (down["scored_by"], down["fallback"]) == ("in_process",
+                                                             ["endpoint_unavailable"])
+            assert down["probability"] == pytest.approx(first["probability"], abs=1e-12)
+
+            process, _ = start_endpoint(model_dir, port, tmp_path / "endpoint.log")
+            _wait(lambda: _score(client, user_id="u", session_id="s")["scored_by"] == "endpoint",
+                  what="the endpoint to be used again after it came back")
+
+            os.kill(process.pid, signal.SIGSTOP)  # slow: accepts, never answers
+            try:
+                slow = _score(client, user_id="u", session_id="s")
+                assert slow["fallback"] == ["endpoint_unavailable"]
+                assert slow["scored_by"] == "in_process"
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            _wait(lambda: _score(client, user_id="u", session_id="s")["scored_by"] == "endpoint",
+                  what="recovery after the endpoint resumed")
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_without_any_model_the_prior_answers_flagged(tmp_path, own_redis):
+    settings = ApiSettings(token=TOKEN, model_path=str(tmp_path / "nothing"),
+                           redis_url=own_redis["url"],
+                           scoring=ScoringSettings(prior=0.042), decision_log_dir=None)
+    with TestClient(create_app(settings)) as client:
+        answer = _score(client, user_id="u", session_id="s")
+        assert answer["probability"] == 0.042
+        assert (answer["scored_by"], answer["fallback"]) == ("prior", ["prior"])
+        assert answer["action"] == "leave_alone"
+        assert client.get("/health").json()["status"] == "no_model"
+
+
+def test_the_api_picks_up_a_new_model_file_without_a_restart(tmp_path, model_dir, own_redis,
+                                                             artifacts):  # noqa: F811
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        assert _score(client, user_id="u", session_id="s")["model_version"] == \
+            artifacts[0].version
+        install_model(artifacts[1].tarball, model_dir)
+        _wait(lambda: _score(client, user_id="u", session_id="s")["model_version"]
+              == artifacts[1].version, what="the new model version")
+
+
+def test_intent_serve_api_runs_from_the_command_line(tmp_path, model_dir, own_redis, repo_root):
+    port = free_port()
+    env = {**os.environ, "INTENT_API_TOKEN": TOKEN, "INTENT_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(port),
+         "--model", str(model_dir), "--redis-url", own_redis["url"]],
+        cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return process.poll() is not None
+
+        _wait(up, timeout_s=60, what="the API to start")
+        assert process.poll() is None, process.stdout.read().decode()
+        answer = httpx.post(f"{url}/score", headers=AUTH, timeout=5,
+                            json={"user_id": "u", "session_id": "s", "product_id": "p"})
+        assert answer.status_code == 200 and answer.json()["scored_by"] == "in_process"
+        assert httpx.post(f"{url}/score", timeout=5,
+                          json={"user_id": "u", "session_id": "s"}).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(10)
