@@ -53,6 +53,24 @@ def demo_partition_range(first_day: str | None, days: int) -> tuple[str, str]:
     return start.isoformat(), (start + dt.timedelta(days=days - 1)).isoformat()
 
 
+def publish(defs, instance, model: dict, day: str, run_config: dict) -> None:
+    """What the publication sensor does when its daemon runs: publish the gated model to the
+    local endpoint, then score the last day's snapshots in bulk with it."""
+    from dagster import materialize
+
+    config = {"model_version": model["version"], "tar_path": model["tar_path"],
+              "artifact_dir": model["artifact_dir"]}
+    assets = list(defs.assets)
+    keys = {k.to_user_string(): k for a in assets for k in a.keys}
+    print(f"publishing model {model['version']} to the local endpoint")
+    materialize(assets, selection=[keys["published_model"]], resources=defs.resources,
+                instance=instance,
+                run_config={**run_config, "ops": {"published_model": {"config": config}}})
+    print(f"scoring {day}'s snapshots with it (batch_scores)")
+    materialize(assets, selection=[keys["batch_scores"]], resources=defs.resources,
+                instance=instance, run_config=run_config, partition_key=day)
+
+
 def prepare_dagster_home(home: Path) -> Path:
     """DAGSTER_HOME, defaulting to `.intent/dagster_home` with the project's dagster.yaml."""
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
@@ -66,7 +84,7 @@ def prepare_dagster_home(home: Path) -> Path:
 def _demo(args) -> int:
     """Materialize the whole graph on the embedded defaults, recorded in DAGSTER_HOME."""
     warnings.filterwarnings("ignore")
-    from dagster import DagsterInstance, materialize
+    from dagster import AssetSelection, DagsterInstance, materialize
 
     from intent_assets.definitions import build_definitions
     from intent_assets.summary import print_summary
@@ -78,30 +96,30 @@ def _demo(args) -> int:
     defs = build_definitions("local")
     instance = DagsterInstance.get()
     start, end = demo_partition_range(args.first_day, args.days)
-    assets = list(defs.assets)
-    partitioned = [a for a in assets if getattr(a, "partitions_def", None) is not None]
-    unpartitioned = [a for a in assets if getattr(a, "partitions_def", None) is None]
+    assets = list(defs.assets) + list(defs.asset_checks or [])
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t0 = time.monotonic()
-    print(f"materializing {len(partitioned)} daily assets for {start}..{end} in one run")
-    result = materialize(partitioned, resources=defs.resources, instance=instance, run_config=quiet,
+    print(f"materializing ingest and features for {start}..{end} in one run")
+    result = materialize(assets, selection=AssetSelection.groups("ingest", "features")
+                         - AssetSelection.assets("training_set"),
+                         resources=defs.resources, instance=instance, run_config=quiet,
                          tags={"dagster/asset_partition_range_start": start,
                                "dagster/asset_partition_range_end": end})
     if not result.success:
         print("the daily run failed; see `make ui` for its logs")
         return 1
-    if unpartitioned:
-        print(f"materializing {len(unpartitioned)} unpartitioned assets")
-        result = materialize(unpartitioned + partitioned + list(defs.asset_checks or []),
-                             selection=[k for a in unpartitioned for k in a.keys],
-                             resources=defs.resources, instance=instance,
-                             run_config={**quiet, "ops": {"tuned_model": {"config": {"n_trials": args.trials}}}},
-                             raise_on_error=False)
-        gates = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        if gates and not all(gates.values()):
-            print(f"the candidate model was stopped at its gates: {gates}")
-        elif not result.success:
-            print("the model run failed; see `make ui` for its logs")
-            return 1
+    print(f"training set, model chain ({args.trials} tuning trials) and report")
+    result = materialize(assets, selection=AssetSelection.assets("training_set")
+                         | AssetSelection.groups("training", "reports"),
+                         resources=defs.resources, instance=instance, raise_on_error=False,
+                         run_config={**quiet, "ops": {"tuned_model": {"config": {"n_trials": args.trials}}}})
+    gates = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    if gates and not all(gates.values()):
+        print(f"the candidate model was stopped at its gates: {gates}")
+    elif not result.success:
+        print("the model run failed; see `make ui` for its logs")
+        return 1
+    else:
+        publish(defs, instance, result.output_for_node("calibrated_model"), end, quiet)
     print_summary(instance, defs, home, time.monotonic() - t0)
     return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 KEY_FIGURES = ("days", "rows", "quarantined", "orders", "revenue", "sessions", "bots",
                "single_heartbeat", "trainable", "label_rate", "users", "products", "snapshots",
                "label_rate_weighted", "model_version", "pr_auc", "roc_auc", "ece", "brier_skill",
-               "best_validation_pr_auc", "trials", "calibrator", "pr_auc_vs_oracle", "test_rows")
+               "best_validation_pr_auc", "trials", "calibrator", "pr_auc_vs_oracle", "test_rows",
+               "endpoint_name", "endpoint_url", "action", "day_in_redis")
 
 
 def latest_figures(instance, key) -> dict:

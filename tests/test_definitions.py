@@ -12,7 +12,7 @@ def test_definitions_load_with_the_expected_graph():
     assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
                     "session_snapshots", "online_features", "training_set", "tuned_model",
                     "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
-                    "published_model"}
+                    "published_model", "batch_scores"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -39,6 +39,8 @@ def test_definitions_load_with_the_expected_graph():
                if c.asset_key == AssetKey("calibrated_model"))
     assert {s.name for s in defs.schedules} >= {"retrain_job_schedule"}
     assert parents("published_model") == {"calibrated_model"}
+    assert parents("batch_scores") == {"published_model", "session_snapshots", "user_features",
+                                       "product_features"}
     assert {s.name for s in defs.sensors} >= {"model_publication_sensor"}
     # every daily asset backfills a range in one run
     for key in features - {"training_set"} | {"raw_clickstream", "orders", "sessions"}:

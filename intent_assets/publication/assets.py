@@ -2,9 +2,22 @@
 
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
+from intent_assets.features.feast_ops import build_training_set
+from intent_assets.partitions import daily_partitions
 from intent_assets.publication.resources import ModelEndpointResource
+from intent_resources.feast import FeastResource
+from intent_resources.storage import LakeSlice, LakeStorage
 
 CALIBRATED_MODEL = AssetKey("calibrated_model")
 
@@ -52,3 +65,35 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
     context.log.info(f"model {config.model_version} {result.get('action')} on "
                      f"{result.get('endpoint_name')} ({result.get('target')})")
     return MaterializeResult(metadata=publication_metadata(result))
+
+
+@asset(partitions_def=daily_partitions, group_name="publication",
+       backfill_policy=BackfillPolicy.single_run(),
+       deps=["published_model", "user_features", "product_features"],
+       ins={"session_snapshots": AssetIn()})
+def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,
+                 feast: FeastResource, model_endpoint: ModelEndpointResource) -> MaterializeResult:
+    """A day's scoring moments scored in bulk by the published model (the artifact the endpoint
+    serves), with the same features the online path reads: probability, band and action."""
+    from serving.batch import score_snapshots
+    from serving.model import ModelArtifact
+
+    served = model_endpoint.served_model_path()
+    if served is None:
+        raise FileNotFoundError("no model is published yet: materialize published_model first")
+    artifact = ModelArtifact.load(served)
+    feast.apply()
+    rows = 0
+    bands: dict[str, int] = {}
+    all_snapshots = session_snapshots.pandas()
+    for day in context.partition_keys:
+        snapshots = all_snapshots[all_snapshots["date"] == day]
+        scored = score_snapshots(artifact, build_training_set(feast, snapshots))
+        lake.write(scored, "batch_scores", day)
+        rows += len(scored)
+        for band, n in scored["band"].value_counts().items():
+            bands[band] = bands.get(band, 0) + int(n)
+    return MaterializeResult(metadata={
+        "rows": rows, "model_version": artifact.version, "days": len(context.partition_keys),
+        **{f"band: {k}": v for k, v in sorted(bands.items())},
+        "path": MetadataValue.path(lake.uri("batch_scores"))})
