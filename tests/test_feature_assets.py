@@ -155,3 +155,32 @@ def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path)
     assert not result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "reliability_report" not in materialized
+
+
+def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
+    from intent_assets.publication.assets import batch_scores, published_model
+    from intent_assets.publication.resources import ModelEndpointResource
+    from intent_assets.training.train import train_model
+    from serving.local import install_model, local_model_dir
+    from serving.model import ModelArtifact
+
+    lake, feast, _, base = built
+    train = lake.read("training_set")
+    model = train_model(train, "label", out_dir=tmp_path / "model", n_trials=2, seed=5)
+    install_model(model.tar_path, local_model_dir(tmp_path))
+    endpoint = ModelEndpointResource(target="local", home=str(tmp_path), start_local=False)
+    result = materialize([*DAILY, published_model, batch_scores], selection=[batch_scores.key],
+                         resources={**base, "model_endpoint": endpoint}, partition_key=DAYS[-1])
+    assert result.success
+    scored = lake.read("batch_scores", [DAYS[-1]])
+    day = train[train["date"] == DAYS[-1]].set_index("snapshot_id")
+    assert len(scored) == len(day) and set(scored["snapshot_id"]) == set(day.index)
+    expected = ModelArtifact.load(model.tar_path).predict(day.loc[scored["snapshot_id"]].reset_index())
+    np.testing.assert_allclose(scored["probability"], expected, atol=1e-9)
+    from serving.policy import ACTIONS, BANDS
+
+    assert set(scored["band"]) <= set(BANDS) and set(scored["action"]) <= set(ACTIONS)
+    # likelier sessions never land in a lower band
+    order = scored.assign(rank=scored["band"].map({b: i for i, b in enumerate(BANDS)}))
+    assert order.groupby("rank")["probability"].max().is_monotonic_increasing
+    assert (scored["model_version"] == model.version).all()
