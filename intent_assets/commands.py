@@ -22,8 +22,8 @@ def register(subparsers) -> None:
     demo.add_argument("--days", type=int, default=int(os.environ.get("INTENT_DEMO_DAYS", "14")),
                       help="days of simulated history (default 14, or INTENT_DEMO_DAYS)")
     demo.add_argument("--first-day", default=None, help="first partition (default: the first one)")
-    demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "6")),
-                      help="tuning trials for the demo's model (default 6, or INTENT_DEMO_TRIALS)")
+    demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "3")),
+                      help="tuning trials for the demo's model (default 3, or INTENT_DEMO_TRIALS)")
     demo.set_defaults(handler=_demo)
 
 
