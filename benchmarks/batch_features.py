@@ -9,10 +9,15 @@ step. Target (DESIGN.md): 10 M events of batch features in ≤ 5 min on this 2-c
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and benchmarks/serving.py would shadow
+# the `serving` package: the repository root goes first instead.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 EVENTS_PER_SESSION = 6.3
 TARGET_SECONDS_PER_10M = 300.0

@@ -7,7 +7,7 @@ from pathlib import Path
 # Metadata worth a line in the summary, per asset (the rest is in the UI).
 KEY_FIGURES = ("days", "rows", "quarantined", "orders", "revenue", "sessions", "bots",
                "single_heartbeat", "trainable", "label_rate", "users", "products", "snapshots",
-               "label_rate_weighted", "model_version", "pr_auc", "roc_auc", "ece", "brier_skill",
+               "session_label_rate", "model_version", "pr_auc", "roc_auc", "ece", "brier_skill",
                "best_validation_pr_auc", "trials", "calibrator", "pr_auc_vs_oracle", "test_rows",
                "endpoint_name", "endpoint_url", "action", "day_in_redis")
 

@@ -74,7 +74,7 @@ def small():
 
 def test_cuts_are_the_scoring_moments_before_the_first_purchase(small):
     events, sessions = small
-    snap = build_snapshots(events, sessions, max_per_session=ALL)
+    snap = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
     assert list(snap.columns) == list(SNAPSHOT_COLUMNS)
     a = snap[snap["session_id"] == "a"]
     assert a["snapshot_id"].tolist() == ["a03", "a04", "a05", "a06", "a07", "a09"]
@@ -93,31 +93,36 @@ def test_cuts_are_the_scoring_moments_before_the_first_purchase(small):
 
 def test_labels_weights_and_exclusions(small):
     events, sessions = small
-    snap = build_snapshots(events, sessions, max_per_session=ALL)
+    snap = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
     assert set(snap["session_id"]) == {"a", "b"}          # no bot, no single-heartbeat session
     assert snap.groupby("session_id")["label"].first().to_dict() == {"a": 1, "b": 1}
-    assert snap.groupby("session_id")["weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
-    assert snap.loc[snap["session_id"] == "b", "weight"].eq(1 / 9).all()
-    relabelled = build_snapshots(events, sessions.assign(label=[1, 0, 0, 0]), max_per_session=ALL)
+    # training rows weigh 1; session_weight makes each session count once when reading results
+    assert (snap["weight"] == 1.0).all()
+    assert snap.groupby("session_id")["session_weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
+    assert snap.loc[snap["session_id"] == "b", "session_weight"].eq(1 / 9).all()
+    relabelled = build_snapshots(events, sessions.assign(label=[1, 0, 0, 0]), max_per_session=ALL, keep_rate=1.0)
     assert relabelled.groupby("session_id")["label"].first().to_dict() == {"a": 1, "b": 0}
 
 
 def test_cap_per_session_is_respected_and_seeded(small):
     events, sessions = small
-    everything = build_snapshots(events, sessions, max_per_session=ALL)
-    capped = build_snapshots(events, sessions, max_per_session=2, seed=5)
+    everything = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
+    capped = build_snapshots(events, sessions, max_per_session=2, seed=5, keep_rate=1.0)
     assert capped.groupby("session_id").size().max() == 2
-    assert capped.groupby("session_id")["weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
-    assert (capped["weight"] == 0.5).all()
+    assert capped.groupby("session_id")["session_weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
+    # the cap keeps the earliest cuts: a decision a live scorer could make at each cut
+    first_two = everything.sort_values("event_timestamp").groupby("session_id").head(2)
+    assert set(capped["snapshot_id"]) == set(first_two["snapshot_id"])
     assert set(capped["snapshot_id"]) <= set(everything["snapshot_id"])
     # kept rows are the same rows the uncapped build gives, weight aside
     both = capped.merge(everything, on="snapshot_id", suffixes=("", "_all"))
     for col in ss.FEATURE_NAMES:
         assert (both[col] == both[f"{col}_all"]).all(), col
-    again = build_snapshots(events, sessions, max_per_session=2, seed=5)
+    again = build_snapshots(events, sessions, max_per_session=2, seed=5, keep_rate=1.0)
     pd.testing.assert_frame_equal(capped, again)
-    kept_by_seed = {frozenset(build_snapshots(events, sessions, max_per_session=2, seed=s)
-                              ["snapshot_id"]) for s in range(8)}
+    # thinning is seeded: different seeds keep different cuts, the same seed the same ones
+    kept_by_seed = {frozenset(build_snapshots(events, sessions, max_per_session=ALL, seed=s,
+                                              keep_rate=0.5)["snapshot_id"]) for s in range(8)}
     assert len(kept_by_seed) > 1
 
 
@@ -131,7 +136,7 @@ def test_sessions_without_scoring_moments_give_no_rows():
 
 def test_features_of_a_cut_are_those_of_its_prefix(small):
     events, sessions = small
-    snap = build_snapshots(events, sessions, max_per_session=ALL).set_index("snapshot_id")
+    snap = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0).set_index("snapshot_id")
     for session in (BUYER, BROWSER):
         state = ss.new_state()
         for e in session:
@@ -215,8 +220,8 @@ def test_no_feature_of_a_snapshot_sees_past_its_cut(simulated, seed):
 
     features = ["session_id", "user_id", "product_id", "category_id", "event_timestamp", "date",
                 *ss.FEATURE_NAMES]
-    base = build_snapshots(events, sessions, max_per_session=ALL)
-    other = build_snapshots(changed, changed_sessions, max_per_session=ALL)
+    base = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
+    other = build_snapshots(changed, changed_sessions, max_per_session=ALL, keep_rate=1.0)
     early = base[base["snapshot_id"].isin(at_or_before)].set_index("snapshot_id")[features]
     early_other = other[other["snapshot_id"].isin(at_or_before)].set_index("snapshot_id")[features]
     assert len(early) > 300
@@ -231,19 +236,25 @@ def test_no_feature_of_a_snapshot_sees_past_its_cut(simulated, seed):
     assert (last_other["session_has_purchased"] == 1).all()
     assert (last_other["session_device"] != last_base["session_device"]).mean() > 0.05
 
-    # with sampling, a kept cut may change, its features may not
-    sampled = build_snapshots(events, sessions, max_per_session=3, seed=seed)
-    sampled_other = build_snapshots(changed, changed_sessions, max_per_session=3, seed=seed)
-    shared = sampled.merge(sampled_other, on="snapshot_id", suffixes=("", "_other"))
-    shared = shared[shared["snapshot_id"].isin(at_or_before)]
-    assert len(shared) > 100
+    # with sampling, neither WHICH cuts are kept nor their features may depend on the future:
+    # selection that knows how a session ends would bias P(label | features)
+    sampled = build_snapshots(events, sessions, max_per_session=3, seed=seed, keep_rate=0.5)
+    sampled_other = build_snapshots(changed, changed_sessions, max_per_session=3, seed=seed,
+                                    keep_rate=0.5)
+    kept = sampled[sampled["snapshot_id"].isin(at_or_before)
+                   & sampled["session_id"].isin(both)]
+    kept_other = sampled_other[sampled_other["snapshot_id"].isin(at_or_before)
+                               & sampled_other["session_id"].isin(both)]
+    assert len(kept) > 100
+    assert set(kept["snapshot_id"]) == set(kept_other["snapshot_id"])
+    shared = kept.merge(kept_other, on="snapshot_id", suffixes=("", "_other"))
     for col in features:
         assert (shared[col].fillna(-1) == shared[f"{col}_other"].fillna(-1)).all(), col
 
 
 def test_simulated_snapshots_invariants(simulated):
     events, sessions = simulated
-    snap = build_snapshots(events, sessions, max_per_session=5, seed=0)
+    snap = build_snapshots(events, sessions, max_per_session=5, seed=0, keep_rate=1.0)
     first_buy = (events[events["event_type"] == "purchase"]
                  .sort_values(["event_time", "event_id"])
                  .groupby("session_id").first()[["event_time", "event_id"]])
@@ -254,7 +265,7 @@ def test_simulated_snapshots_invariants(simulated):
     assert (joined["snapshot_id"] != joined["event_id"]).all()
     assert (snap["session_has_purchased"] == 0).all() and (snap["session_funnel_stage"] < 3).any()
     assert snap.groupby("session_id").size().max() <= 5
-    np.testing.assert_allclose(snap.groupby("session_id")["weight"].sum(), 1.0)
+    np.testing.assert_allclose(snap.groupby("session_id")["session_weight"].sum(), 1.0)
     trainable = set(sessions.loc[sessions["is_trainable"], "session_id"])
     assert set(snap["session_id"]) <= trainable
     assert not set(snap["session_id"]) & set(sessions.loc[sessions["is_bot"], "session_id"])
@@ -264,8 +275,8 @@ def test_simulated_snapshots_invariants(simulated):
     kinds = events.set_index("event_id").loc[snap["snapshot_id"], ["event_type", "page_type"]]
     assert set(kinds["event_type"]) <= {"view", "cart", "remove_from_cart", "page_view"}
     assert (kinds.loc[kinds["event_type"] == "page_view", "page_type"] == "cart").all()
-    # sessions with at most K cuts keep them all; the cap only thins longer ones
-    everything = build_snapshots(events, sessions, max_per_session=ALL)
+    # sessions with at most K cuts keep them all; longer ones keep their first K
+    everything = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
     n_cuts = everything.groupby("session_id").size()
     assert (snap.groupby("session_id").size() == n_cuts.clip(upper=5)).all()
 

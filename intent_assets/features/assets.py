@@ -22,7 +22,7 @@ from intent_assets.features.feast_ops import (
     materialize_day,
     training_set_metadata,
 )
-from intent_assets.features.snapshots import build_snapshots
+from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION, build_snapshots
 from intent_assets.ingest.assets import write_spark_partitions
 from intent_assets.partitions import (
     daily_partitions,
@@ -84,7 +84,10 @@ def product_features(context: AssetExecutionContext, spark: SparkResource, lake:
 
 
 class SnapshotConfig(Config):
-    max_per_session: int = 5
+    """Which scoring moments become examples; see intent_assets/features/snapshots.py."""
+
+    max_per_session: int = MAX_PER_SESSION
+    keep_rate: float = KEEP_RATE
     seed: int = 0
 
 
@@ -92,8 +95,9 @@ class SnapshotConfig(Config):
                      "sessions": AssetIn()})
 def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
                       raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
-    """Training examples: sessions cut at scoring moments before their first purchase, features
-    replayed up to the cut by the session state machine, label from what follows, weight 1/K.
+    """Training examples: sessions cut at scoring moments before their first purchase (sampled
+    without looking ahead), features replayed up to the cut by the session state machine, label
+    from what follows.
 
     Also writes `session_features`, each session's features at its last event: the offline
     log of Feast's session view (the streaming job appends the same rows live)."""
@@ -103,15 +107,16 @@ def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, la
     for day in context.partition_keys:
         day_sessions = all_sessions[all_sessions["date"] == day]
         day_events = events[events["session_id"].isin(day_sessions["session_id"])].drop(columns="date")
-        snaps = build_snapshots(day_events, day_sessions, config.max_per_session, config.seed)
+        snaps = build_snapshots(day_events, day_sessions, config.max_per_session, config.seed,
+                                config.keep_rate)
         lake.write(snaps, "session_snapshots", day)
         lake.write(closed_session_features(day_events), "session_features", day)
         rows += len(snaps)
-        positives += float((snaps["label"] * snaps["weight"]).sum())
+        positives += float((snaps["label"] * snaps["session_weight"]).sum())
         n_sessions += snaps["session_id"].nunique()
     return MaterializeResult(metadata={
         "snapshots": int(rows), "sessions": int(n_sessions), "days": len(context.partition_keys),
-        "label_rate_weighted": round(positives / n_sessions, 5) if n_sessions else 0.0,
+        "session_label_rate": round(positives / n_sessions, 5) if n_sessions else 0.0,
         "path": MetadataValue.path(lake.uri("session_snapshots")),
     })
 
