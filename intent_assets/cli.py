@@ -15,6 +15,7 @@ COMMANDS = (
     "intent_assets.ingest.rees46:register",
     "intent_assets.training.cli:register",
     "serving.cli:register",
+    "intent_assets.streaming.cli:register",
 )
 
 

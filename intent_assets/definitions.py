@@ -13,6 +13,7 @@ from dagster import Definitions, definitions
 from intent_assets.features.definitions import defs as feature_defs
 from intent_assets.ingest.definitions import defs as ingest_defs
 from intent_assets.publication.definitions import defs as publication_defs
+from intent_assets.streaming.definitions import defs as streaming_defs
 from intent_assets.training.definitions import defs as training_defs
 from intent_resources.environments import resources_for
 from intent_resources.storage import LakeIOManager
@@ -23,6 +24,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     resources = resources_for(env)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
     return Definitions.merge(ingest_defs, feature_defs, training_defs, publication_defs,
+                             streaming_defs,
                              Definitions(resources=resources))
 
 

@@ -44,6 +44,7 @@ def feature_repo_path() -> str:
 def resources_for(env: str) -> dict:
     """The resources of an environment, by resource key."""
     from intent_assets.publication.resources import ModelEndpointResource
+    from intent_assets.streaming.resources import StreamingJobResource
 
     if env == "local":
         home = intent_home()
@@ -58,6 +59,7 @@ def resources_for(env: str) -> dict:
                                    lake_root=str(home / "lake"), home=str(home)),
             "models": ArtifactStore(root=str(home / "models")),
             "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
+            "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
             "clickstream": ClickstreamSource(
                 sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
@@ -84,6 +86,10 @@ def resources_for(env: str) -> dict:
                     bucket=EnvVar("INTENT_MODEL_BUCKET"))),
             "model_io_manager": FilesystemIOManager(
                 base_dir=os.environ.get("INTENT_DAGSTER_STORAGE", "/tmp/intent/dagster_storage")),
+            # EMR settings (bucket, script, checkpoint) come with the EMR deployment; see
+            # intent_assets/streaming/resources.py.
+            "streaming": StreamingJobResource(mode="emr", redis_url=EnvVar("REDIS_URL"),
+                                              lake=EnvVar("INTENT_LAKE_URI")),
             "clickstream": ClickstreamSource(kind="landing",
                                              landing_table=os.environ.get("INTENT_LANDING_TABLE",
                                                                           "landing_firehose")),

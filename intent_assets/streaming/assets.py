@@ -1,0 +1,13 @@
+"""The live session state, as Dagster sees it: an external asset the streaming job keeps fresh."""
+
+from dagster import AssetSpec
+
+session_features_stream = AssetSpec(
+    key="session_features_stream",
+    group_name="streaming",
+    description=("Live session features in Redis (Feast's layout for session_fv), kept by the "
+                 "Spark streaming job; closed sessions land in the lake's session_features. "
+                 "The supervisor sensor records each health check as an observation."),
+    kinds={"spark", "redis"},
+    metadata={"feature_view": "session_fv", "job": "streaming_jobs.session_job"},
+)

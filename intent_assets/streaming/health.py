@@ -1,0 +1,96 @@
+"""Is the streaming job healthy? A pure decision from its heartbeat, its process and thresholds.
+
+The supervisor sensor calls `assess_stream` on every tick; `intent stream status` prints the same
+verdict. Rules (first match wins):
+
+| heartbeat | process | verdict | restart |
+|---|---|---|---|
+| none | alive | starting | no |
+| none | not alive | absent (never started here) | no |
+| status `stopped`, process gone | | stopped (on purpose: `intent stream stop`) | no |
+| status `failed` | | dead (the query failed) | yes |
+| any other, process gone | | dead (killed or crashed) | yes |
+| `starting`, younger than the startup grace | | starting | no |
+| older than `stale_after_s` | alive or unknown | stale (hung) | yes |
+| otherwise | | healthy | no |
+
+`pid_alive` is None where no local process exists to look at (the job runs on EMR): only the
+heartbeat speaks then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How old a heartbeat may get. Spark reports progress at least every 10 s even when idle."""
+
+    stale_after_s: float = 120.0
+    startup_grace_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str
+    reason: str
+    restart: bool
+
+
+def heartbeat_age_s(heartbeat: Optional[dict], now: dt.datetime) -> Optional[float]:
+    """Seconds since the heartbeat was written (None without a readable time)."""
+    if not heartbeat or not heartbeat.get("last_update_time"):
+        return None
+    try:
+        written = dt.datetime.fromisoformat(str(heartbeat["last_update_time"]))
+    except ValueError:
+        return None
+    if written.tzinfo is None:
+        written = written.replace(tzinfo=dt.timezone.utc)
+    return (now - written).total_seconds()
+
+
+def assess_stream(heartbeat: Optional[dict], now: dt.datetime, pid_alive: Optional[bool],
+                  thresholds: Thresholds = Thresholds()) -> Decision:
+    """The supervisor's verdict on the job (see the module's table)."""
+    if not heartbeat:
+        if pid_alive:
+            return Decision("starting", "process running, no heartbeat yet", False)
+        return Decision("absent", "no heartbeat and no process: the job was never started",
+                        False)
+    status = heartbeat.get("status")
+    age = heartbeat_age_s(heartbeat, now)
+    if status == "stopped" and not pid_alive:
+        return Decision("stopped", "the job was stopped on purpose", False)
+    if status == "failed":
+        return Decision("dead", f"the query failed: {heartbeat.get('error') or 'unknown error'}",
+                        True)
+    if pid_alive is False:
+        return Decision("dead", f"process gone; last heartbeat {_age_text(age)} ago "
+                                f"(batch {heartbeat.get('batch_id')})", True)
+    if status == "starting" and age is not None and age <= thresholds.startup_grace_s:
+        return Decision("starting", f"starting for {_age_text(age)}", False)
+    if age is None or age > thresholds.stale_after_s:
+        return Decision("stale", f"no heartbeat for {_age_text(age)} (threshold "
+                                 f"{thresholds.stale_after_s:.0f} s), batch "
+                                 f"{heartbeat.get('batch_id')}", True)
+    return Decision("healthy", f"batch {heartbeat.get('batch_id')}, heartbeat "
+                               f"{_age_text(age)} old", False)
+
+
+def _age_text(age: Optional[float]) -> str:
+    return "an unknown time" if age is None else f"{age:.0f} s"
+
+
+def incident_key(heartbeat: Optional[dict], decision: Decision) -> str:
+    """One key per incident: the same stuck or dead heartbeat always gives the same key.
+
+    A restarted job writes new heartbeats, so its next failure is a new incident.
+    """
+    hb = heartbeat or {}
+    basis = "|".join(str(hb.get(k)) for k in ("run_id", "batch_id", "last_update_time", "pid"))
+    digest = hashlib.sha1(f"{decision.status}|{basis}".encode()).hexdigest()[:16]
+    return f"stream-{decision.status}-{digest}"

@@ -1,0 +1,31 @@
+"""`start_streaming_job`: (re)start the session streaming job, locally or on EMR through Pipes."""
+
+from dagster import Config, OpExecutionContext, job, op
+
+from intent_assets.streaming.process import restart
+from intent_assets.streaming.resources import StreamingJobResource
+
+
+class StartStreamConfig(Config):
+    reason: str = "manual start"
+
+
+@op
+def start_stream(context: OpExecutionContext, config: StartStreamConfig,
+                 streaming: StreamingJobResource) -> None:
+    """Start the job (stopping a hung one first): a local process, or an EMR step via Pipes."""
+    context.log.info(f"starting the streaming job: {config.reason}")
+    if streaming.mode == "local":
+        stream = streaming.local_stream()
+        pid = restart(stream)
+        context.log.info(f"streaming job started, pid {pid}, log {stream.log_file}")
+        return
+    # Pipes waits for the step: this run lasts as long as the job does, and ends when it dies.
+    client = streaming.pipes_emr_client()
+    client.run(context=context, run_job_flow_params=streaming.emr_job_flow_params())
+
+
+@job(tags={"domain": "streaming"})
+def start_streaming_job():
+    """Start (or restart) the live session job; the supervisor sensor requests it on failure."""
+    start_stream()
