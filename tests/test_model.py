@@ -387,3 +387,14 @@ def test_installed_intent_command_round_trip(tmp_path, repo_root):
                     "--table", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "p.parquet")],
                    check=True, capture_output=True, cwd=repo_root, timeout=300)
     _check_cli_outputs(tmp_path / "model", tmp_path / "p.parquet", table)
+
+
+def test_weight_columns_are_never_features():
+    # a sampling weight can encode the future (how many examples a session gave): never learn it
+    from intent_assets.training.train import id_columns
+
+    columns = ["snapshot_id", "label", "weight", "session_weight", "sample_weight_x",
+               "session_n_events", "user_aov_90d", "event_timestamp", "date"]
+    skipped = set(id_columns(columns, "label", "event_timestamp", "weight"))
+    assert {"weight", "session_weight", "sample_weight_x", "snapshot_id", "label", "date",
+            "event_timestamp"} == skipped

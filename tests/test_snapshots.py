@@ -96,10 +96,10 @@ def test_labels_weights_and_exclusions(small):
     snap = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
     assert set(snap["session_id"]) == {"a", "b"}          # no bot, no single-heartbeat session
     assert snap.groupby("session_id")["label"].first().to_dict() == {"a": 1, "b": 1}
-    # training rows weigh 1; session_weight makes each session count once when reading results
+    # training rows weigh 1, and no column carries the session's final cut count (the future)
     assert (snap["weight"] == 1.0).all()
-    assert snap.groupby("session_id")["session_weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
-    assert snap.loc[snap["session_id"] == "b", "session_weight"].eq(1 / 9).all()
+    assert not [c for c in snap.columns if "weight" in c and c != "weight"]
+    assert snap.groupby("session_id").size().to_dict() == {"a": 6, "b": 9}
     relabelled = build_snapshots(events, sessions.assign(label=[1, 0, 0, 0]), max_per_session=ALL, keep_rate=1.0)
     assert relabelled.groupby("session_id")["label"].first().to_dict() == {"a": 1, "b": 0}
 
@@ -109,7 +109,6 @@ def test_cap_per_session_is_respected_and_seeded(small):
     everything = build_snapshots(events, sessions, max_per_session=ALL, keep_rate=1.0)
     capped = build_snapshots(events, sessions, max_per_session=2, seed=5, keep_rate=1.0)
     assert capped.groupby("session_id").size().max() == 2
-    assert capped.groupby("session_id")["session_weight"].sum().to_numpy() == pytest.approx([1.0, 1.0])
     # the cap keeps the earliest cuts: a decision a live scorer could make at each cut
     first_two = everything.sort_values("event_timestamp").groupby("session_id").head(2)
     assert set(capped["snapshot_id"]) == set(first_two["snapshot_id"])
@@ -265,7 +264,7 @@ def test_simulated_snapshots_invariants(simulated):
     assert (joined["snapshot_id"] != joined["event_id"]).all()
     assert (snap["session_has_purchased"] == 0).all() and (snap["session_funnel_stage"] < 3).any()
     assert snap.groupby("session_id").size().max() <= 5
-    np.testing.assert_allclose(snap.groupby("session_id")["session_weight"].sum(), 1.0)
+    assert (snap["weight"] == 1.0).all()
     trainable = set(sessions.loc[sessions["is_trainable"], "session_id"])
     assert set(snap["session_id"]) <= trainable
     assert not set(snap["session_id"]) & set(sessions.loc[sessions["is_bot"], "session_id"])

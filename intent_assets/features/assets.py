@@ -112,7 +112,7 @@ def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, la
         lake.write(snaps, "session_snapshots", day)
         lake.write(closed_session_features(day_events), "session_features", day)
         rows += len(snaps)
-        positives += float((snaps["label"] * snaps["session_weight"]).sum())
+        positives += float(snaps.groupby("session_id")["label"].first().sum())
         n_sessions += snaps["session_id"].nunique()
     return MaterializeResult(metadata={
         "snapshots": int(rows), "sessions": int(n_sessions), "days": len(context.partition_keys),

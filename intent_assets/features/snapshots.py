@@ -14,8 +14,10 @@ decided by what a live scorer could know at that moment, and P(label | features)
 set is the one the API meets at every scoring moment. Measured on the simulator, the earlier rule
 (the K lowest hashes among all of a session's cuts, weighted 1/K) made the true probabilities look
 miscalibrated by half (mean 0.126 vs an observed 0.089), because how many cuts a session has
-depends on whether it buys. Training rows therefore weigh 1 (`weight`); `session_weight`
-= 1 / (cuts kept for the session) is there for reading results per session, not for fitting.
+depends on whether it buys. Training rows therefore weigh 1 (`weight`). Nothing derived from
+the number of cuts a session ends up with is stored on a row: it knows the future (a column
+1 / cuts-kept once leaked into the model and let it "beat" the oracle). To read results per
+session, group by `session_id`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ SCORING_MOMENTS: tuple[tuple[str, str | None], ...] = (
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "snapshot_id", "session_id", "user_id", "product_id", "category_id", "event_timestamp",
-    *FEATURE_NAMES, "label", "weight", "session_weight", "date",
+    *FEATURE_NAMES, "label", "weight", "date",
 )
 
 # Defaults: about half the scoring moments, at most 10 per session, so a long browse cannot
@@ -71,12 +73,11 @@ _RENAMES = {"last_event_id": "snapshot_id", "last_product_id": "product_id",
             "last_category_id": "category_id", "last_event_time": "event_timestamp"}
 
 
-def _as_snapshots(states: pd.DataFrame, label, session_weight) -> pd.DataFrame:
+def _as_snapshots(states: pd.DataFrame, label) -> pd.DataFrame:
     out = states.rename(columns=_RENAMES)
     out = out.assign(
         label=np.asarray(label, dtype=np.int64),
         weight=np.ones(len(out), dtype=np.float64),
-        session_weight=np.asarray(session_weight, dtype=np.float64),
         date=out["event_timestamp"].dt.strftime("%Y-%m-%d").astype(object).to_numpy(),
     )
     return out[list(SNAPSHOT_COLUMNS)].reset_index(drop=True)
@@ -86,7 +87,7 @@ def empty_snapshots() -> pd.DataFrame:
     """No snapshots, with the columns and dtypes of real ones."""
     nothing = pd.DataFrame({"session_id": [], "event_id": [], "event_type": [],
                             "event_time": pd.Series([], dtype="datetime64[us, UTC]")})
-    return _as_snapshots(replay(nothing), [], [])
+    return _as_snapshots(replay(nothing), [])
 
 
 def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
@@ -132,7 +133,6 @@ def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
     thinned = cuts[draw < keep_rate].sort_values(["session_id", "last_event_time", "last_event_id"],
                                                  kind="stable")
     kept = thinned[thinned.groupby("session_id", sort=False).cumcount() < max_per_session]
-    n_kept = kept.groupby("session_id")["last_event_id"].transform("size")
 
     labels = trainable.set_index("session_id")["label"]
-    return _as_snapshots(kept, kept["session_id"].map(labels), 1.0 / n_kept)
+    return _as_snapshots(kept, kept["session_id"].map(labels))

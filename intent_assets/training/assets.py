@@ -24,6 +24,7 @@ from intent_assets.training.train import (
     TunedModel,
     finish_model,
     fit_tuned,
+    id_columns,
     make_splits,
     training_splits,
 )
@@ -92,8 +93,9 @@ def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[
     """Logistic regression on the same features and the same test split as the model."""
     frame = training_set.pandas()
     splits = training_splits(frame, LABEL, TIME_COLUMN)
-    features = [c for c in frame.columns if c.startswith(("session_", "user_", "product_"))
-                and c != "session_id"]
+    # the model's own feature rule, so both learn from exactly the same columns
+    features = [c for c in frame.columns
+                if c not in id_columns(frame.columns, LABEL, TIME_COLUMN, "weight")]
     model = fit_logistic_baseline(splits.train, LABEL, features, weight_column="weight")
     return _baseline_output("logistic", models, splits.test, model.predict(splits.test), model.to_dict())
 

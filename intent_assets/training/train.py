@@ -86,13 +86,16 @@ def project_feature_defaults() -> dict[str, Any]:
 
 def id_columns(columns, label: str, time_column: str | None = None,
                weight_column: str | None = "weight") -> list[str]:
-    """Columns that are not features: `*_id`, label, weight, time column, date, event_timestamp."""
+    """Columns that are not features: `*_id`, label, time column, date, event_timestamp, and any
+    weight column: a weight describes how a row was sampled, and sampling weights can encode
+    the future (how many examples a session ended up giving)."""
     skip = {label, *ID_COLUMN_NAMES}
     if weight_column:
         skip.add(weight_column)
     if time_column:
         skip.add(time_column)
-    return [c for c in columns if c in skip or str(c).endswith("_id")]
+    return [c for c in columns
+            if c in skip or str(c).endswith("_id") or "weight" in str(c).lower()]
 
 
 def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
