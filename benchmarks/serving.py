@@ -1,0 +1,454 @@
+"""Serving latency, side by side, in one run: `python benchmarks/serving.py [--model PATH]`.
+
+1. Online read: `serving.online.OnlineReader.read` vs Feast's `get_online_features` (the
+   intent_model_v1 FeatureService) for the same random (user, session, product) entities on the
+   same Redis, rows written through Feast; p50/p99 and the ratio.
+2. ``POST /score`` over HTTP (the API as `intent serve api` runs it: uvicorn + uvloop + httptools,
+   model in process, real Redis) at fixed open-loop rates, then the highest sustainable rate.
+3. The same with the API scoring through the local SageMaker-contract container (boto3
+   ``sagemaker-runtime`` -> `serving.container`).
+
+Load is open loop: a separate process sends each request at its scheduled instant whatever the
+previous ones are doing (over a pool of keep-alive connections, raw HTTP/1.1 on uvloop, parsed by
+httptools), and latency is measured from the scheduled instant, so queueing shows (no coordinated
+omission). Every process shares this machine's cores: the load generator, the API, Redis and the
+container.
+
+Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
+1,000 req/s; through the container p99 <= 6 ms at 500 req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "bench-token"
+N_ENTITIES = 2000
+
+
+# -- open-loop load generator (runs in its own process) ---------------------------------------
+
+def _open_loop(host: str, port: int, requests: list[bytes], rate: float, duration_s: float,
+               max_connections: int, out) -> None:
+    import httptools
+    import uvloop
+
+    clock = time.perf_counter
+
+    async def run() -> dict:
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        errors = {"status": 0, "connection": 0, "timeout": 0}
+        idle: list = []
+        backlog: list[float] = []
+        open_count = [0]
+
+        class Conn(asyncio.Protocol):
+            def __init__(self):
+                self.parser = httptools.HttpResponseParser(self)
+                self.started = 0.0
+                self.transport = None
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def on_message_complete(self):
+                status = self.parser.get_status_code()
+                latencies.append(clock() - self.started)
+                if status != 200:
+                    errors["status"] += 1
+                self._next()
+
+            def data_received(self, data):
+                try:
+                    self.parser.feed_data(data)
+                except httptools.HttpParserError:
+                    errors["connection"] += 1
+
+            def connection_lost(self, exc):
+                # the server may close an idle keep-alive connection: not an error
+                if self.started:
+                    errors["connection"] += 1
+                if self in idle:
+                    idle.remove(self)
+                open_count[0] -= 1
+
+            def send(self, scheduled: float):
+                self.started = scheduled
+                self.transport.write(random.choice(requests))
+
+            def _next(self):
+                self.started = 0.0
+                if backlog:
+                    self.send(backlog.pop(0))
+                else:
+                    idle.append(self)
+
+        async def dispatch(scheduled: float):
+            while idle and idle[-1].transport.is_closing():
+                idle.pop()
+            if idle:
+                idle.pop().send(scheduled)
+            elif open_count[0] < max_connections:
+                open_count[0] += 1
+                try:
+                    _, conn = await loop.create_connection(Conn, host, port)
+                except OSError:
+                    errors["connection"] += 1
+                    open_count[0] -= 1
+                    return
+                conn.send(scheduled)
+            else:
+                backlog.append(scheduled)
+
+        # uvloop's loop.time() ticks in whole milliseconds: measure with the precise clock
+        start = clock() + 0.05
+        n = int(rate * duration_s)
+        for i in range(n):
+            scheduled = start + i / rate
+            delay = scheduled - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            loop.create_task(dispatch(scheduled))
+        end = start + duration_s
+        while len(latencies) + sum(errors.values()) < n and clock() < end + 5:
+            await asyncio.sleep(0.01)
+        missing = n - len(latencies) - errors["connection"]
+        errors["timeout"] = max(0, missing)
+        return {"sent": n, "latencies": latencies, "errors": errors,
+                "elapsed": clock() - start}
+
+    uvloop.install()
+    out.put(asyncio.run(run()))
+
+
+def open_loop(port: int, requests: list[bytes], rate: float, duration_s: float,
+              max_connections: int = 128) -> dict:
+    """Run the generator in a child process; its summary: p50/p99 (ms), errors, achieved rate."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_open_loop, args=("127.0.0.1", port, requests, rate, duration_s,
+                                                 max_connections, out))
+    child.start()
+    result = out.get()
+    child.join()
+    lat = np.array(result["latencies"]) * 1000.0
+    errors = sum(result["errors"].values())
+    return {"rate": rate, "sent": result["sent"], "ok": int(len(lat)),
+            "errors": errors, "error_kinds": result["errors"],
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "max_ms": float(lat.max()) if len(lat) else float("nan"),
+            "achieved": len(lat) / max(result["elapsed"], 1e-9)}
+
+
+def http_requests(path: str, bodies: list[dict], headers: dict[str, str]) -> list[bytes]:
+    out = []
+    for body in bodies:
+        payload = json.dumps(body).encode()
+        head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+                f"Content-Length: {len(payload)}"] + [f"{k}: {v}" for k, v in headers.items()]
+        out.append(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+    return out
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+def synthetic_model(directory: Path) -> Path:
+    """A small model over the FeatureService's features (when no --model is given)."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
+    from serving.model import Calibrator, Feature, Vectorizer, explanation_summary, save_artifact
+    from streaming_jobs.session_state import SESSION_FEATURES
+
+    rng = np.random.default_rng(0)
+    features, data = [], {}
+    for name, kind, default in SESSION_FEATURES + USER_FEATURES + PRODUCT_FEATURES:
+        is_session = name.startswith("session_")
+        if kind == "string":
+            cats = ("a", "b", "c", "unknown")
+            features.append(Feature(name, "categorical", default if is_session else None, cats))
+            data[name] = rng.choice(cats, 20000)
+        else:
+            features.append(Feature(name, kind, default if is_session else None))
+            data[name] = rng.poisson(2.0, 20000) if kind == "int" else rng.gamma(2.0, 5.0, 20000)
+    df = pd.DataFrame(data)
+    y = (rng.random(len(df)) < 1 / (1 + np.exp(3.0 - 0.8 * df["session_n_cart_adds"]))).astype(int)
+    vec = Vectorizer(features)
+    X = vec.frame(df)
+    booster = lgb.train({"objective": "binary", "num_leaves": 31, "verbosity": -1},
+                        lgb.Dataset(X, y, feature_name=list(vec.feature_names),
+                                    categorical_feature=list(vec.categorical_indices)), 200)
+    saved = save_artifact(directory, booster=booster, features=features,
+                          calibrator=Calibrator("none"),
+                          explanations=explanation_summary(booster, X[:500]),
+                          feature_service="intent_model_v1")
+    return saved.tarball
+
+
+def fill_online_store(store, rng) -> dict[str, list[str]]:
+    """Write N users, products and sessions through Feast; ids include some never written."""
+    import pandas as pd
+
+    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
+    from streaming_jobs.session_state import SESSION_FEATURES
+
+    now = pd.Timestamp.now(tz="UTC")
+    ids = {}
+    for view, key, prefix, specs in (("user_fv", "user_id", "u", USER_FEATURES),
+                                     ("product_fv", "product_id", "p", PRODUCT_FEATURES),
+                                     ("session_fv", "session_id", "s", SESSION_FEATURES)):
+        names = [f"{prefix}{i}" for i in range(N_ENTITIES)]
+        frame = {key: names, "event_timestamp": [now] * N_ENTITIES}
+        if view != "session_fv":
+            frame["created_timestamp"] = [now] * N_ENTITIES
+        for name, kind, _ in specs:
+            if kind == "int":
+                frame[name] = rng.integers(0, 50, N_ENTITIES)
+            elif kind == "float":
+                frame[name] = rng.gamma(2.0, 5.0, N_ENTITIES)
+            else:
+                frame[name] = rng.choice(["a", "b", "c"], N_ENTITIES)
+        store.write_to_online_store(view, pd.DataFrame(frame))
+        ids[key] = names + [f"{prefix}-new-{i}" for i in range(N_ENTITIES // 20)]
+    return ids
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples) * 1000.0, q))
+
+
+def bench_reads(store, reader, async_reader, ids, rng, n: int = 3000) -> dict:
+    service = store.get_feature_service("intent_model_v1")
+    entities = [(rng.choice(ids["user_id"]), rng.choice(ids["session_id"]),
+                 rng.choice(ids["product_id"])) for _ in range(n)]
+    for u, s, p in entities[:200]:  # warm both
+        reader.read(u, s, p)
+        store.get_online_features(features=service, entity_rows=[
+            {"user_id": u, "session_id": s, "product_id": p}])
+    ours, feast = [], []
+    for u, s, p in entities:
+        t = time.perf_counter()
+        reader.read(u, s, p)
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        store.get_online_features(features=service, entity_rows=[
+            {"user_id": u, "session_id": s, "product_id": p}]).to_dict()
+        feast.append(time.perf_counter() - t)
+
+    async def run_async():
+        out = []
+        for u, s, p in entities[:200]:
+            await async_reader.read(u, s, p, timeout=1)
+        for u, s, p in entities:
+            t = time.perf_counter()
+            await async_reader.read(u, s, p, timeout=1)
+            out.append(time.perf_counter() - t)
+        await async_reader.close()
+        return out
+
+    import uvloop
+
+    ours_async = uvloop.run(run_async())
+    return {name: {"p50_ms": percentile_ms(v, 50), "p99_ms": percentile_ms(v, 99)}
+            for name, v in (("serving.online (sync)", ours), ("serving.online (asyncio)",
+                                                               ours_async),
+                            ("feast get_online_features", feast))}
+
+
+def start_process(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            cwd=ROOT, start_new_session=True)
+
+
+def wait_http(url: str, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def score_bodies(ids, rng, n: int = 500) -> list[dict]:
+    return [{"user_id": str(rng.choice(ids["user_id"])),
+             "session_id": str(rng.choice(ids["session_id"])),
+             "product_id": str(rng.choice(ids["product_id"]))} for _ in range(n)]
+
+
+def run_rates(port: int, requests: list[bytes], rates, duration_s: float) -> list[dict]:
+    open_loop(port, requests, 200, 2.0)  # warm up
+    rows = []
+    for rate in rates:
+        rows.append(open_loop(port, requests, rate, duration_s))
+        time.sleep(0.5)
+    return rows
+
+
+def sustainable(row: dict, p99_limit_ms: float) -> bool:
+    return row["errors"] == 0 and row["p99_ms"] <= p99_limit_ms and \
+        row["achieved"] >= 0.97 * row["rate"]
+
+
+def max_rate(port: int, requests: list[bytes], start: int, duration_s: float,
+             p99_limit_ms: float) -> tuple[int, list[dict]]:
+    rate, best, tried = start, 0, []
+    while rate <= 20000:
+        row = open_loop(port, requests, rate, duration_s)
+        tried.append(row)
+        if not sustainable(row, p99_limit_ms):
+            break
+        best = rate
+        rate = int(rate * 1.25 // 250 * 250) or rate + 250
+        time.sleep(0.5)
+    return best, tried
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['rate']:.0f} | {r['achieved']:.0f} | {r['p50_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model.tar.gz or artifact dir "
+                        "(default: a synthetic 200-tree model over the FeatureService)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per rate")
+    parser.add_argument("--rates", default="250,500,1000,2000")
+    parser.add_argument("--endpoint-rates", default="250,500,1000")
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument("--sustainable-p99-ms", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    import redis
+
+    from intent_resources.feast import FeastResource
+    from intent_resources.redis import free_port, start_redis_server, stop_redis_server
+    from serving.local import install_model
+    from serving.model import ModelArtifact
+    from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
+    from serving.runtime import SERVER_ENVIRONMENT
+
+    work = Path(tempfile.mkdtemp(prefix="intent-bench-"))
+    rng = np.random.default_rng(0)
+    model = Path(args.model) if args.model else synthetic_model(work / "model")
+    artifact = ModelArtifact.load(model if model.is_file() or not (model / "model.tar.gz").exists()
+                                  else model / "model.tar.gz")
+    tar = model if model.is_file() else model / "model.tar.gz"
+    model_dir = work / "endpoint_model"
+    install_model(tar, model_dir)
+
+    redis_url = start_redis_server(work / "redis")
+    processes: list[subprocess.Popen] = []
+    report = [f"# serving benchmark ({os.cpu_count()} cores; model {artifact.version}, "
+              f"{artifact.booster.num_trees()} trees, {len(artifact.features)} features)"]
+    try:
+        resource = FeastResource(repo_path=str(ROOT / "feature_repo"), env="local",
+                                 redis_url=redis_url, lake_root=str(work / "lake"),
+                                 home=str(work / "home"))
+        resource.apply()
+        store = resource.store()
+        ids = fill_online_store(store, rng)
+        layout = FeatureLayout.from_artifact(artifact)
+        reads = bench_reads(store, OnlineReader(layout, redis.Redis.from_url(redis_url)),
+                            AsyncOnlineReader(layout, redis_url), ids, rng)
+        feast_p50 = reads["feast get_online_features"]["p50_ms"]
+        feast_p99 = reads["feast get_online_features"]["p99_ms"]
+        report.append("\n## online read (user + product + session, "
+                      f"{len(artifact.features)} features), 3,000 reads each\n")
+        report.append("| reader | p50 ms | p99 ms | p50 speed-up vs Feast | p99 speed-up |")
+        report.append("|---|---:|---:|---:|---:|")
+        for name, r in reads.items():
+            report.append(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                          f"{feast_p50 / r['p50_ms']:.1f}x | {feast_p99 / r['p99_ms']:.1f}x |")
+        print("\n".join(report), flush=True)
+
+        env = {**os.environ, **SERVER_ENVIRONMENT, "INTENT_API_TOKEN": TOKEN,
+               "INTENT_HOME": str(work / "home"), "INTENT_DECISION_LOG_DIR": str(work / "log")}
+        api_port = free_port()
+        processes.append(start_process(
+            [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(api_port),
+             "--workers", str(args.workers), "--model", str(model_dir), "--redis-url", redis_url],
+            env, work / "api.log"))
+        wait_http(f"http://127.0.0.1:{api_port}/health")
+        bodies = http_requests("/score", score_bodies(ids, rng),
+                               {"Authorization": f"Bearer {TOKEN}"})
+        rates = [float(r) for r in args.rates.split(",")]
+        rows = run_rates(api_port, bodies, rates, args.duration)
+        best, tried = max_rate(api_port, bodies, 2000, args.duration, args.sustainable_p99_ms)
+        section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
+                   f"open loop, {args.duration:.0f} s per rate\n", table(rows),
+                   f"\nmax sustainable rate (0 errors, p99 <= {args.sustainable_p99_ms:.0f} ms, "
+                   f">= 97% of offered achieved): **{best} req/s**; tried:\n", table(tried)]
+        print("\n".join(section), flush=True)
+        report += section
+        processes.pop().terminate()
+
+        endpoint_port = free_port()
+        processes.append(start_process(
+            [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
+             "--host", "127.0.0.1", "--port", str(endpoint_port)], env, work / "endpoint.log"))
+        wait_http(f"http://127.0.0.1:{endpoint_port}/ping")
+        api_port = free_port()
+        processes.append(start_process(
+            [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(api_port),
+             "--workers", str(args.workers), "--model", str(model_dir), "--redis-url", redis_url,
+             "--mode", "endpoint", "--endpoint-url", f"http://127.0.0.1:{endpoint_port}"],
+            env, work / "api_endpoint.log"))
+        wait_http(f"http://127.0.0.1:{api_port}/health")
+        rows = run_rates(api_port, bodies, [float(r) for r in args.endpoint_rates.split(",")],
+                         args.duration)
+        import httpx
+
+        health = httpx.get(f"http://127.0.0.1:{api_port}/health").json()
+        section = ["\n## POST /score through the local SageMaker-contract container "
+                   "(API -> boto3 sagemaker-runtime -> container)\n", table(rows),
+                   f"\nendpoint breaker after the run: {health.get('endpoint')}"]
+        print("\n".join(section), flush=True)
+        report += section
+        load = os.getloadavg()
+        tail = f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        print(tail)
+        report.append(tail)
+        (work / "report.md").write_text("\n".join(report) + "\n")
+        print(f"\nreport: {work / 'report.md'}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        stop_redis_server(redis_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
