@@ -11,7 +11,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup venv java dagster-home redis demo test ui clean
+.PHONY: setup venv java chromium dagster-home redis demo test ui clean
 
 setup: venv java dagster-home redis
 
@@ -31,6 +31,11 @@ java:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless; \
 	fi
 
+# The UI tests drive Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
@@ -40,7 +45,7 @@ redis: venv
 demo: setup
 	$(BIN)/intent demo
 
-test: setup
+test: setup chromium
 	$(BIN)/pytest
 
 ui: setup

@@ -10,8 +10,11 @@ import os
 
 from dagster import Definitions, definitions
 
+from intent_assets.experiments.definitions import defs as experiment_defs
 from intent_assets.features.definitions import defs as feature_defs
 from intent_assets.ingest.definitions import defs as ingest_defs
+from intent_assets.monitoring.definitions import defs as monitoring_defs
+from intent_assets.monitoring.freshness import with_freshness_policies
 from intent_assets.publication.definitions import defs as publication_defs
 from intent_assets.streaming.definitions import defs as streaming_defs
 from intent_assets.training.definitions import defs as training_defs
@@ -23,9 +26,10 @@ def build_definitions(env: str | None = None) -> Definitions:
     env = env or os.environ.get("INTENT_ENV", "local")
     resources = resources_for(env)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
-    return Definitions.merge(ingest_defs, feature_defs, training_defs, publication_defs,
-                             streaming_defs,
-                             Definitions(resources=resources))
+    # Global policy, applied once: freshness of the feature and model assets.
+    return with_freshness_policies(Definitions.merge(
+        ingest_defs, feature_defs, training_defs, publication_defs, streaming_defs,
+        experiment_defs, monitoring_defs, Definitions(resources=resources)))
 
 
 @definitions

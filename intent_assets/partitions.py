@@ -1,6 +1,6 @@
 """Every partitions definition of the project, in one place."""
 
-from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
+from dagster import DailyPartitionsDefinition, DynamicPartitionsDefinition, TimeWindowPartitionMapping
 
 # The embedded simulator's history starts here; imported data uses the same calendar.
 FIRST_DAY = "2026-10-01"
@@ -19,3 +19,7 @@ history_to_date = TimeWindowPartitionMapping(start_offset=-365, end_offset=0,
                                              allow_nonexistent_upstream_partitions=True)
 last_30_days = TimeWindowPartitionMapping(start_offset=-30, end_offset=0,
                                           allow_nonexistent_upstream_partitions=True)
+
+# One partition per A/B experiment, keyed by its name; added when an experiment starts
+# (`instance.add_dynamic_partitions("experiments", [name])`).
+experiment_partitions = DynamicPartitionsDefinition(name="experiments")

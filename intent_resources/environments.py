@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dagster import EnvVar, FilesystemIOManager
 
+from intent_resources.alerts import AlertsResource
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.feast import FeastResource
 from intent_resources.sagemaker import SageMakerResource
@@ -43,6 +44,7 @@ def feature_repo_path() -> str:
 
 def resources_for(env: str) -> dict:
     """The resources of an environment, by resource key."""
+    from intent_assets.monitoring.resources import DecisionLogReader
     from intent_assets.publication.resources import ModelEndpointResource
     from intent_assets.streaming.resources import StreamingJobResource
 
@@ -60,6 +62,9 @@ def resources_for(env: str) -> dict:
             "models": ArtifactStore(root=str(home / "models")),
             "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
             "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url),
+            "alerts": AlertsResource(jsonl_path=str(home / "alerts.jsonl")),
+            "decision_log": DecisionLogReader(
+                directory=os.environ.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions")),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
             "clickstream": ClickstreamSource(
                 sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
@@ -90,6 +95,9 @@ def resources_for(env: str) -> dict:
             # intent_assets/streaming/resources.py.
             "streaming": StreamingJobResource(mode="emr", redis_url=EnvVar("REDIS_URL"),
                                               lake=EnvVar("INTENT_LAKE_URI")),
+            "alerts": AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),
+                                     ui_base_url=EnvVar("DAGSTER_UI_URL")),
+            "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),
             "clickstream": ClickstreamSource(kind="landing",
                                              landing_table=os.environ.get("INTENT_LANDING_TABLE",
                                                                           "landing_firehose")),

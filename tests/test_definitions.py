@@ -12,7 +12,9 @@ def test_definitions_load_with_the_expected_graph():
     assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
                     "session_snapshots", "online_features", "training_set", "tuned_model",
                     "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
-                    "published_model", "batch_scores", "session_features_stream"}
+                    "published_model", "batch_scores", "session_features_stream",
+                    "experiment_assignments", "experiment_exposures", "experiment_orders",
+                    "ab_readout", "session_anomalies", "served_scores"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -41,8 +43,15 @@ def test_definitions_load_with_the_expected_graph():
     assert parents("published_model") == {"calibrated_model"}
     assert parents("batch_scores") == {"published_model", "session_snapshots", "user_features",
                                        "product_features"}
-    assert {s.name for s in defs.sensors} >= {"model_publication_sensor",
-                                              "streaming_supervisor_sensor"}
+    assert {s.name for s in defs.sensors} == {"model_publication_sensor",
+                                              "streaming_supervisor_sensor",
+                                              "run_failure_alert_sensor"}
+    assert {s.name for s in defs.schedules} == {"retrain_job_schedule",
+                                                "nightly_features_job_schedule",
+                                                "daily_reports_job_schedule"}
+    assert parents("ab_readout") == {"experiment_assignments", "experiment_exposures",
+                                     "experiment_orders"}
+    assert parents("session_anomalies") == {"sessions"}
     assert groups["session_features_stream"] == "streaming"
     # every daily asset backfills a range in one run
     for key in features - {"training_set"} | {"raw_clickstream", "orders", "sessions"}:

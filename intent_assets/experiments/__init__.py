@@ -1,0 +1,1 @@
+"""A/B experiments: deterministic assignment, a simulator with a known truth, and the readout."""

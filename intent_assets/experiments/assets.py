@@ -1,0 +1,116 @@
+"""Experiments: the data an A/B test leaves and its readout, one partition per experiment."""
+
+import base64
+import hashlib
+
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+from pydantic import Field
+
+from intent_assets.experiments.assignment import ExperimentDesign
+from intent_assets.experiments.readout import build_readout, plot_uplifts
+from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
+from intent_assets.experiments.stats import user_table
+from intent_assets.partitions import experiment_partitions
+from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
+
+GROUP = "experiments"
+TABLES = ("experiment_assignments", "experiment_exposures", "experiment_orders")
+
+
+class SimulatedExperimentConfig(Config):
+    """The truth the demo's simulated experiment is generated under."""
+
+    n_users: int = 40_000
+    variants: list[str] = Field(default_factory=lambda: ["control", "treatment"])
+    weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+    conversion_lift: float = 0.10
+    aov_lift: float = 0.0
+    treatment_loss: float = 0.0
+
+
+class ReadoutConfig(Config):
+    """How the readout decides: its control, primary metric, planned sample and level."""
+
+    control: str = "control"
+    primary: str = "conversion"
+    planned_users: int = 40_000
+    alpha: float = 0.05
+
+
+def experiment_seed(name: str) -> int:
+    """A fixed seed per experiment name, so re-materializing a partition yields the same rows."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
+
+
+@multi_asset(specs=[AssetSpec(t, group_name=GROUP, partitions_def=experiment_partitions,
+                              description=d) for t, d in zip(TABLES, (
+                                  "Who was assigned to which variant, with pre-period behaviour.",
+                                  "What each assigned user was shown: decision, offer funnel, latency.",
+                                  "Orders of the experiment's users."))])
+def experiment_data(context: AssetExecutionContext, config: SimulatedExperimentConfig,
+                    lake: LakeStorage):
+    """A simulated experiment's assignments, exposures and orders (the demo's stand-in for the
+    decision log and the orders of a live test)."""
+    name = context.partition_key
+    simulated = simulate_experiment(ExperimentConfig(
+        name=name, variants=tuple(config.variants), weights=tuple(config.weights),
+        n_users=config.n_users, conversion_lift=config.conversion_lift, aov_lift=config.aov_lift,
+        treatment_loss=config.treatment_loss, seed=experiment_seed(name)))
+    shares = dict(zip(config.variants, ExperimentDesign(name, name, tuple(config.variants),
+                                                        tuple(config.weights)).shares))
+    # The assignment log carries each variant's designed share, so a readout needs nothing else.
+    assignments = simulated.assignments.assign(variant_share=simulated.assignments["variant"].map(shares))
+    for table, frame in zip(TABLES, (assignments, simulated.exposures, simulated.orders)):
+        lake.write(frame, table, name)
+        yield MaterializeResult(asset_key=table, metadata={
+            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
+
+
+def design_from_assignments(name: str, assignments, control: str) -> ExperimentDesign:
+    """The design recorded in the assignment log: variants (control first) and their shares."""
+    shares = assignments.groupby("variant")["variant_share"].first()
+    if control not in shares.index:
+        raise ValueError(f"experiment {name} has no {control!r} variant; it has {list(shares.index)}")
+    order = [control] + sorted(v for v in shares.index if v != control)
+    return ExperimentDesign(name, name, tuple(order), tuple(float(shares[v]) for v in order))
+
+
+@asset(group_name=GROUP, partitions_def=experiment_partitions,
+       ins={t: AssetIn() for t in TABLES})
+def ab_readout(context: AssetExecutionContext, config: ReadoutConfig, models: ArtifactStore,
+               experiment_assignments: LakeSlice, experiment_exposures: LakeSlice,
+               experiment_orders: LakeSlice) -> MaterializeResult:
+    """A/B readout: per-variant metrics, uplift with 95 % CI, SRM, CUPED and a ship decision."""
+    name = context.partition_key
+    assignments = experiment_assignments.pandas()
+    if assignments.empty:
+        raise ValueError(f"experiment {name} has no assignments in {experiment_assignments.table}")
+    design = design_from_assignments(name, assignments, config.control)
+    users = user_table(assignments, experiment_exposures.pandas(), experiment_orders.pandas())
+    readout = build_readout(users, design, config.planned_users, config.primary, config.alpha)
+    png = plot_uplifts(readout, models.directory("experiments", name) / "uplift.png")
+    (png.parent / "readout.md").write_text(readout.to_markdown())
+    primary = readout.comparisons[0]
+    context.log.info(f"{name}: {readout.decision} ({primary.sequential.reason})")
+    return MaterializeResult(metadata={
+        "decision": readout.decision,
+        "users": len(users),
+        "srm_p_value": float(readout.srm.p_value),
+        "srm_flagged": bool(readout.srm.flagged),
+        "conversion_uplift": float(primary.conversion.estimate),
+        "conversion_uplift_ci": f"[{primary.conversion.lower:+.4f}, {primary.conversion.upper:+.4f}]",
+        "cuped_variance_reduction": float(primary.conversion_cuped_fit.variance_reduction),
+        "readout": MetadataValue.md(readout.to_markdown()),
+        "uplift_plot": MetadataValue.md(
+            f"![uplift](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"),
+        "uplift_png": MetadataValue.path(str(png)),
+    })

@@ -1,0 +1,1 @@
+"""Monitoring: drift, prediction distribution, performance decay, anomalies, alerts and schedules."""

@@ -1,0 +1,103 @@
+"""Monitoring assets: the day's session anomalies and the day's served scores against reality."""
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from intent_assets.monitoring.alerting import findings_alert
+from intent_assets.monitoring.anomalies import detect_anomalies
+from intent_assets.monitoring.performance import (
+    labelled_scores,
+    performance_decay,
+    score_distribution,
+    served_scores as model_scores,
+)
+from intent_assets.monitoring.resources import DecisionLogReader
+from intent_assets.partitions import daily_partitions, last_30_days
+from intent_resources.alerts import AlertsResource
+from intent_resources.storage import LakeSlice, LakeStorage
+
+GROUP = "monitoring"
+
+
+@asset(group_name=GROUP, partitions_def=daily_partitions,
+       ins={"sessions": AssetIn(partition_mapping=last_30_days)})
+def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
+                      alerts: AlertsResource) -> MaterializeResult:
+    """Bot- and fraud-like sessions and sudden drops in traffic, engagement or conversion by
+    segment, for the day against the 30 days before; alert-level findings are sent on."""
+    day = context.partition_key
+    frame = sessions.pandas()
+    if frame.empty or day not in set(frame["date"]):
+        raise ValueError(f"sessions of {day} are missing; materialize sessions for {day} first")
+    today = frame[frame["date"] == day]
+    history = frame[frame["date"] < day]
+    findings = detect_anomalies(today, history)
+    lake.write(findings, "session_anomalies", day)
+    urgent = findings[findings["severity"] == "alert"]
+    if len(urgent):
+        alerts.send(*findings_alert("session_anomalies", day, urgent.to_dict("records")))
+    return MaterializeResult(metadata={
+        "findings": len(findings), "alerts": len(urgent), "sessions": len(today),
+        "baseline_days": int(history["date"].nunique()),
+        "kinds": ", ".join(sorted(set(findings["kind"]))) or "none",
+        "table": MetadataValue.md(findings.round(6).to_markdown(index=False) if len(findings)
+                                  else "No anomalies."),
+        "path": MetadataValue.path(lake.uri("session_anomalies", day)),
+    })
+
+
+@asset(group_name=GROUP, partitions_def=daily_partitions,
+       ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
+       check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
+                                   description="PSI of served probabilities vs the model's test predictions."),
+                    AssetCheckSpec("performance_vs_test", asset="served_scores",
+                                   description="Live PR-AUC, log loss and ECE once labels arrive, "
+                                               "vs the model's test metrics.")])
+def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessions: LakeSlice,
+                  decision_log: DecisionLogReader, lake: LakeStorage) -> MaterializeResult:
+    """The day's scores served by the current model (from the decision log), with their labels
+    once the day's sessions are built: the prediction-distribution and performance-decay checks."""
+    day = context.partition_key
+    scores = model_scores(decision_log.read_day(day))
+    version = calibrated_model["version"]
+    current = scores[scores["model_version"] == version]
+    labelled = labelled_scores(current, sessions.pandas()) if len(current) else current.assign(label=[])
+    lake.write(labelled if len(labelled) else current, "served_scores", day)
+    reference = pd.read_parquet(calibrated_model["test_predictions"])["probability"].to_numpy()
+    checks = []
+    if len(current):
+        dist = score_distribution(reference, current["probability"].to_numpy())
+        checks.append(AssetCheckResult(
+            check_name="score_distribution", passed=dist["status"] != "alert",
+            severity=AssetCheckSeverity.WARN if dist["status"] != "alert" else AssetCheckSeverity.ERROR,
+            metadata={k: v for k, v in dist.items()}))
+    else:
+        checks.append(AssetCheckResult(check_name="score_distribution", passed=True,
+                                       severity=AssetCheckSeverity.WARN,
+                                       metadata={"status": f"no scores served by {version} on {day}"}))
+    if len(labelled) and labelled["label"].nunique() == 2:
+        decay = performance_decay(labelled, calibrated_model["metrics"])
+        checks.append(AssetCheckResult(
+            check_name="performance_vs_test", passed=not decay["decayed"],
+            severity=AssetCheckSeverity.WARN,
+            metadata={"rows": decay["rows"], "problems": "; ".join(decay["problems"]) or "none",
+                      **{f"live_{k}": v for k, v in decay["live"].items() if v is not None},
+                      **{f"test_{k}": v for k, v in decay["reference"].items()
+                         if k in decay["live"] and v is not None}}))
+    else:
+        checks.append(AssetCheckResult(check_name="performance_vs_test", passed=True,
+                                       severity=AssetCheckSeverity.WARN,
+                                       metadata={"status": "labels not arrived (or one class only)"}))
+    return MaterializeResult(
+        metadata={"served": len(scores), "by_current_model": len(current), "labelled": len(labelled),
+                  "model_version": version, "path": MetadataValue.path(lake.uri("served_scores", day))},
+        check_results=checks)

@@ -1,0 +1,60 @@
+"""Alerts: a log line and a JSON-lines file locally, an SNS topic in production (boto3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+log = logging.getLogger(__name__)
+
+# SNS refuses subjects longer than 100 characters.
+MAX_SUBJECT = 100
+
+
+class AlertsResource(ConfigurableResource):
+    """Sends an alert to every configured channel: the JSON-lines file, the SNS topic, or both."""
+
+    jsonl_path: Optional[str] = None
+    topic_arn: Optional[str] = None
+    # Only for SNS: a non-AWS endpoint (the moto server in tests), else boto3's default chain.
+    endpoint_url: Optional[str] = None
+    region_name: str = "us-east-1"
+    # Where the Dagster UI answers, so an alert can link to the run.
+    ui_base_url: str = "http://127.0.0.1:3000"
+
+    _client = PrivateAttr(default=None)
+
+    def _sns(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("sns", endpoint_url=self.endpoint_url, region_name=self.region_name)
+        return self._client
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
+
+    def send(self, subject: str, body: dict[str, Any], severity: str = "error") -> dict[str, Any]:
+        """Deliver one alert; returns the record sent (with the SNS message id when published)."""
+        record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), "severity": severity,
+                  "subject": subject, **body}
+        text = json.dumps(record, default=str, sort_keys=True)
+        log.warning("ALERT %s: %s", subject, text)
+        if self.jsonl_path:
+            path = Path(self.jsonl_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as out:
+                out.write(text + "\n")
+        if self.topic_arn:
+            response = self._sns().publish(TopicArn=self.topic_arn, Subject=subject[:MAX_SUBJECT],
+                                           Message=text,
+                                           MessageAttributes={"severity": {"DataType": "String",
+                                                                           "StringValue": severity}})
+            record["sns_message_id"] = response["MessageId"]
+        return record
