@@ -44,7 +44,7 @@ def main() -> None:
 
     os.environ.setdefault("REDIS_URL", ensure_local_redis(home))
     defs = build_definitions("local")
-    assets = {key.to_user_string(): a for a in defs.assets for key in a.keys}
+    assets = {key.to_user_string(): a for a in defs.assets for key in getattr(a, "keys", [])}
     start, end = demo_partition_range(None, args.days)
     tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
     instance = DagsterInstance.ephemeral()

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     demo.add_argument("--first-day", default=None, help="first partition (default: the first one)")
     demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "3")),
                       help="tuning trials for the demo's model (default 3, or INTENT_DEMO_TRIALS)")
+    demo.add_argument("--stream-events", type=int,
+                      default=int(os.environ.get("INTENT_DEMO_STREAM_EVENTS", "20000")),
+                      help="events replayed through the streaming job (default 20,000)")
     demo.set_defaults(handler=_demo)
 
 
@@ -56,19 +59,31 @@ def demo_partition_range(first_day: str | None, days: int) -> tuple[str, str]:
 def publish(defs, instance, model: dict, day: str, run_config: dict) -> None:
     """What the publication sensor does when its daemon runs: publish the gated model to the
     local endpoint, then score the last day's snapshots in bulk with it."""
-    from dagster import materialize
+    from dagster import AssetSelection, materialize
 
     config = {"model_version": model["version"], "tar_path": model["tar_path"],
               "artifact_dir": model["artifact_dir"]}
     assets = list(defs.assets)
-    keys = {k.to_user_string(): k for a in assets for k in a.keys}
     print(f"publishing model {model['version']} to the local endpoint")
-    materialize(assets, selection=[keys["published_model"]], resources=defs.resources,
+    materialize(assets, selection=AssetSelection.assets("published_model"), resources=defs.resources,
                 instance=instance,
                 run_config={**run_config, "ops": {"published_model": {"config": config}}})
     print(f"scoring {day}'s snapshots with it (batch_scores)")
-    materialize(assets, selection=[keys["batch_scores"]], resources=defs.resources,
+    materialize(assets, selection=AssetSelection.assets("batch_scores"), resources=defs.resources,
                 instance=instance, run_config=run_config, partition_key=day)
+
+
+DEMO_EXPERIMENT = "offer_bands_v1"
+
+
+def experiment_readout(defs, instance, assets, run_config: dict) -> None:
+    """Simulate an A/B test of the model-driven offer bands against the rules and read it out."""
+    from dagster import AssetSelection, materialize
+
+    print(f"A/B readout of the simulated experiment {DEMO_EXPERIMENT}")
+    instance.add_dynamic_partitions("experiments", [DEMO_EXPERIMENT])
+    materialize(assets, selection=AssetSelection.groups("experiments"), resources=defs.resources,
+                instance=instance, run_config=run_config, partition_key=DEMO_EXPERIMENT)
 
 
 def prepare_dagster_home(home: Path) -> Path:
@@ -100,8 +115,9 @@ def _demo(args) -> int:
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t0 = time.monotonic()
     print(f"materializing ingest and features for {start}..{end} in one run")
-    result = materialize(assets, selection=AssetSelection.groups("ingest", "features")
-                         - AssetSelection.assets("training_set"),
+    result = materialize(assets, selection=(AssetSelection.groups("ingest", "features")
+                                            - AssetSelection.assets("training_set"))
+                         | AssetSelection.assets("session_anomalies"),
                          resources=defs.resources, instance=instance, run_config=quiet,
                          tags={"dagster/asset_partition_range_start": start,
                                "dagster/asset_partition_range_end": end})
@@ -121,5 +137,13 @@ def _demo(args) -> int:
         return 1
     else:
         publish(defs, instance, result.output_for_node("calibrated_model"), end, quiet)
+        from intent_assets.live_demo import score_through_api, stream_slice
+
+        live_day = dt.date.fromisoformat(end) + dt.timedelta(days=1)
+        print(f"live: {args.stream_events:,} replayed events of {live_day} through the streaming "
+              "job, then some of those sessions scored through the API")
+        events = stream_slice(defs, instance, live_day, args.stream_events)
+        score_through_api(events)
+    experiment_readout(defs, instance, assets, quiet)
     print_summary(instance, defs, home, time.monotonic() - t0)
     return 0

@@ -2,6 +2,7 @@
 
 import pandas as pd
 from dagster import (
+    BackfillPolicy,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -28,30 +29,37 @@ from intent_resources.storage import LakeSlice, LakeStorage
 GROUP = "monitoring"
 
 
-@asset(group_name=GROUP, partitions_def=daily_partitions,
+@asset(group_name=GROUP, partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
        ins={"sessions": AssetIn(partition_mapping=last_30_days)})
 def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
                       alerts: AlertsResource) -> MaterializeResult:
     """Bot- and fraud-like sessions and sudden drops in traffic, engagement or conversion by
-    segment, for the day against the 30 days before; alert-level findings are sent on."""
-    day = context.partition_key
+    segment, for each day against the 30 days before; alert-level findings are sent on."""
     frame = sessions.pandas()
-    if frame.empty or day not in set(frame["date"]):
-        raise ValueError(f"sessions of {day} are missing; materialize sessions for {day} first")
-    today = frame[frame["date"] == day]
-    history = frame[frame["date"] < day]
-    findings = detect_anomalies(today, history)
-    lake.write(findings, "session_anomalies", day)
-    urgent = findings[findings["severity"] == "alert"]
-    if len(urgent):
-        alerts.send(*findings_alert("session_anomalies", day, urgent.to_dict("records")))
+    found: list[pd.DataFrame] = []
+    urgent_total = 0
+    for day in context.partition_keys:
+        if frame.empty or day not in set(frame["date"]):
+            raise ValueError(f"sessions of {day} are missing; materialize sessions for {day} first")
+        today = frame[frame["date"] == day]
+        history = frame[(frame["date"] < day)
+                        & (frame["date"] >= str(pd.Timestamp(day) - pd.Timedelta(days=30))[:10])]
+        findings = detect_anomalies(today, history)
+        lake.write(findings, "session_anomalies", day)
+        urgent = findings[findings["severity"] == "alert"]
+        urgent_total += len(urgent)
+        if len(urgent):
+            alerts.send(*findings_alert("session_anomalies", day, urgent.to_dict("records")))
+        found.append(findings.assign(day=day))
+        baseline_days = int(history["date"].nunique())
+    findings = pd.concat(found, ignore_index=True)
     return MaterializeResult(metadata={
-        "findings": len(findings), "alerts": len(urgent), "sessions": len(today),
-        "baseline_days": int(history["date"].nunique()),
+        "findings": len(findings), "alerts": urgent_total, "days": len(context.partition_keys),
+        "baseline_days": baseline_days,  # of the last day: how much history it was judged against
         "kinds": ", ".join(sorted(set(findings["kind"]))) or "none",
         "table": MetadataValue.md(findings.round(6).to_markdown(index=False) if len(findings)
                                   else "No anomalies."),
-        "path": MetadataValue.path(lake.uri("session_anomalies", day)),
+        "path": MetadataValue.path(lake.uri("session_anomalies")),
     })
 
 

@@ -1,0 +1,105 @@
+"""The live part of `intent demo`: replay a slice of the next day through the streaming job,
+record the supervisor's view of it, then score some of those live sessions through the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+
+
+def _session_keys_present(redis_client, session_ids) -> int:
+    from streaming_jobs.online_layout import entity_key, ts_field
+
+    pipe = redis_client.pipeline(transaction=False)
+    for sid in session_ids:
+        pipe.hexists(entity_key("session_id", sid), ts_field("session_fv"))
+    return sum(bool(x) for x in pipe.execute())
+
+
+def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float = 300.0) -> pd.DataFrame:
+    """Replay `n_events` of `day` into the landing directory and run the job until every
+    replayed session is in Redis; reports the supervisor's observation to the instance."""
+    from dagster import AssetObservation
+
+    from intent_assets.ingest.simulator import events_on
+    from intent_assets.streaming.health import assess_stream, heartbeat_age_s
+    from intent_assets.streaming.process import start, stop
+    from intent_assets.streaming.sensors import observation_metadata
+    from streaming_jobs.replay import write_landing
+
+    streaming = defs.resources["streaming"]
+    stream = streaming.local_stream()
+    events = events_on(defs.resources["clickstream"].simulator_config(), day).iloc[:n_events]
+    write_landing(events, stream.landing, batch_size=2_000, stamp_received=True)
+    sessions = events["session_id"].dropna().unique()
+    client = defs.resources["redis"].client()
+    start(stream)
+    deadline = time.monotonic() + timeout_s
+    present = 0
+    try:
+        while time.monotonic() < deadline:
+            present = _session_keys_present(client, sessions)
+            if present >= len(sessions):
+                break
+            time.sleep(2)
+        now = dt.datetime.now(dt.timezone.utc)
+        heartbeat = streaming.read_heartbeat()
+        alive = streaming.pid_alive()
+        decision = assess_stream(heartbeat, now, alive, streaming.thresholds())
+        instance.report_runless_asset_event(AssetObservation(
+            asset_key="session_features_stream",
+            metadata=observation_metadata(heartbeat, decision, heartbeat_age_s(heartbeat, now), alive)))
+    finally:
+        stop(stream)
+    print(f"  streamed {len(events):,} events of {day}: {present:,} of {len(sessions):,} sessions "
+          f"live in Redis; supervisor: {decision.status}")
+    return events
+
+
+def score_through_api(events: pd.DataFrame, n: int = 5, port: int = 0) -> list[dict]:
+    """Start `intent serve api`, score `n` of the streamed sessions at their last product, stop."""
+    from intent_resources.redis import free_port
+
+    port = port or free_port()
+    token = "demo-token"
+    env = {**os.environ, "INTENT_API_TOKEN": token}
+    server = subprocess.Popen([sys.executable, "-m", "intent_assets.cli", "serve", "api",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"the API exited: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        views = events[events["event_type"] == "view"].dropna(subset=["product_id"])
+        picks = views.groupby("session_id").tail(1).sort_values("session_id").head(n)
+        answers = []
+        for row in picks.itertuples():
+            body = json.dumps({"user_id": row.user_id, "session_id": row.session_id,
+                               "product_id": row.product_id}).encode()
+            request = urllib.request.Request(f"{base}/score", data=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                answer = json.loads(response.read())
+            answers.append(answer)
+            reasons = ", ".join(r.get("feature", "?") for r in (answer.get("reasons") or [])[:3])
+            print(f"  POST /score {row.session_id}: p={answer.get('probability'):.3f} "
+                  f"band={answer.get('band')} action={answer.get('action')} "
+                  f"fallback={answer.get('fallback') or answer.get('fallbacks')} reasons=[{reasons}]")
+        return answers
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
