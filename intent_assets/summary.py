@@ -26,7 +26,8 @@ def print_summary(instance, defs, home: Path, seconds: float) -> None:
     print()
     print(f"intent demo: done in {seconds / 60:.1f} min")
     for asset in defs.assets:
-        for key in asset.keys:
+        # AssetsDefinition has .keys; an external AssetSpec (the live stream) has one .key
+        for key in getattr(asset, "keys", None) or [asset.key]:
             figures = latest_figures(instance, key)
             shown = ", ".join(f"{k}={v}" for k, v in figures.items())
             print(f"  {key.to_user_string():<22} {shown}")
