@@ -25,7 +25,6 @@ from intent_assets.training.train import (
     finish_model,
     fit_tuned,
     id_columns,
-    make_splits,
     training_splits,
 )
 from intent_resources.storage import ArtifactStore, LakeSlice
@@ -132,5 +131,3 @@ def calibrated_model(context: AssetExecutionContext, tuned_model: dict, training
             "features": len(result.features),
         })
 
-
-__all__ = ["tuned_model", "rules_baseline", "logistic_baseline", "calibrated_model", "make_splits"]
