@@ -1,11 +1,23 @@
 """Every partitions definition of the project, in one place."""
 
-from dagster import DailyPartitionsDefinition, DynamicPartitionsDefinition, TimeWindowPartitionMapping
+from dagster import (
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
+    TimeWindowPartitionMapping,
+)
 
 # The embedded simulator's history starts here; imported data uses the same calendar.
 FIRST_DAY = "2026-10-01"
 
 daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+
+
+def daily(group: str) -> dict:
+    """Asset settings of every daily asset: the daily partitions, and a backfill of any range
+    as one run (one Spark job)."""
+    return dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
+                group_name=group)
 
 # A session belongs to the day it starts, but it may run past midnight and its label looks a
 # grace window past its end, so day D's sessions read day D+1's events when they exist; and

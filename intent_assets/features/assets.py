@@ -8,7 +8,6 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -25,7 +24,7 @@ from intent_assets.features.feast_ops import (
 from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION, build_snapshots
 from intent_assets.ingest.assets import write_spark_partitions
 from intent_assets.partitions import (
-    daily_partitions,
+    daily,
     history_to_date,
     last_30_days,
     neighbouring_days,
@@ -35,8 +34,7 @@ from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
 from streaming_jobs.session_state import replay
 
-DAILY = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
-             group_name="features")
+DAILY = daily("features")
 
 
 def _spark_feature_result(frame, lake: LakeStorage, table: str, days: list[str], key: str) -> MaterializeResult:

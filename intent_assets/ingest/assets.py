@@ -12,7 +12,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -21,19 +20,17 @@ from pyspark.sql import functions as F
 
 from intent_assets.ingest import checks
 from intent_assets.ingest.sessionize import build_orders, build_sessions, order_lines
-from intent_assets.partitions import daily_partitions, neighbouring_days
+from intent_assets.partitions import daily, neighbouring_days
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
 from streaming_jobs.contract import (
     arrow_schema,
-    quarantine_arrow_schema,
     split_duplicates,
     validate_events,
 )
 
-DAILY = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
-             group_name="ingest")
+DAILY = daily("ingest")
 
 
 def write_spark_partitions(frame, lake: LakeStorage, table: str, days: list[str]) -> None:

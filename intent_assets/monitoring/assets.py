@@ -2,7 +2,6 @@
 
 import pandas as pd
 from dagster import (
-    BackfillPolicy,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -22,15 +21,14 @@ from intent_assets.monitoring.performance import (
     served_scores as model_scores,
 )
 from intent_assets.monitoring.resources import DecisionLogReader
-from intent_assets.partitions import daily_partitions, last_30_days
+from intent_assets.partitions import daily, daily_partitions, last_30_days
 from intent_resources.alerts import AlertsResource
 from intent_resources.storage import LakeSlice, LakeStorage
 
 GROUP = "monitoring"
 
 
-@asset(group_name=GROUP, partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
-       ins={"sessions": AssetIn(partition_mapping=last_30_days)})
+@asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)})
 def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
                       alerts: AlertsResource) -> MaterializeResult:
     """Bot- and fraud-like sessions and sudden drops in traffic, engagement or conversion by

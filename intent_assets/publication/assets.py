@@ -6,7 +6,6 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -14,7 +13,7 @@ from dagster import (
 )
 
 from intent_assets.features.feast_ops import build_training_set
-from intent_assets.partitions import daily_partitions
+from intent_assets.partitions import daily
 from intent_assets.publication.resources import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -67,8 +66,7 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
     return MaterializeResult(metadata=publication_metadata(result))
 
 
-@asset(partitions_def=daily_partitions, group_name="publication",
-       backfill_policy=BackfillPolicy.single_run(),
+@asset(**daily("publication"),
        deps=["published_model", "user_features", "product_features"],
        ins={"session_snapshots": AssetIn()})
 def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,

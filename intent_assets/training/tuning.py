@@ -22,7 +22,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
