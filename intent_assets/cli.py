@@ -19,6 +19,14 @@ COMMANDS = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intent", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)

@@ -60,6 +60,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from intent_assets.cli import positive_int
 from streaming_jobs.contract import (
     COLUMNS,
     QUARANTINE_COLUMNS,
@@ -398,16 +399,9 @@ def register(subparsers) -> None:
                         help="REES46 CSV files, plain or gzip")
     parser.add_argument("--out", default=DEFAULT_LAKE,
                         help=f"lake root, a directory or s3:// URI (default: {DEFAULT_LAKE})")
-    parser.add_argument("--chunk-rows", type=_positive_int, default=500_000,
+    parser.add_argument("--chunk-rows", type=positive_int, default=500_000,
                         help="rows read at a time (default: 500000)")
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from intent_assets.cli import positive_int
+
 
 def register(subparsers) -> None:
     """Add `intent train ...` and `intent predict ...`."""
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
     train.add_argument("--label", required=True, help="the 0/1 label column")
     train.add_argument("--time-column", default=None,
                        help="split by time on this column (default: stratified split)")
-    train.add_argument("--trials", type=_positive_int, default=20,
+    train.add_argument("--trials", type=positive_int, default=20,
                        help="Optuna trials (default: 20)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--weight-column", default="weight",
@@ -39,13 +41,6 @@ def register(subparsers) -> None:
     predict.add_argument("--table", required=True, type=Path, help="parquet file or directory")
     predict.add_argument("--out", required=True, type=Path, help="output parquet file")
     predict.set_defaults(handler=run_predict)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _read_table(path: Path):
