@@ -161,7 +161,6 @@ def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: Lak
     nulls = pd.Series(meta["null_rates"], name="null_rate").sort_values(ascending=False)
     return MaterializeResult(metadata={
         "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
-        "label_rate_weighted": round(meta["weighted_label_rate"], 5),
         "sessions": int(frame["session_id"].nunique()),
         "days": int(frame["date"].nunique()) if "date" in frame else 0,
         "path": MetadataValue.path(lake.uri("training_set")),
