@@ -24,7 +24,7 @@ def score_snapshots(artifact: ModelArtifact, snapshots: pd.DataFrame,
                     policy: PolicyParams | None = None, top_k: int = 0) -> pd.DataFrame:
     """Score every snapshot row: its ids, probability, raw score, band, action, model version.
 
-    With top_k > 0 a `reasons` column holds each row's top reasons as JSON (TreeSHAP, as online).
+    With top_k > 0 a `reasons` column holds each row's top reasons as JSON (path attributions, as online).
     Rows keep their order and index.
     """
     policy = policy or PolicyParams()

@@ -8,7 +8,7 @@ Routes (a bare ASGI app under uvicorn with uvloop and httptools: no framework on
   ``text/csv`` — one row per line, the model's features in order, no header, empty = missing;
   ``application/json`` — ``{"instances": [{feature: value, ...} | [v1, v2, ...], ...]}`` or a bare
   list of such rows. The number of reasons per row comes from SageMaker's custom attributes header
-  (``X-Amzn-SageMaker-Custom-Attributes: top_k=3``; 0 skips TreeSHAP);
+  (``X-Amzn-SageMaker-Custom-Attributes: top_k=3``; 0 skips the reasons);
 - ``POST /endpoints/{name}/invocations``: the same, at the path boto3's `sagemaker-runtime`
   client posts to, so `invoke_endpoint` with ``endpoint_url`` pointing here works unchanged;
 - ``POST /reload`` (optional JSON ``{"path": ...}``): load the model again (or another one) and

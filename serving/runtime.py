@@ -1,8 +1,8 @@
 """Process settings a low-latency scorer needs.
 
-LightGBM's single-row TreeSHAP call opens an OpenMP parallel region despite the fast path's
-``num_threads=1``: on a busy 2-core box its threads spin against the server's other work and one
-explanation takes 2-4x longer. A server therefore limits OpenMP to one thread on the thread that
+LightGBM's predict calls may open OpenMP parallel regions despite the fast path's
+``num_threads=1``: on a busy 2-core box their threads spin against the server's other work and a
+call takes 2-4x longer (measured with the TreeSHAP call this path used to make). A server therefore limits OpenMP to one thread on the thread that
 scores (the event loop's), and its launchers also set ``OMP_NUM_THREADS=1`` for child processes.
 """
 

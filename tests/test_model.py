@@ -326,6 +326,42 @@ def test_reason_codes_sum_with_the_expected_value_to_the_raw_score(trained, tabl
     assert [i["feature"] for i in importance] and len(importance) == len(artifact.features)
 
 
+def test_path_attribution_of_a_stump_credits_the_split_feature_with_the_whole_step():
+    import lightgbm as lgb
+
+    from serving.model import PathExplainer
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=2000), np.ones(2000), rng.normal(size=2000)])
+    y = (X[:, 0] > 0.3).astype(int)
+    stump = lgb.train({"objective": "binary", "num_leaves": 2, "verbosity": -1,
+                       "min_data_in_leaf": 5}, lgb.Dataset(X, y), num_boost_round=1)
+    tree = stump.dump_model()["tree_info"][0]["tree_structure"]
+    assert tree["split_feature"] == 0
+    explainer = PathExplainer(stump)
+    assert explainer.expected_value == pytest.approx(tree["internal_value"])
+    rows = np.array([[-1.0, 1.0, 0.0], [2.0, 1.0, 5.0]])
+    leaves = stump.predict(rows, pred_leaf=True).reshape(2, 1).astype(int)
+    contrib = explainer.contributions(leaves)
+    by_leaf = {tree["left_child"]["leaf_index"]: tree["left_child"]["leaf_value"],
+               tree["right_child"]["leaf_index"]: tree["right_child"]["leaf_value"]}
+    for i in range(2):
+        step = by_leaf[leaves[i, 0]] - tree["internal_value"]
+        assert contrib[i].tolist() == pytest.approx([step, 0.0, 0.0])
+    assert contrib[0, 0] < 0 < contrib[1, 0]  # the low side of the split lowers the margin
+
+
+def test_single_row_and_batch_reasons_agree(trained, table):
+    artifact = ModelArtifact.load(trained.tar_path)
+    sample = table.sample(20, random_state=2)
+    batch = artifact.explain(sample, top_k=4)
+    for (_, row), want in zip(sample.iterrows(), batch):
+        got = artifact.score_one(row.to_dict(), top_k=4).reasons
+        assert [r["feature"] for r in got] == [r["feature"] for r in want]
+        assert [r["contribution"] for r in got] == pytest.approx(
+            [r["contribution"] for r in want], abs=1e-12)
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 
 def generic_table(n: int = 2500, seed: int = 5) -> pd.DataFrame:

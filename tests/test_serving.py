@@ -372,7 +372,7 @@ def test_container_pings_and_scores_csv_and_json_rows(container, artifact):
     np.testing.assert_allclose([p["probability"] for p in as_lists["predictions"]], expected,
                                atol=1e-9)
     assert all(len(p["reasons"]) == 1 for p in as_lists["predictions"])
-    # reasons are the artifact's TreeSHAP reasons for that row
+    # reasons are the artifact's path-attribution reasons for that row
     single = _post(f"{container}/invocations", json.dumps({"instances": records[:1]}).encode(),
                    "application/json").json()
     want = artifact.explain(df.iloc[:1], top_k=3)[0]

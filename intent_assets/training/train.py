@@ -11,7 +11,7 @@
 4. Optuna TPE over `tuning.SEARCH_SPACE`, PR-AUC on validation with early stopping;
 5. the final booster refitted on train + validation with the early-stopped tree count;
 6. Platt or isotonic chosen on the calibration split;
-7. test-split metrics, TreeSHAP explanations, and the artifact (directory + model.tar.gz).
+7. test-split metrics, TreeSHAP global importance, and the artifact (directory + model.tar.gz).
 
 Steps 1-5 are `fit_tuned` (a `TunedModel`, saved between assets), 6-7 `finish_model`; both
 recompute the same deterministic splits from the table, and `finish_model` refuses a table

@@ -11,8 +11,8 @@ Choices, and why:
   ranking objective prefers lighter or heavier up-weighting. Calibration undoes the shift in
   probabilities it causes.
 - `num_iterations` is an upper bound (early stopping picks the count); 100-800 with a learning
-  rate of 0.03-0.3 covers a few hundred effective trees, which keeps per-row TreeSHAP cheap
-  enough for the scoring API.
+  rate of 0.03-0.3 covers a few hundred effective trees, which keeps a single-row prediction
+  and its path-attribution reasons within the scoring API's budget.
 - `num_leaves` 15-127 with `max_depth` 3-12: deep enough for the interactions of the funnel
   features, small enough to explain quickly.
 - `min_data_in_leaf` 20-400 (log): leaves of rare behaviours need rows behind them.
