@@ -389,7 +389,10 @@ def main(argv=None) -> int:
                           f"{feast_p50 / r['p50_ms']:.1f}x | {feast_p99 / r['p99_ms']:.1f}x |")
         print("\n".join(report), flush=True)
 
-        env = {**os.environ, **SERVER_ENVIRONMENT, "INTENT_API_TOKEN": TOKEN,
+        # Importing Feast (above, for the read comparison) sets PROMETHEUS_MULTIPROC_DIR, which would
+        # put the servers' metrics in prometheus_client's slower mmap mode: not how they run.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+        env = {**env, **SERVER_ENVIRONMENT, "INTENT_API_TOKEN": TOKEN,
                "INTENT_HOME": str(work / "home"), "INTENT_DECISION_LOG_DIR": str(work / "log")}
         api_port = free_port()
         processes.append(start_process(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -80,10 +81,12 @@ class DecisionLog:
         for record in records:
             when = dt.datetime.now(dt.timezone.utc)
             record.setdefault("ts", when.isoformat())
-            by_file.setdefault(log_path(self.directory, when), []).append(
-                json.dumps(record, default=_default, allow_nan=False, separators=(",", ":"))
-                if _finite(record) else json.dumps(_nulls(record), default=_default,
-                                                   separators=(",", ":")))
+            try:
+                line = json.dumps(record, default=_default, allow_nan=False,
+                                  separators=(",", ":"))
+            except ValueError:  # NaN or an infinity somewhere: JSON has no such numbers
+                line = json.dumps(_nulls(record), default=_default, separators=(",", ":"))
+            by_file.setdefault(log_path(self.directory, when), []).append(line)
         for path, lines in by_file.items():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,19 +117,9 @@ class DecisionLog:
         self._thread.join(timeout=5)
 
 
-def _finite(obj: Any) -> bool:
-    if isinstance(obj, float):
-        return obj == obj and obj not in (float("inf"), float("-inf"))
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return all(_finite(v) for v in obj)
-    return True
-
-
 def _nulls(obj: Any) -> Any:
     """NaN and infinities as null: JSON has no such numbers."""
-    if isinstance(obj, float) and not _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: _nulls(v) for k, v in obj.items()}
