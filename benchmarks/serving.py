@@ -312,18 +312,30 @@ def sustainable(row: dict, p99_limit_ms: float) -> bool:
         row["achieved"] >= 0.97 * row["rate"]
 
 
-def max_rate(port: int, requests: list[bytes], start: int, duration_s: float,
-             p99_limit_ms: float) -> tuple[int, list[dict]]:
-    rate, best, tried = start, 0, []
-    while rate <= 20000:
+def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: float,
+             p99_limit_ms: float, resolution: int = 125) -> tuple[int, list[dict]]:
+    """The highest sustainable rate, to `resolution` req/s: bisect between the highest fixed
+    rate that held and the lowest that did not (doubling first when every fixed rate held)."""
+    good = max((r["rate"] for r in fixed if sustainable(r, p99_limit_ms)), default=0)
+    failed = [r["rate"] for r in fixed if r["rate"] > good and not sustainable(r, p99_limit_ms)]
+    bad = min(failed, default=None)
+    tried = []
+
+    def attempt(rate: float) -> bool:
+        time.sleep(0.5)
         row = open_loop(port, requests, rate, duration_s)
         tried.append(row)
-        if not sustainable(row, p99_limit_ms):
+        return sustainable(row, p99_limit_ms)
+
+    while bad is None and good < 20000:
+        rate = good * 2
+        good, bad = (rate, None) if attempt(rate) else (good, rate)
+    while bad is not None and bad - good > resolution:
+        rate = (good + bad) // 2 // resolution * resolution
+        if rate <= good:
             break
-        best = rate
-        rate = int(rate * 1.25 // 250 * 250) or rate + 250
-        time.sleep(0.5)
-    return best, tried
+        good, bad = (rate, bad) if attempt(rate) else (good, rate)
+    return int(good), tried
 
 
 def table(rows: list[dict]) -> str:
@@ -404,7 +416,7 @@ def main(argv=None) -> int:
                                {"Authorization": f"Bearer {TOKEN}"})
         rates = [float(r) for r in args.rates.split(",")]
         rows = run_rates(api_port, bodies, rates, args.duration)
-        best, tried = max_rate(api_port, bodies, 2000, args.duration, args.sustainable_p99_ms)
+        best, tried = max_rate(api_port, bodies, rows, args.duration, args.sustainable_p99_ms)
         section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
                    f"open loop, {args.duration:.0f} s per rate\n", table(rows),
                    f"\nmax sustainable rate (0 errors, p99 <= {args.sustainable_p99_ms:.0f} ms, "

@@ -14,8 +14,11 @@ otherwise); health and metrics are open for load balancers and scrapers. Bodies 
 strictly (unknown fields, empty or over-long ids, non-scalar context values are refused) and a
 refusal is a 422 naming each bad field. Whatever Redis or the endpoint do, a valid request gets a
 200 inside the deadline, flagged when a fallback answered. The ``context`` object is logged with
-the decision (experiment, variant, page...); its ``order_value``, when a number, is the order value
-the policy prices incentives with.
+the decision (page, cart...); its ``order_value``, when a number, is the order value the policy
+prices incentives with. With ``INTENT_EXPERIMENT`` set (``INTENT_EXPERIMENT_VARIANTS``, control
+first, default ``control,treatment``; ``INTENT_EXPERIMENT_WEIGHTS``, default equal;
+``INTENT_EXPERIMENT_SALT``, default the name) every answer carries the user's variant and the
+policy that decided (rules for the control, the model otherwise): see `serving.scoring`.
 
 Configuration is read from the environment when the app is built (`ApiSettings.from_env`), never
 at import time.
@@ -39,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from pydantic import ValidationError
 from pydantic import StringConstraints
 
+from intent_assets.experiments.assignment import ExperimentDesign
 from serving.decisions import DecisionLog
 from serving.endpoint import EndpointClient
 from serving.holder import ModelHolder
@@ -85,6 +89,7 @@ class ApiSettings:
     endpoint_region: Optional[str] = None
     decision_log_dir: Optional[str] = None
     watch_interval_s: float = 1.0
+    experiment: Optional[ExperimentDesign] = None
 
     @classmethod
     def from_env(cls, env: Optional[dict[str, str]] = None, **overrides: Any) -> "ApiSettings":
@@ -113,6 +118,15 @@ class ApiSettings:
             raw = env.get(f"INTENT_POLICY_{f.name.upper()}")
             if raw:
                 policy_values[f.name] = float(raw)
+        experiment = None
+        if env.get("INTENT_EXPERIMENT"):
+            name = env["INTENT_EXPERIMENT"]
+            variants = tuple(v.strip() for v in env.get("INTENT_EXPERIMENT_VARIANTS",
+                                                        "control,treatment").split(","))
+            weights = tuple(float(w) for w in env["INTENT_EXPERIMENT_WEIGHTS"].split(",")) \
+                if env.get("INTENT_EXPERIMENT_WEIGHTS") else (1.0,) * len(variants)
+            experiment = ExperimentDesign(name, env.get("INTENT_EXPERIMENT_SALT") or name,
+                                          variants, weights)
         values = dict(
             token=token,
             model_path=env.get("INTENT_MODEL_PATH") or str(home / "endpoint" / "model"),
@@ -123,6 +137,7 @@ class ApiSettings:
             endpoint_url=env.get("INTENT_ENDPOINT_URL") or None,
             endpoint_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             decision_log_dir=env.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions"),
+            experiment=experiment,
         )
         values.update(overrides)
         return cls(**values)
@@ -256,7 +271,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 settings.endpoint_region, read_timeout_s=max(settings.scoring.deadline_s, 0.05))
         decisions = DecisionLog(settings.decision_log_dir) if settings.decision_log_dir else None
         engine = ScoringEngine(holder, settings.redis_url, settings.scoring, settings.policy,
-                               endpoint, metrics, decisions)
+                               endpoint, metrics, decisions, settings.experiment)
         state.update(engine=engine, holder=holder, decisions=decisions)
         app.state.engine = engine
         app.state.decisions = decisions

@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     api.add_argument("--endpoint-url", default=None,
                      help="e.g. http://127.0.0.1:8080 for the local container")
     api.add_argument("--deadline-ms", type=float, default=None)
+    api.add_argument("--experiment", default=None,
+                     help="A/B experiment name (INTENT_EXPERIMENT): control acts by the rules, "
+                          "other variants by the model; variants and weights from "
+                          "INTENT_EXPERIMENT_VARIANTS / INTENT_EXPERIMENT_WEIGHTS")
     api.add_argument("--log-level", default="warning")
     api.set_defaults(handler=_api)
 
@@ -50,7 +54,7 @@ def _api(args) -> int:
     _server_environment()
     overrides = {"INTENT_MODEL_PATH": args.model, "REDIS_URL": args.redis_url,
                  "INTENT_SCORING_MODE": args.mode, "INTENT_ENDPOINT_NAME": args.endpoint_name,
-                 "INTENT_ENDPOINT_URL": args.endpoint_url,
+                 "INTENT_ENDPOINT_URL": args.endpoint_url, "INTENT_EXPERIMENT": args.experiment,
                  "INTENT_DEADLINE_MS": None if args.deadline_ms is None else str(args.deadline_ms)}
     # the API's workers read their settings from the environment
     os.environ.update({k: v for k, v in overrides.items() if v is not None})

@@ -25,15 +25,41 @@ The action is the one with the highest positive EV (leave alone when none is pos
 names where p sits relative to the incentive interval [p_lo, p_hi]: ``unlikely`` below it,
 ``on_the_fence`` inside, ``likely`` above. The order value AOV defaults to `aov` and may be given
 per request (e.g. the cart value from the request context).
+
+The **rules policy** is what the shop ran before the model, and the A/B control: a hand-set
+rules band from the live session (`rules_band`: checkout, high-value cart, cart, engaged,
+browsing) maps to an action (`RULES_ACTIONS`: upsell at checkout, an incentive to carts, leave
+the rest alone). The same bands, scored by their training rates, are the rules baseline a
+model is evaluated against (`intent_assets.reports.baselines`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streaming_jobs.session_state import FUNNEL_CHECKOUT
 
 ACTIONS = ("leave_alone", "incentivize", "upsell")
 BANDS = ("unlikely", "on_the_fence", "likely")
+# What a shopper is shown for each action (None: nothing).
+OFFERS = {"leave_alone": None, "incentivize": "discount", "upsell": "upsell"}
+
+RULES_COLUMNS: tuple[str, ...] = (
+    "session_cart_value", "session_cart_items", "session_funnel_stage",
+    "session_n_product_views", "session_current_product_views",
+)
+# Rules bands from most to least promising, as the shop wrote them, and the shop's action for each.
+RULE_BANDS: tuple[str, ...] = ("checkout", "cart_high_value", "cart", "engaged", "browsing")
+RULES_ACTIONS = {"checkout": "upsell", "cart_high_value": "incentivize", "cart": "incentivize",
+                 "engaged": "leave_alone", "browsing": "leave_alone"}
+REPEAT_PRODUCT_VIEWS = 2  # the product on screen seen at least this often in the session
+MANY_PRODUCT_VIEWS = 5
 
 
 @dataclass(frozen=True)
@@ -48,9 +74,10 @@ class PolicyParams:
     upsell_take_rate: float = 0.15    # upsell: share of buyers who add the offered item
     upsell_value: float = 25.0        # upsell: revenue the added item brings
     upsell_cost: float = 0.30         # upsell: opportunity cost of the slot
+    rules_cart_value: float = 60.0    # rules policy: a cart at or above this is "high value"
 
     def __post_init__(self) -> None:
-        for name in ("aov", "upsell_value"):
+        for name in ("aov", "upsell_value", "rules_cart_value"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("margin", "discount", "max_uplift", "upsell_take_rate"):
@@ -148,3 +175,41 @@ def decide(p: float, params: PolicyParams, order_value: float | None = None) -> 
     action = max(ACTIONS, key=lambda name: (values[name], name == "leave_alone"))
     return Decision(band=band_of(p, params, order_value), action=action, probability=p,
                     expected_values={k: round(v, 6) for k, v in values.items()})
+
+
+def _numbers(values: Any) -> np.ndarray:
+    """A column as floats: non-numbers and missing values are NaN."""
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                     for v in values], dtype=np.float64)
+
+
+def rules_band(columns: Mapping[str, Any], cart_value_threshold: float) -> np.ndarray:
+    """The shop's hand-set band (one of RULE_BANDS) of every row; missing values count as zero.
+
+    `columns` is a DataFrame or a mapping of column name to values (one request: lists of one).
+    """
+    missing = [c for c in RULES_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"the rules need columns {missing}")
+    f = {c: np.nan_to_num(_numbers(columns[c]), nan=0.0) for c in RULES_COLUMNS}
+    has_cart = f["session_cart_items"] > 0
+    conditions = [
+        f["session_funnel_stage"] >= FUNNEL_CHECKOUT,
+        has_cart & (f["session_cart_value"] >= cart_value_threshold),
+        has_cart,
+        (f["session_current_product_views"] >= REPEAT_PRODUCT_VIEWS)
+        | (f["session_n_product_views"] >= MANY_PRODUCT_VIEWS),
+    ]
+    return np.select(conditions, list(RULE_BANDS[:-1]), default=RULE_BANDS[-1]).astype(object)
+
+
+def decide_by_rules(row: Mapping[str, Any], p: float, params: PolicyParams,
+                    order_value: float | None = None) -> Decision:
+    """The rules policy's action for one live session; band and expected values still say what
+    the model thinks (so the log shows what either policy would have done)."""
+    rules = rules_band({c: [row.get(c)] for c in RULES_COLUMNS}, params.rules_cart_value)[0]
+    by_model = decide(p, params, order_value)
+    return Decision(band=by_model.band, action=RULES_ACTIONS[rules], probability=p,
+                    expected_values=by_model.expected_values)

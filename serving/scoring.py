@@ -15,6 +15,13 @@ For each request (user, session, optional product, context):
 4. the decision policy turns the probability into band and action; the decision is queued to the
    decision log.
 
+With an experiment configured, each request's user (a logged-in id or the shop's stable
+anonymous id, whichever the request carries as ``user_id``) is assigned a variant by
+`intent_assets.experiments.assignment.assign` — the same hash the readout and any other service
+reproduce. The control variant acts by the rules policy (`serving.policy.decide_by_rules`), every
+other variant by the model's expected-value bands; the answer and the decision log carry the
+experiment, the variant, its designed share, the policy and the offer shown (the exposure log).
+
 A failure never becomes an exception to the caller: the answer says which fallback gave it.
 Breakers let a recovered Redis or endpoint back in without a restart (see `serving.breaker`).
 """
@@ -41,7 +48,8 @@ from serving.online import (
     RedisUnavailable,
     defaults_row,
 )
-from serving.policy import PolicyParams, decide
+from intent_assets.experiments.assignment import ExperimentDesign, assign
+from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
 log = logging.getLogger(__name__)
@@ -114,7 +122,8 @@ class ScoringEngine:
                  settings: ScoringSettings = ScoringSettings(),
                  policy: PolicyParams = PolicyParams(),
                  endpoint: EndpointClient | None = None, metrics=None,
-                 decisions: DecisionLog | None = None) -> None:
+                 decisions: DecisionLog | None = None,
+                 experiment: ExperimentDesign | None = None) -> None:
         if settings.mode == "endpoint" and endpoint is None:
             raise ValueError("endpoint mode needs an endpoint client")
         self.holder = holder
@@ -123,6 +132,9 @@ class ScoringEngine:
         self.endpoint = endpoint
         self.metrics = metrics
         self.decisions = decisions
+        self.experiment = experiment
+        self._shares = dict(zip(experiment.variants, experiment.shares.tolist())) \
+            if experiment is not None else {}
         self.redis_url = redis_url
         self.redis_breaker = CircuitBreaker("redis", settings.breaker_failures,
                                             settings.breaker_reset_s)
@@ -251,14 +263,21 @@ class ScoringEngine:
                 probability = float(predictions[i]["probability"])
                 reasons = predictions[i].get("reasons") or []
             order_value = req.context.get("order_value") if req.context else None
-            decision = decide(probability, self.policy,
-                              float(order_value) if isinstance(order_value, (int, float))
-                              and not isinstance(order_value, bool) else None)
+            order_value = float(order_value) if isinstance(order_value, (int, float)) \
+                and not isinstance(order_value, bool) else None
+            variant = assign(req.user_id, self.experiment) if self.experiment else None
+            by_rules = variant is not None and variant == self.experiment.control
+            decision = decide_by_rules(row, probability, self.policy, order_value) if by_rules \
+                else decide(probability, self.policy, order_value)
             answer = {
                 "request_id": uuid.uuid4().hex,
                 "probability": probability,
                 "band": decision.band,
                 "action": decision.action,
+                "offer": OFFERS[decision.action],
+                "policy": "rules" if by_rules else "model",
+                "experiment": self.experiment.name if self.experiment else None,
+                "variant": variant,
                 "expected_values": decision.expected_values,
                 "reasons": reasons,
                 "model_version": version,
@@ -275,6 +294,8 @@ class ScoringEngine:
                 record = {"ts": _now_iso(), "user_id": req.user_id, "session_id": req.session_id,
                           "product_id": req.product_id, "context": dict(req.context or {}),
                           **answer}
+                if variant is not None:
+                    record["variant_share"] = self._shares[variant]
                 if self.settings.log_features:
                     record["features"] = row
                 self.decisions.append(record)
@@ -295,6 +316,9 @@ class ScoringEngine:
                "model_source": str(current.source) if current else None,
                "model_error": self.holder.last_error, "mode": self.settings.mode,
                "redis": self.redis_breaker.to_json(), "prior": self.prior()}
+        if self.experiment is not None:
+            out["experiment"] = {"name": self.experiment.name, "control": self.experiment.control,
+                                 "shares": self._shares}
         if self.settings.mode == "endpoint":
             out["endpoint"] = {**self.endpoint_breaker.to_json(),
                                "name": self.endpoint.endpoint_name,

@@ -184,6 +184,54 @@ def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model
         assert health["status"] == "ok" and health["model_version"] == artifact.version
 
 
+def test_experiment_assigns_users_stably_control_acts_by_rules_and_exposures_are_logged(
+        tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
+    from dataclasses import replace
+
+    from intent_assets.experiments.assignment import ExperimentDesign, assign
+    from serving.policy import OFFERS, RULES_ACTIONS, decide
+
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    design = ExperimentDesign("offers-v2", "offers-v2-salt", ("control", "bands", "bands_big"),
+                              (2.0, 1.0, 1.0))
+    # a session in the rules' "cart" band (a cart below the high-value threshold)
+    cart = {"session_cart_items": 2, "session_cart_value": 30.0, "session_n_cart_adds": 2}
+    _write_session(own_redis["url"], "s-cart", cart)
+    row = {f.name: f.default for f in artifact.features} | cart
+    p = artifact.score_one(row, 0).probability
+    users = [f"u{i}" for i in range(300)] + [f"anon-{i:08d}" for i in range(100)]
+    # generous timeouts: this test is about assignment, not about the fallbacks under load
+    settings = replace(_settings(tmp_path, model_dir, own_redis["url"], deadline_s=5.0,
+                                 redis_timeout_s=2.0), experiment=design)
+    with TestClient(create_app(settings)) as client:
+        answers = {u: _score(client, user_id=u, session_id="s-cart") for u in users}
+        again = _score(client, user_id="u7", session_id="s-cart")
+        assert again["variant"] == answers["u7"]["variant"]  # stable per user
+        for user, answer in answers.items():
+            assert answer["fallback"] == [], answer
+            assert answer["experiment"] == "offers-v2"
+            assert answer["variant"] == assign(user, design)
+            if answer["variant"] == "control":
+                assert answer["policy"] == "rules" and answer["action"] == RULES_ACTIONS["cart"]
+            else:
+                assert answer["policy"] == "model"
+                assert answer["action"] == decide(p, settings.policy).action
+            assert answer["offer"] == OFFERS[answer["action"]]
+        counts = {v: sum(a["variant"] == v for a in answers.values()) for v in design.variants}
+        assert all(counts.values()) and counts["control"] > counts["bands"]
+        assert client.get("/health").json()["experiment"]["shares"] == \
+            {"control": 0.5, "bands": 0.25, "bands_big": 0.25}
+        client.app.state.decisions.flush()
+    logged = [json.loads(line) for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
+              for line in path.read_text().splitlines()]
+    assert len(logged) == len(users) + 1
+    by_user = {r["user_id"]: r for r in logged}
+    assert {u: r["variant"] for u, r in by_user.items()} == \
+        {u: a["variant"] for u, a in answers.items()}
+    assert all(r["experiment"] == "offers-v2" and r["offer"] == OFFERS[r["action"]]
+               and r["variant_share"] == {"control": 0.5}.get(r["variant"], 0.25) for r in logged)
+
+
 def test_redis_down_or_hung_gives_flagged_session_less_answers_then_recovers(tmp_path, model_dir,
                                                                              own_redis,
                                                                              artifacts):  # noqa: F811

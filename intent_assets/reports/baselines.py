@@ -21,16 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from streaming_jobs.session_state import FUNNEL_CHECKOUT
+from serving.policy import MANY_PRODUCT_VIEWS, REPEAT_PRODUCT_VIEWS, RULE_BANDS as BANDS, rules_band
 
-RULES_COLUMNS: tuple[str, ...] = (
-    "session_cart_value", "session_cart_items", "session_funnel_stage",
-    "session_n_product_views", "session_current_product_views",
-)
-# Bands from most to least promising, as the shop wrote them.
-BANDS: tuple[str, ...] = ("checkout", "cart_high_value", "cart", "engaged", "browsing")
-REPEAT_PRODUCT_VIEWS = 2  # the product on screen seen at least this often in the session
-MANY_PRODUCT_VIEWS = 5
 # Pulls a band's rate toward the base rate by this much weight (one session), so a band never
 # seen in training, or seen only without buyers, still gets a usable probability.
 PRIOR_WEIGHT = 1.0
@@ -52,23 +44,6 @@ def _labels(df: pd.DataFrame, label: str) -> np.ndarray:
     if pd.isna(y).any() or not np.isin(y.astype(np.float64), (0.0, 1.0)).all():
         raise ValueError(f"label column {label!r} must be 0/1 without nulls")
     return y.astype(np.int64)
-
-
-def rules_band(df: pd.DataFrame, cart_value_threshold: float) -> np.ndarray:
-    """The shop's hand-set band of every row (one of BANDS); missing values count as zero."""
-    missing = [c for c in RULES_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"rules baseline needs columns {missing}")
-    f = df[list(RULES_COLUMNS)].apply(pd.to_numeric, errors="coerce").fillna(0.0)
-    has_cart = f["session_cart_items"].to_numpy() > 0
-    conditions = [
-        f["session_funnel_stage"].to_numpy() >= FUNNEL_CHECKOUT,
-        has_cart & (f["session_cart_value"].to_numpy() >= cart_value_threshold),
-        has_cart,
-        (f["session_current_product_views"].to_numpy() >= REPEAT_PRODUCT_VIEWS)
-        | (f["session_n_product_views"].to_numpy() >= MANY_PRODUCT_VIEWS),
-    ]
-    return np.select(conditions, list(BANDS[:-1]), default=BANDS[-1]).astype(object)
 
 
 @dataclass(frozen=True)
