@@ -14,7 +14,7 @@ def test_definitions_load_with_the_expected_graph():
                     "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
                     "published_model", "batch_scores", "session_features_stream",
                     "experiment_assignments", "experiment_exposures", "experiment_orders",
-                    "ab_readout", "session_anomalies", "served_scores"}
+                    "ab_readout", "session_anomalies", "served_scores", "decision_log"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -51,6 +51,10 @@ def test_definitions_load_with_the_expected_graph():
                                                 "daily_reports_job_schedule"}
     assert parents("ab_readout") == {"experiment_assignments", "experiment_exposures",
                                      "experiment_orders"}
+    # a live experiment reads the API's decision log and the orders built from the clickstream
+    assert parents("experiment_exposures") == {"decision_log", "orders"}
+    assert parents("experiment_orders") == {"orders"}
+    assert "decision_log" in parents("served_scores")
     assert parents("session_anomalies") == {"sessions"}
     assert groups["session_features_stream"] == "streaming"
     # every daily asset backfills a range in one run

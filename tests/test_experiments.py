@@ -10,6 +10,7 @@ from scipy import stats as sps
 from intent_assets.experiments.assignment import ExperimentDesign, assign, assign_many
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
+from tests.test_serving import artifacts  # noqa: F401  (session fixture)
 from intent_assets.experiments.stats import (
     cuped,
     mean_uplift,
@@ -185,6 +186,7 @@ def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
     from dagster import DagsterInstance, materialize
 
     from intent_assets.experiments.assets import ab_readout, experiment_data
+    from intent_assets.monitoring.resources import DecisionLogReader
     from intent_assets.partitions import experiment_partitions
     from intent_resources.storage import ArtifactStore, LakeIOManager
 
@@ -193,7 +195,8 @@ def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
     result = materialize(
         [experiment_data, ab_readout], partition_key="offer_bands_v1", instance=instance,
         resources={"lake": lake, "models": ArtifactStore(root=str(tmp_path / "models")),
-                   "io_manager": LakeIOManager(lake=lake)},
+                   "io_manager": LakeIOManager(lake=lake),
+                   "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
         run_config={"ops": {"experiment_data": {"config": {
             "n_users": 30_000, "conversion_lift": 0.15, "aov_lift": 0.0}},
             "ab_readout": {"config": {"planned_users": 30_000}}}})
@@ -205,3 +208,77 @@ def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
     assert not metadata["srm_flagged"].value
     assert "treatment vs control" in metadata["readout"].value
     assert metadata["uplift_plot"].value.startswith("![uplift](data:image/png;base64,")
+
+
+def test_a_live_experiment_reads_the_api_decision_log_and_orders(lake, tmp_path, redis_url,
+                                                                 artifacts):  # noqa: F811
+    """The whole loop: the scoring API assigns and logs exposures, orders land in the `orders`
+    table, and `experiment_data` (source decision_log) + `ab_readout` read them back."""
+    import datetime as dt
+
+    from dagster import DagsterInstance, materialize
+    from fastapi.testclient import TestClient
+
+    from intent_assets.experiments.assets import ab_readout, experiment_data
+    from intent_assets.monitoring.resources import DecisionLogReader
+    from intent_assets.partitions import experiment_partitions
+    from intent_resources.storage import ArtifactStore, LakeIOManager
+    from serving.api import ApiSettings, create_app
+    from serving.local import install_model
+
+    design = ExperimentDesign("live-offers", "live-offers", ("control", "treatment"), (1.0, 1.0))
+    model_dir = tmp_path / "model"
+    install_model(artifacts[0].tarball, model_dir)
+    settings = ApiSettings(token="t", model_path=str(model_dir), redis_url=redis_url,
+                           decision_log_dir=str(tmp_path / "decisions"), experiment=design)
+    users = [f"u{i}" for i in range(300)] + [f"anon-{i:08d}" for i in range(100)]
+    with TestClient(create_app(settings)) as client:
+        answers = {}
+        for i, user in enumerate(users):
+            response = client.post("/score", headers={"Authorization": "Bearer t"},
+                                   json={"user_id": user, "session_id": f"s{i}"})
+            answers[user] = response.json()
+        client.app.state.decisions.flush()
+    now = dt.datetime.now(dt.timezone.utc)
+    today = now.date().isoformat()
+    yesterday = (now - dt.timedelta(days=1)).date().isoformat()
+    offered = [u for u in users if answers[u]["offer"] is not None]
+    buyers = users[::4]
+    lake.write(pd.DataFrame({
+        "order_id": [f"o{i}" for i in range(len(buyers))], "user_id": buyers,
+        "order_time": [now + dt.timedelta(seconds=1)] * len(buyers),
+        "revenue": [50.0] * len(buyers),
+        "has_coupon": [u in offered for u in buyers]}), "orders", today)
+    earlier = users[:40]
+    lake.write(pd.DataFrame({
+        "order_id": [f"pre{i}" for i in range(len(earlier))], "user_id": earlier,
+        "order_time": [now - dt.timedelta(days=1)] * len(earlier), "revenue": [20.0] * 40,
+        "has_coupon": [False] * 40}), "orders", yesterday)
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(experiment_partitions.name, ["live-offers"])
+    result = materialize(
+        [experiment_data, ab_readout], partition_key="live-offers", instance=instance,
+        resources={"lake": lake, "models": ArtifactStore(root=str(tmp_path / "models")),
+                   "io_manager": LakeIOManager(lake=lake),
+                   "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
+        run_config={"ops": {"experiment_data": {"config": {
+            "source": "decision_log", "start": today, "end": today, "pre_period_days": 3}},
+            "ab_readout": {"config": {"planned_users": 400}}}})
+    assert result.success
+    assignments = lake.read("experiment_assignments", ["live-offers"]).set_index("user_id")
+    assert sorted(assignments.index) == sorted(users)
+    assert all(assignments.loc[u, "variant"] == assign(u, design) == answers[u]["variant"]
+               for u in users)
+    assert (assignments["variant_share"] == 0.5).all()
+    assert assignments.loc[earlier, "pre_orders"].eq(1).all()
+    assert assignments["pre_orders"].sum() == 40
+    exposures = lake.read("experiment_exposures", ["live-offers"]).set_index("user_id")
+    assert len(exposures) == len(users)
+    assert sorted(exposures.index[exposures["offer_shown"]]) == sorted(offered)
+    accepted = sorted(exposures.index[exposures["offer_accepted"]])
+    assert accepted == sorted(set(buyers) & set(offered))
+    orders = lake.read("experiment_orders", ["live-offers"])
+    assert sorted(orders["user_id"]) == sorted(buyers)
+    metadata = result.asset_materializations_for_node("ab_readout")[0].metadata
+    assert metadata["users"].value == len(users)

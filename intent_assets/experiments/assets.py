@@ -1,9 +1,19 @@
-"""Experiments: the data an A/B test leaves and its readout, one partition per experiment."""
+"""Experiments: the data an A/B test leaves and its readout, one partition per experiment.
+
+An experiment's tables come from one of two sources (`ExperimentSourceConfig.source`):
+`decision_log` — a live test: the scoring API's decision log (exposures, assignments) and the
+`orders` asset (outcomes, pre-period covariate), see `live.py`; or `simulated` — the experiment
+simulator under a known truth (the demo's stand-in, and the statistics' proof).
+"""
 
 import base64
 import hashlib
 
+from typing import Literal, Optional
+
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetSpec,
@@ -13,12 +23,15 @@ from dagster import (
     asset,
     multi_asset,
 )
+import pandas as pd
 from pydantic import Field
 
 from intent_assets.experiments.assignment import ExperimentDesign
+from intent_assets.experiments.live import experiment_days, experiment_from_log
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
 from intent_assets.experiments.stats import user_table
+from intent_assets.monitoring.resources import DecisionLogReader
 from intent_assets.partitions import experiment_partitions
 from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 
@@ -26,9 +39,23 @@ GROUP = "experiments"
 TABLES = ("experiment_assignments", "experiment_exposures", "experiment_orders")
 
 
-class SimulatedExperimentConfig(Config):
-    """The truth the demo's simulated experiment is generated under."""
+# The scoring API writes the decision log outside Dagster; declared so lineage shows it.
+decision_log_spec = AssetSpec(
+    "decision_log", group_name=GROUP,
+    description="The scoring API's decisions (JSON lines per UTC day under INTENT_HOME/decisions"
+                "): who was scored, variant, action, offer, probability, latency, fallbacks.")
+_ALL_ORDERS = AssetDep("orders", partition_mapping=AllPartitionMapping())
 
+
+class ExperimentSourceConfig(Config):
+    """Where an experiment's tables come from; for `simulated`, the truth it is generated under."""
+
+    source: Literal["simulated", "decision_log"] = "simulated"
+    # decision_log: the experiment's first and last day (YYYY-MM-DD) and the CUPED pre-period
+    start: Optional[str] = None
+    end: Optional[str] = None
+    pre_period_days: int = 28
+    # simulated:
     n_users: int = 40_000
     variants: list[str] = Field(default_factory=lambda: ["control", "treatment"])
     weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
@@ -52,15 +79,20 @@ def experiment_seed(name: str) -> int:
 
 
 @multi_asset(specs=[AssetSpec(t, group_name=GROUP, partitions_def=experiment_partitions,
-                              description=d) for t, d in zip(TABLES, (
+                              description=d, deps=deps) for t, d, deps in zip(TABLES, (
                                   "Who was assigned to which variant, with pre-period behaviour.",
                                   "What each assigned user was shown: decision, offer funnel, latency.",
-                                  "Orders of the experiment's users."))])
-def experiment_data(context: AssetExecutionContext, config: SimulatedExperimentConfig,
-                    lake: LakeStorage):
-    """A simulated experiment's assignments, exposures and orders (the demo's stand-in for the
-    decision log and the orders of a live test)."""
+                                  "Orders of the experiment's users."), (
+                                  [decision_log_spec, _ALL_ORDERS], [decision_log_spec, _ALL_ORDERS],
+                                  [_ALL_ORDERS]))])
+def experiment_data(context: AssetExecutionContext, config: ExperimentSourceConfig,
+                    lake: LakeStorage, decision_log: DecisionLogReader):
+    """An experiment's assignments, exposures and orders: from the decision log and `orders`
+    for a live test, or from the simulator."""
     name = context.partition_key
+    if config.source == "decision_log":
+        yield from _live_tables(context, config, lake, decision_log)
+        return
     simulated = simulate_experiment(ExperimentConfig(
         name=name, variants=tuple(config.variants), weights=tuple(config.weights),
         n_users=config.n_users, conversion_lift=config.conversion_lift, aov_lift=config.aov_lift,
@@ -73,6 +105,27 @@ def experiment_data(context: AssetExecutionContext, config: SimulatedExperimentC
         lake.write(frame, table, name)
         yield MaterializeResult(asset_key=table, metadata={
             "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
+
+
+def _live_tables(context: AssetExecutionContext, config: ExperimentSourceConfig,
+                 lake: LakeStorage, log: DecisionLogReader):
+    name = context.partition_key
+    if not (config.start and config.end):
+        raise ValueError(f"experiment {name}: source decision_log needs start and end days")
+    pre_days, days = experiment_days(config.start, config.end, config.pre_period_days)
+    decisions = pd.concat([log.read_day(day) for day in days], ignore_index=True)
+    stored = [d for d in pre_days + days if lake.exists("orders", d)]
+    orders = lake.read("orders", stored) if stored else pd.DataFrame()
+    data, counts = experiment_from_log(name, decisions, orders, config.start, config.end,
+                                       config.pre_period_days)
+    context.log.info(f"{name}: {counts}")
+    missing = sorted(set(days) - set(stored))
+    for table, frame in zip(TABLES, (data.assignments, data.exposures, data.orders)):
+        lake.write(frame, table, name)
+        yield MaterializeResult(asset_key=table, metadata={
+            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name)),
+            "source": "decision_log", **counts,
+            "order_days_missing": ", ".join(missing) or "none"})
 
 
 def design_from_assignments(name: str, assignments, control: str) -> ExperimentDesign:

@@ -113,7 +113,8 @@ def ratio_mean_var(numerator: np.ndarray, denominator: np.ndarray) -> tuple[floa
     r = y.mean() / mx
     cov = np.cov(y, x, ddof=1)
     var = (cov[0, 0] - 2 * r * cov[0, 1] + r ** 2 * cov[1, 1]) / (y.size * mx ** 2)
-    return float(r), float(var)
+    # exactly 0 when every order has the same value; rounding can leave it a hair below
+    return float(r), max(float(var), 0.0)
 
 
 def ratio_uplift(num_t: np.ndarray, den_t: np.ndarray, num_c: np.ndarray, den_c: np.ndarray,

@@ -63,6 +63,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
 
 @asset(group_name=GROUP, partitions_def=daily_partitions,
        ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
+       deps=["decision_log"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
                                    description="PSI of served probabilities vs the model's test predictions."),
                     AssetCheckSpec("performance_vs_test", asset="served_scores",
