@@ -143,7 +143,7 @@ def _demo(args) -> int:
         print(f"live: {args.stream_events:,} replayed events of {live_day} through the streaming "
               "job, then some of those sessions scored through the API")
         events = stream_slice(defs, instance, live_day, args.stream_events)
-        score_through_api(events)
+        score_through_api(events, experiment=DEMO_EXPERIMENT)
     experiment_readout(defs, instance, assets, quiet)
     print_summary(instance, defs, home, time.monotonic() - t0)
     return 0

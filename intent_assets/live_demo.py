@@ -63,13 +63,15 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
     return events
 
 
-def score_through_api(events: pd.DataFrame, n: int = 5, port: int = 0) -> list[dict]:
-    """Start `intent serve api`, score `n` of the streamed sessions at their last product, stop."""
+def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
+                      port: int = 0) -> list[dict]:
+    """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
+    last product, stop."""
     from intent_resources.redis import free_port
 
     port = port or free_port()
     token = "demo-token"
-    env = {**os.environ, "INTENT_API_TOKEN": token}
+    env = {**os.environ, "INTENT_API_TOKEN": token, "INTENT_EXPERIMENT": experiment}
     server = subprocess.Popen([sys.executable, "-m", "intent_assets.cli", "serve", "api",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
@@ -97,6 +99,7 @@ def score_through_api(events: pd.DataFrame, n: int = 5, port: int = 0) -> list[d
             answers.append(answer)
             reasons = ", ".join(r.get("feature", "?") for r in (answer.get("reasons") or [])[:3])
             print(f"  POST /score {row.session_id}: p={answer.get('probability'):.3f} "
+                  f"variant={answer.get('variant')} ({answer.get('policy')}) "
                   f"band={answer.get('band')} action={answer.get('action')} "
                   f"fallback={answer.get('fallback') or answer.get('fallbacks')} reasons=[{reasons}]")
         return answers
