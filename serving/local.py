@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from serving.model import TARBALL
-from serving.runtime import SERVER_ENVIRONMENT
+from serving.runtime import SERVER_ENVIRONMENT, free_port
 
 DEFAULT_LOCAL_PORT = 8080
 
@@ -118,14 +118,6 @@ def start_endpoint(model_dir: str | Path, port: int, log_path: str | Path,
                                f"see {log_path}")
         time.sleep(0.1)
     return process, url
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_local_endpoint(home: Path | None = None, port: int | None = None) -> str:

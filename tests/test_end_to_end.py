@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from serving.runtime import free_port
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def _graphql(port: int, query: str) -> dict:
 
 
 def test_webserver_serves_the_asset_graph(project_env, repo_root):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
          "-w", str(repo_root / "workspace.yaml")],
