@@ -120,15 +120,24 @@ def start_endpoint(model_dir: str | Path, port: int, log_path: str | Path,
     return process, url
 
 
-def ensure_local_endpoint(home: Path | None = None, port: int | None = None) -> str:
-    """The local endpoint's URL: the recorded server if it answers, else one started now."""
-    directory = endpoint_home(home)
-    directory.mkdir(parents=True, exist_ok=True)
-    url_file = directory / "url"
+def recorded_endpoint(home: Path | None = None) -> str | None:
+    """The recorded local endpoint's URL when a server answers there, else None."""
+    url_file = endpoint_home(home) / "url"
     if url_file.exists():
         url = url_file.read_text().strip()
         if answers(url):
             return url
+    return None
+
+
+def ensure_local_endpoint(home: Path | None = None, port: int | None = None) -> str:
+    """The local endpoint's URL: the recorded server if it answers, else one started now."""
+    recorded = recorded_endpoint(home)
+    if recorded:
+        return recorded
+    directory = endpoint_home(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    url_file = directory / "url"
     if port is None:
         port = DEFAULT_LOCAL_PORT if not answers(f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}") \
             else free_port()

@@ -214,3 +214,24 @@ def test_local_publication_swaps_the_running_container_without_a_failed_request(
     assert metadata["action"].value == "updated"
     assert metadata["previous_version"].value == v1.version
     assert metadata["endpoint_url"].value == url
+
+
+def test_first_local_publication_starts_the_endpoint_and_says_created(artifacts,  # noqa: F811
+                                                                      tmp_path):
+    from serving.local import stop_local_endpoint
+
+    v1, v2 = artifacts
+    resource = ModelEndpointResource(home=str(tmp_path), start_local=True)
+    try:
+        first = _publish(resource, _run_config(v1))
+        assert first["action"].value == "created" and first["model_version"].value == v1.version
+        again = _publish(resource, _run_config(v1))
+        assert again["action"].value == "unchanged"
+        assert again["previous_version"].value == v1.version
+        third = _publish(resource, _run_config(v2))
+        assert third["action"].value == "updated"
+        assert third["previous_version"].value == v1.version
+        assert httpx.get(f"{third['endpoint_url'].value}/ping").json()["model_version"] == \
+            v2.version
+    finally:
+        stop_local_endpoint(tmp_path)

@@ -71,11 +71,14 @@ class ModelEndpointResource(ConfigurableResource):
             install_model,
             local_model_dir,
             ping,
+            recorded_endpoint,
             reload_endpoint,
         )
 
         home = Path(self.home).resolve() if self.home else None
         model_dir = local_model_dir(home)
+        running = self.local_url or recorded_endpoint(home)
+        served_before = (ping(running) or {}).get("model_version") if running else None
         installed = install_model(tar_path, model_dir)
         url = self.local_url or (ensure_local_endpoint(home) if self.start_local else None)
         if url is None:
@@ -89,5 +92,8 @@ class ModelEndpointResource(ConfigurableResource):
         return {"target": "local", "endpoint_name": self.endpoint_name, "endpoint_url": url,
                 "version": version, "model_data_uri": str(installed),
                 "status": pinged.get("status", "unknown"),
-                "action": "unchanged" if answer.get("previous_version") == version else "updated",
-                "previous_version": answer.get("previous_version")}
+                # judged by what the endpoint served before the install: a server started now
+                # loads the new model at once, so its reload cannot tell
+                "action": "created" if served_before is None else
+                          "unchanged" if served_before == version else "updated",
+                "previous_version": served_before}
