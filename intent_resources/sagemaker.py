@@ -460,6 +460,33 @@ class SageMakerResource(ConfigurableResource):
                                    f"{description.get('EndpointStatus')} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
+    def served_model_data_uri(self, endpoint_name: str) -> Optional[str]:
+        """The S3 URI of the artifact the endpoint serves now; None when there is no endpoint."""
+        endpoint = self._describe_or_none("describe_endpoint", EndpointName=endpoint_name)
+        if endpoint is None or not endpoint.get("EndpointConfigName"):
+            return None
+        config = self._call("describe_endpoint_config",
+                            EndpointConfigName=endpoint["EndpointConfigName"])
+        variants = config.get("ProductionVariants") or []
+        if not variants:
+            return None
+        model = self._call("describe_model", ModelName=variants[0]["ModelName"])
+        return (model.get("PrimaryContainer") or {}).get("ModelDataUrl")
+
+    def download(self, uri: str, local_path: Path) -> Path:
+        """Copy an S3 object to `local_path` (atomically: a partial file never has that name)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3_uri(uri)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = local_path.with_name(local_path.name + ".partial")
+        try:
+            self.s3.download_file(bucket, key, str(partial))
+        except (ClientError, BotoCoreError) as error:
+            raise SageMakerError(f"could not download {uri}: {error}") from error
+        partial.replace(local_path)
+        return local_path
+
     def publish(self, version: str, model_data_uri: str, endpoint_name: str,
                 poll_s: float = 15.0, timeout_s: float = 3600.0) -> dict[str, Any]:
         """Serve a model version on the endpoint: create it, or update it blue/green; then wait.

@@ -120,15 +120,18 @@ def _run_config(saved) -> dict:
 
 
 def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, artifacts,  # noqa: F811
-                                                                  moto_update_endpoint):  # noqa: F811
+                                                                  moto_update_endpoint,  # noqa: F811
+                                                                  tmp_path):
     sagemaker = SageMakerResource(endpoint_url=moto_endpoint, role_arn=ROLE,
                                   training_image=TRAINING_IMAGE, inference_image=INFERENCE_IMAGE,
                                   bucket=f"intent-models-{uuid.uuid4().hex[:8]}")
     sagemaker.s3.create_bucket(Bucket=sagemaker.bucket)
     endpoint = f"intent-ep-{uuid.uuid4().hex[:8]}"
     resource = ModelEndpointResource(target="sagemaker", endpoint_name=endpoint,
-                                     sagemaker=sagemaker, poll_s=0, timeout_s=5)
+                                     sagemaker=sagemaker, poll_s=0, timeout_s=5,
+                                     home=str(tmp_path))
     v1, v2 = artifacts
+    assert resource.served_model_path() is None  # no endpoint yet: no champion
     first = _publish(resource, _run_config(v1))
     assert first["action"].value == "created"
     assert first["endpoint_name"].value == endpoint
@@ -145,6 +148,9 @@ def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, 
     described = sagemaker.sagemaker.describe_endpoint(EndpointName=endpoint)
     assert described["EndpointConfigName"] == f"{endpoint}-{v2.version}"
     assert described["EndpointStatus"] == "InService"
+    # the champion the gates compare a candidate with is what the endpoint serves: v2's archive
+    champion = resource.served_model_path()
+    assert champion.read_bytes() == v2.tarball.read_bytes()
 
 
 def test_publish_job_refuses_an_archive_that_is_not_the_gated_version(artifacts, tmp_path):  # noqa: F811
@@ -192,7 +198,9 @@ def test_local_publication_swaps_the_running_container_without_a_failed_request(
     try:
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # a busy machine may take a while to answer the first
+        while len(versions) < 20 and not failures and time.monotonic() < deadline:
+            time.sleep(0.05)
         before = len(versions)
         metadata = _publish(ModelEndpointResource(home=str(tmp_path), local_url=url),
                             _run_config(v2))

@@ -38,17 +38,28 @@ class ModelEndpointResource(ConfigurableResource):
     timeout_s: float = 3600.0
 
     def served_model_path(self) -> Optional[Path]:
-        """The archive the endpoint serves now (the champion), when it can be read here.
+        """The archive the endpoint serves now (the champion); None when nothing is served.
 
-        Locally it is the container's model file. For SageMaker the champion's archive sits in
-        S3; fetching it is not implemented yet, so there the gate runs without a champion.
+        Locally it is the container's model file. For SageMaker it is the endpoint's model
+        artifact in S3 (endpoint -> endpoint config -> model -> ModelDataUrl), downloaded once
+        per URI under ``$INTENT_HOME/champions``.
         """
-        if self.target != "local":
-            return None
-        from serving.local import local_model_dir
+        from serving.local import intent_home, local_model_dir
 
-        served = local_model_dir(Path(self.home) if self.home else None) / "model.tar.gz"
-        return served if served.exists() else None
+        home = Path(self.home) if self.home else None
+        if self.target != "sagemaker":
+            served = local_model_dir(home) / "model.tar.gz"
+            return served if served.exists() else None
+        if self.sagemaker is None:
+            raise ValueError("the sagemaker target needs a SageMakerResource")
+        uri = self.sagemaker.served_model_data_uri(self.endpoint_name)
+        if uri is None:
+            return None
+        import hashlib
+
+        cached = (home or intent_home()) / "champions" / \
+            hashlib.sha256(uri.encode()).hexdigest()[:16] / "model.tar.gz"
+        return cached if cached.exists() else self.sagemaker.download(uri, cached)
 
     def publish(self, tar_path: str, version: str) -> dict[str, Any]:
         """Serve `tar_path` (model version `version`) on the endpoint; what was done."""
