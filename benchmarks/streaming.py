@@ -12,8 +12,11 @@ landed in Redis, so latency = landed - received (the file source's pick-up delay
 A rate is sustained when the job drains the input within `--drain-grace` seconds after the
 writer stops; once one is not, higher rates are skipped. Simulated days are replayed
 compressed: a session's events arrive within milliseconds of each other instead of minutes,
-so a batch holds most of a session's events (the "events/session/batch" column says how many);
-the stateful step's cost is per session per batch, so real traffic, spread thinner, is harder.
+so a batch holds most of a session's events (the "events/session/batch" column says how many).
+Part of the stateful step's cost is per session per batch (its state is parsed and rewritten),
+so real traffic, spread thinner, is harder; `--sessions-per-day` spreads it (more sessions, so
+fewer events of each per batch). The job hashes sessions into `--state-buckets` state groups;
+the first line printed is the configuration.
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--trigger", default="0 seconds")
     p.add_argument("--sessions-per-day", type=int, default=100_000)
     p.add_argument("--state-store", choices=["hdfs", "rocksdb"], default="hdfs")
+    p.add_argument("--state-buckets", type=int, default=64)
+    p.add_argument("--shuffle-partitions", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args(argv)
 
@@ -120,6 +125,11 @@ def main(argv=None) -> int:
     landing.mkdir()
     batch_log = work / "batches.jsonl"
     heartbeat = work / "heartbeat.json"
+    print("config: " + json.dumps({
+        "rates": args.rates, "seconds": args.seconds, "trigger": args.trigger,
+        "state_store": args.state_store, "state_buckets": args.state_buckets,
+        "shuffle_partitions": args.shuffle_partitions, "sessions_per_day": args.sessions_per_day,
+        "master": "local[2]", "cores": os.cpu_count(), "load_avg": os.getloadavg()}), flush=True)
     need = int(sum(args.rates) * args.seconds)
     print(f"simulating {need} events ...", flush=True)
     events = events_for(need, dt.date(2026, 10, 1), args.sessions_per_day)
@@ -132,7 +142,9 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "streaming_jobs.session_job", "--checkpoint",
            str(work / "checkpoint"), "--landing", str(landing), "--redis-url", redis_url,
            "--lake", str(work / "lake"), "--heartbeat", str(heartbeat), "--batch-log",
-           str(batch_log), "--master", "local[2]", "--shuffle-partitions", "2",
+           str(batch_log), "--master", "local[2]",
+           "--shuffle-partitions", str(args.shuffle_partitions),
+           "--state-buckets", str(args.state_buckets),
            "--trigger", args.trigger, "--max-files-per-trigger", "100000",
            "--state-store", args.state_store]
     log = open(work / "job.log", "ab")

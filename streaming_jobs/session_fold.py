@@ -1,9 +1,10 @@
 """One session's live state across micro-batches: dedupe, lateness, out-of-order re-folds, timeout.
 
-Pure logic, no Spark: the streaming job's `applyInPandasWithState` function hands each session's
-new events, its stored state and the batch watermark to `SessionFolder.update`, and stores what
-comes back. The features themselves come from `session_state` (the same `_apply` and `_row` that
-`replay` runs), so a live session's row equals the offline replay of the events it accepted.
+Pure logic, no Spark: the streaming job's `applyInPandasWithState` function hands one state
+bucket (many sessions, see `SessionFolder.update_bucket`) with the batch's events and watermark
+to the folder, which runs `SessionFolder.update` for each session, and stores what comes back.
+The features themselves come from `session_state` (the same `_apply` and `_row` that `replay`
+runs), so a live session's row equals the offline replay of the events it accepted.
 
 Stated rules:
 - Event identity is `event_id`. A second copy of an event still in the session's buffer is
@@ -16,9 +17,10 @@ Stated rules:
 - The buffer holds a session's last `max_buffered` events; older ones are folded into a base
   state. An event older than the base can no longer be placed exactly: it is quarantined as
   "out of order beyond session buffer".
-- A session closes when the watermark passes its own latest event time plus the timeout; its
-  final row goes to the offline store and its state is dropped. An event of that session
-  arriving later (and not late) starts a new state: it is more than a timeout after the last.
+- A session closes when the watermark passes its own latest event time plus the timeout (and
+  the batch brought it no event, as Spark's per-key EventTimeTimeout would); its final row goes
+  to the offline store and its state is dropped. An event of that session arriving later (and
+  not late) starts a new state: it is more than a timeout after the last.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ REASON_BEYOND_BUFFER = "out of order beyond session buffer"
 
 FEATURES, CLOSED, QUARANTINE = "features", "closed", "quarantine"
 
+# Compact, and without the circular-reference check (these values are plain trees): it runs for
+# every session a batch touches, on its state and on its output row.
+to_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_DECODER = json.JSONDecoder()
+
 
 @dataclass
 class Update:
@@ -51,6 +58,40 @@ class Update:
     outputs: list[str] = field(default_factory=list)
     state: Optional[str] = None
     timeout_ms: Optional[int] = None
+
+
+@dataclass
+class BucketUpdate:
+    """What one call on a bucket produced: payloads, its live sessions, their earliest timeout.
+
+    `changed` tells whether `sessions` differs from what was stored (an unchanged bucket need
+    not be written back); `timeout_ms` is None when no session is left.
+    """
+
+    outputs: list[str] = field(default_factory=list)
+    sessions: dict = field(default_factory=dict)
+    timeout_ms: Optional[int] = None
+    changed: bool = False
+
+
+def encode_bucket(sessions: dict) -> tuple[str, bytes]:
+    """A bucket's sessions as a JSON index `[[id, timeout_ms, length], ...]` and the sessions'
+    states (UTF-8 JSON bytes) end to end: untouched states are copied as they are, never
+    re-parsed."""
+    index = [[sid, timeout_ms, len(st)] for sid, (timeout_ms, st) in sessions.items()]
+    return to_json(index), b"".join(st for _, st in sessions.values())
+
+
+def decode_bucket(index: str, states: bytes) -> dict:
+    """`encode_bucket` inverted: session id -> (timeout_ms, stored state as bytes)."""
+    sessions = {}
+    pos = 0
+    for sid, timeout_ms, length in json.loads(index):
+        sessions[sid] = (timeout_ms, states[pos:pos + length])
+        pos += length
+    if pos != len(states):
+        raise ValueError(f"bucket state holds {len(states)} bytes, its index {pos}")
+    return sessions
 
 
 def _entry(rec: list) -> list:
@@ -64,8 +105,15 @@ def _fold(st: SessionState, session_id: str, entries: Iterable[list]) -> None:
         _apply(st, session_id, eid, t, etype, uid, pid, cid, price, dev, ctry, src, page)
 
 
+def _stored_cur(stored) -> dict:
+    """The `cur` member of a stored state without parsing the rest: `update` writes it first,
+    so it is the value that opens at the second "{" of the text."""
+    text = stored.decode() if isinstance(stored, (bytes, bytearray)) else stored
+    return _DECODER.raw_decode(text, text.index("{", 1))[0]
+
+
 def _quarantine(rec: list, reason: str) -> str:
-    return json.dumps([QUARANTINE, rec[REC["session_id"]], [rec, reason]])
+    return to_json([QUARANTINE, rec[REC["session_id"]], [rec, reason]])
 
 
 class SessionFolder:
@@ -77,7 +125,7 @@ class SessionFolder:
         self.timeout_ms = timeout_ms
         self.max_buffered = max_buffered
 
-    def update(self, session_id: Optional[str], items: list, stored: Optional[str],
+    def update(self, session_id: Optional[str], items: list, stored: Optional[str | bytes],
                watermark_ms: int, timed_out: bool = False) -> Update:
         """Apply a batch's items of one session to its stored state.
 
@@ -89,15 +137,14 @@ class SessionFolder:
         out = Update()
         if timed_out:
             if stored:
-                data = json.loads(stored)
-                out.outputs.append(json.dumps(
-                    [CLOSED, session_id, {"row": _row(from_dict(data["cur"]))}]))
+                out.outputs.append(to_json(
+                    [CLOSED, session_id, {"row": _row(from_dict(_stored_cur(stored)))}]))
             return out
 
         fresh: list[list] = []
         for item in items:
             if isinstance(item, dict):
-                out.outputs.append(json.dumps(
+                out.outputs.append(to_json(
                     [QUARANTINE, session_id, [item["rec"], item["reason"]]]))
             else:
                 fresh.append(item)
@@ -159,13 +206,54 @@ class SessionFolder:
             base, buf = to_dict(folded), buf[cut:]
 
         received = [r[_RECV] for r in accepted if r[_RECV] is not None]
-        out.outputs.append(json.dumps(
+        out.outputs.append(to_json(
             [FEATURES, session_id, {"row": _row(cur), "received": received}]))
-        out.state = json.dumps({"cur": to_dict(cur), "base": base, "buf": buf})
+        # "cur" first: closing a session reads it alone (see `_stored_cur`)
+        out.state = to_json({"cur": to_dict(cur), "base": base, "buf": buf})
         out.timeout_ms = self._timeout(cur.last_t, watermark_ms)
         return out
 
     def _timeout(self, last_t_us: int, watermark_ms: int) -> int:
         # Spark refuses a timeout at or before the current watermark
         return max(last_t_us // 1000 + self.timeout_ms, watermark_ms + 1)
+
+    def update_bucket(self, items: dict, sessions: dict, watermark_ms: int) -> BucketUpdate:
+        """Advance every session of one state bucket: the stateful step's unit of work.
+
+        `items` maps a session id (None for rows the contract refused without one) to the batch's
+        items of that session, as `update` takes them; `sessions` maps each live session of the
+        bucket to `(timeout_ms, stored state as UTF-8 bytes)` and is updated in place. A session
+        with items goes through `update`; one without, whose timeout the watermark has passed, is
+        closed the way Spark's own EventTimeTimeout would close it (timeout < watermark, and only
+        when the batch brought it no event). The bucket's timeout is its sessions' earliest one.
+        """
+        out = BucketUpdate(sessions=sessions)
+        for session_id, session_items in items.items():
+            entry = sessions.get(session_id) if session_id is not None else None
+            update = self.update(session_id, session_items, entry[1] if entry else None,
+                                 watermark_ms)
+            out.outputs.extend(update.outputs)
+            if session_id is None:
+                continue
+            if update.state is None:
+                if entry is not None:
+                    del sessions[session_id]
+                    out.changed = True
+            elif entry is not None and update.state is entry[1]:
+                # state untouched (nothing accepted): only the timeout may move
+                if update.timeout_ms != entry[0]:
+                    sessions[session_id] = (update.timeout_ms, entry[1])
+                    out.changed = True
+            else:
+                sessions[session_id] = (update.timeout_ms, update.state.encode())
+                out.changed = True
+        expired = [sid for sid, (timeout_ms, _) in sessions.items()
+                   if timeout_ms < watermark_ms and sid not in items]
+        for session_id in expired:
+            update = self.update(session_id, [], sessions.pop(session_id)[1], watermark_ms,
+                                 timed_out=True)
+            out.outputs.extend(update.outputs)
+            out.changed = True
+        out.timeout_ms = min((t for t, _ in sessions.values()), default=None)
+        return out
 

@@ -8,9 +8,13 @@ Flow of one micro-batch:
    or Kinesis Data Streams through `streaming_jobs.kinesis_source`;
 2. `prepare_lines` (mapInPandas): parse each line, judge it with the event contract
    (`contract.validate_events`), pack it into one JSON column; a bad row keeps its reason;
-3. event-time watermark on event_time, then `applyInPandasWithState` keyed by session_id runs
-   `session_fold.SessionFolder` (dedupe, lateness, out-of-order re-folds, EventTimeTimeout on the
-   session's own latest event) over `session_state`, the one definition of session features;
+3. event-time watermark on event_time, then `applyInPandasWithState` keyed by a state bucket,
+   a hash of session_id modulo `--state-buckets`: Python is called once per bucket per batch
+   instead of once per session, and runs `session_fold.SessionFolder` for every session inside
+   (dedupe, lateness, out-of-order re-folds) over `session_state`, the one definition of session
+   features. Each session keeps its own event-time timeout (its latest event plus
+   `--session-timeout`); every call closes the bucket's sessions whose timeout the watermark
+   has passed, and the bucket's EventTimeTimeout is its earliest session timeout;
 4. `SessionSink` in foreachBatch: features to Redis in Feast's online layout with a version guard
    (a Lua script: a replayed batch never regresses a session), closed sessions appended to the
    lake's `session_features_stream` table, refused rows to `stream_quarantine`;
@@ -27,6 +31,16 @@ function decides lateness itself with the batch's watermark (`state.getCurrentWa
 Exactly-once: Spark replays an unfinished batch with the same offsets, the same state version
 and the same watermark, so it produces the same output; Redis writes are guarded by the
 session's version (latest event time, events applied), parquet files are named by batch id.
+
+State cost: a bucket's state (all its live sessions, about 2 KB each with their re-fold buffers)
+is read and rewritten whole in every batch that touches the bucket, and under steady traffic
+every bucket is touched every batch, so each batch pays for every live session: measured on 2
+cores, about 40-50 us of batch time per live session (14,000 live sessions, 50 MB of state by
+Spark's count, made each batch 0.5-0.6 s longer). A store that rewrites only the sessions a
+batch touches (transformWithStateInPandas' MapState) cost about 200 us per touched session
+here, so buckets win while a batch touches more than about a quarter of the live sessions (this
+box's traffic); for millions of mostly idle sessions MapState is the better trade. The bucket
+count is kept in the checkpoint (`STATE_LAYOUT_FILE`): resuming with another count is refused.
 """
 
 from __future__ import annotations
@@ -49,7 +63,15 @@ import pandas as pd
 
 from streaming_jobs import online_layout as layout
 from streaming_jobs.contract import COLUMNS, QUARANTINE_COLUMNS, validate_events
-from streaming_jobs.session_fold import CLOSED, FEATURES, QUARANTINE, SessionFolder
+from streaming_jobs.session_fold import (
+    CLOSED,
+    FEATURES,
+    QUARANTINE,
+    SessionFolder,
+    decode_bucket,
+    encode_bucket,
+    to_json,
+)
 from streaming_jobs.session_state import (
     FEATURE_NAMES,
     OUTPUT_COLUMNS,
@@ -62,10 +84,14 @@ QUERY_NAME = "session_features_stream"
 # Closed sessions go to their own table: the batch `session_snapshots` asset replaces its
 # `session_features` partitions whole on every backfill and must not delete what the stream wrote.
 CLOSED_SESSIONS_TABLE = "session_features_stream"
-# One packed column in, one out: the stateful step's cost is per column per session.
+# One packed column in: the stateful step converts each column to pandas per bucket (measured:
+# one JSON column costs less, JVM and Python together, than the contract's columns typed).
 PREPARED_SCHEMA = "session_id string, event_time timestamp, rec string"
 OUTPUT_SCHEMA = "payload string"
-STATE_SCHEMA = "state string"
+# The state of one bucket: the bucket count it was hashed with (a restart with another count is
+# refused instead of splitting sessions across buckets) and its live sessions as
+# `session_fold.encode_bucket` writes them.
+BUCKET_STATE_SCHEMA = "buckets int, sessions string, states binary"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 # EventTimeWatermark.delayKey: the column metadata that marks an event-time column
 WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"
@@ -99,11 +125,13 @@ class JobConfig:
     max_buffered_events: int = 256
     max_clock_skew: str = "1 hour"
     shuffle_partitions: int = 4
+    state_buckets: int = 64
     project: str = "intent"
     redis_ttl_seconds: int = 2 * 86_400
     s3_endpoint: Optional[str] = None
     batch_log: Optional[str] = None       # a JSON line per batch (landing time, latencies)
     master: Optional[str] = None
+    java_options: str = "-XX:TieredStopAtLevel=1"  # the JVM's, when the job starts it (--master)
 
     def __post_init__(self) -> None:
         if self.source not in ("files", "kinesis"):
@@ -114,6 +142,8 @@ class JobConfig:
             raise ValueError("the kinesis source needs --kinesis-stream")
         if self.state_store not in ("hdfs", "rocksdb"):
             raise ValueError(f"unknown state store {self.state_store!r}; expected hdfs or rocksdb")
+        if self.state_buckets < 1:
+            raise ValueError("state_buckets must be at least 1")
 
 
 def duration_ms(text: str) -> int:
@@ -159,10 +189,16 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
                    help="quarantine events stamped further than this in the future")
     p.add_argument("--shuffle-partitions", type=int, default=4,
                    help="state partitions; fixed by the checkpoint once the job has run")
+    p.add_argument("--state-buckets", type=int, default=64,
+                   help="sessions are hashed into this many state groups (one Python call "
+                        "each per batch); fixed by the checkpoint once the job has run")
     p.add_argument("--project", default="intent", help="Feast project name (the key suffix)")
     p.add_argument("--redis-ttl-seconds", type=int, default=2 * 86_400)
     p.add_argument("--s3-endpoint", help="a non-AWS S3 endpoint for the lake (a moto server)")
     p.add_argument("--master", help="Spark master when not run by spark-submit (e.g. local[2])")
+    p.add_argument("--java-options", default="-XX:TieredStopAtLevel=1",
+                   help="options of the JVM the job starts with --master (spark-submit takes "
+                        "its own --driver-java-options); the default compiles with C1 only")
     a = p.parse_args(argv)
     if not a.redis_url:
         p.error("--redis-url (or REDIS_URL) is required")
@@ -176,9 +212,9 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
         available_now=a.available_now, max_files_per_trigger=a.max_files_per_trigger,
         max_records_per_shard=a.max_records_per_shard, state_store=a.state_store,
         max_buffered_events=a.max_buffered_events, max_clock_skew=a.max_clock_skew,
-        shuffle_partitions=a.shuffle_partitions, project=a.project,
+        shuffle_partitions=a.shuffle_partitions, state_buckets=a.state_buckets, project=a.project,
         redis_ttl_seconds=a.redis_ttl_seconds, s3_endpoint=a.s3_endpoint,
-        batch_log=a.batch_log, master=a.master)
+        batch_log=a.batch_log, master=a.master, java_options=a.java_options)
 
 
 # -- step 2: parse and judge each line ------------------------------------------------------------
@@ -199,7 +235,7 @@ def pack_valid(events: pd.DataFrame) -> list[str]:
     for name in COLUMNS:
         col = events[name]
         cols.append(_micros(col) if name in _TIME_COLUMNS else _plain(col))
-    return [json.dumps(row) for row in zip(*cols)]
+    return [to_json(row) for row in zip(*cols)]
 
 
 def _validate(frame: pd.DataFrame):
@@ -304,29 +340,52 @@ def prepare_lines(max_skew_us: int):
 
 
 # -- step 3: the stateful function ----------------------------------------------------------------
-def session_function(timeout_ms: int, max_buffered: int):
-    """The applyInPandasWithState function: one session's batch through `SessionFolder`."""
+def session_bucket(column, buckets: int):
+    """The state group of a session: a hash of its id modulo `buckets` (null ids too)."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(column), F.lit(buckets)).cast("int")
+
+
+def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
+    """The applyInPandasWithState function: one bucket's batch through `SessionFolder`.
+
+    Called once per bucket that has events in the batch or whose earliest session timeout the
+    watermark has passed; every session inside is advanced (or closed) by the same
+    `SessionFolder.update` a per-session grouping would call.
+    """
     folder = SessionFolder(timeout_ms, max_buffered)
 
     def run(key, frames, state):
-        session_id = key[0]
         watermark_ms = state.getCurrentWatermarkMs()
-        stored = state.get[0] if state.exists else None
-        if state.hasTimedOut:
-            update = folder.update(session_id, [], stored, watermark_ms, timed_out=True)
-        else:
-            items: list = []
+        sessions: dict = {}
+        if state.exists:
+            stored_buckets, index, states = state.get
+            if stored_buckets != buckets:
+                raise ValueError(
+                    f"the checkpoint's session state was hashed into {stored_buckets} buckets, "
+                    f"this job into {buckets}: restart it with --state-buckets {stored_buckets}")
+            sessions = decode_bucket(index, states)
+        items: dict = {}
+        if not state.hasTimedOut:
             for frame in frames:
-                items.extend(json.loads(r) for r in frame["rec"].tolist())
-            update = folder.update(session_id, items, stored, watermark_ms)
-        if session_id is not None:
-            if update.state is None:
-                if state.exists:
-                    state.remove()
-            else:
-                if update.state != stored or not state.exists:
-                    state.update((update.state,))
-                state.setTimeoutTimestamp(update.timeout_ms)
+                if not len(frame):
+                    continue
+                recs = json.loads("[" + ",".join(frame["rec"].tolist()) + "]")
+                for session_id, rec in zip(frame["session_id"].tolist(), recs):
+                    group = items.get(session_id)
+                    if group is None:
+                        items[session_id] = [rec]
+                    else:
+                        group.append(rec)
+        update = folder.update_bucket(items, sessions, watermark_ms)
+        if not update.sessions:
+            if state.exists:
+                state.remove()
+        else:
+            if update.changed or not state.exists:
+                state.update((buckets, *encode_bucket(update.sessions)))
+            state.setTimeoutTimestamp(update.timeout_ms)
         if update.outputs:
             yield pd.DataFrame({"payload": update.outputs})
 
@@ -620,6 +679,8 @@ def heartbeat_payload(progress: Optional[dict], sink: SessionSink, status: str,
         "processed_rows_per_second": _finite(p.get("processedRowsPerSecond")),
         "batch_duration_ms": durations.get("triggerExecution"),
         "watermark": (p.get("eventTime") or {}).get("watermark"),
+        # Spark's state rows are buckets of sessions (see the module docstring)
+        "state_buckets": cfg.state_buckets,
         "state_rows": sum(int(op.get("numRowsTotal", 0)) for op in state_ops),
         "state_memory_bytes": sum(int(op.get("memoryUsedBytes", 0)) for op in state_ops),
         "sessions_written": stats.sessions_written if stats else None,
@@ -663,6 +724,12 @@ def build_spark(cfg: JobConfig):
                .config("spark.ui.showConsoleProgress", "false"))
     if cfg.master:
         builder = builder.master(cfg.master)
+        if cfg.java_options:
+            # Measured on 2 cores: C2 kept compiling for minutes (micro-batches keep bringing
+            # generated classes; about 1 s of compile time per second), and C1 alone cut the
+            # JVM's CPU per event by about a quarter: the JVM's share of this job is too small
+            # for C2's faster code to pay for its compiling.
+            builder = builder.config("spark.driver.extraJavaOptions", cfg.java_options)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -704,23 +771,55 @@ def build_stream(spark, cfg: JobConfig):
     prepared = lines.mapInPandas(prepare_lines(skew_us), PREPARED_SCHEMA)
     watermarked = prepared.withWatermark("event_time", cfg.watermark)
     # See the module docstring: the real event_time must not reach the grouping, or Spark drops
-    # late rows unseen; the null guard column keeps the watermark visible to the operator. It is
-    # a long, not a timestamp: every column is converted to pandas once per session, and a null
-    # long converts for a quarter of the cost (Spark compares it to the watermark in us).
+    # late rows unseen; the null guard column keeps the watermark visible to the operator (a
+    # null long: Spark compares it to the watermark in us, and it converts to pandas cheaply).
     guard = F.lit(None).cast("long").alias("_watermark_guard",
                                            metadata={WATERMARK_DELAY_KEY: delay_ms})
-    keyed = watermarked.select("session_id", "rec", guard)
-    return keyed.groupBy("session_id").applyInPandasWithState(
-        session_function(duration_ms(cfg.session_timeout), cfg.max_buffered_events),
-        OUTPUT_SCHEMA, STATE_SCHEMA, "update", "EventTimeTimeout")
+    keyed = watermarked.select(session_bucket("session_id", cfg.state_buckets).alias("bucket"),
+                               "session_id", "rec", guard)
+    return keyed.groupBy("bucket").applyInPandasWithState(
+        bucket_function(duration_ms(cfg.session_timeout), cfg.max_buffered_events,
+                        cfg.state_buckets),
+        OUTPUT_SCHEMA, BUCKET_STATE_SCHEMA, "update", "EventTimeTimeout")
+
+
+# Written into the checkpoint beside Spark's own files: how the session state is bucketed.
+STATE_LAYOUT_FILE = "session_state_layout.json"
+
+
+def check_state_layout(spark, cfg: JobConfig) -> None:
+    """Refuse to resume a checkpoint whose sessions were hashed into another number of buckets
+    (they would be looked for in the wrong state groups); record the layout of a new one."""
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{cfg.checkpoint.rstrip('/')}/{STATE_LAYOUT_FILE}")
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    if fs.exists(path):
+        stream = fs.open(path)
+        try:
+            stored = json.loads(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+        if stored.get("state_buckets") != cfg.state_buckets:
+            raise ValueError(
+                f"the checkpoint {cfg.checkpoint} hashed sessions into "
+                f"{stored.get('state_buckets')} state buckets, this job into {cfg.state_buckets}: "
+                f"restart it with --state-buckets {stored.get('state_buckets')}")
+        return
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(json.dumps({"state_buckets": cfg.state_buckets}).encode()))
+    finally:
+        out.close()
 
 
 def start_query(spark, cfg: JobConfig, sink: Optional[SessionSink] = None):
     """Start the streaming query on `spark`; returns (query, sink).
 
     The state store choice applies to this query only: a query copies the session's settings
-    when it starts (and a checkpoint keeps the provider it was created with).
+    when it starts (and a checkpoint keeps the provider it was created with). A checkpoint also
+    keeps its state bucket count (`check_state_layout`).
     """
+    check_state_layout(spark, cfg)
     if sink is None:
         previous = read_heartbeat(cfg.heartbeat)
         if previous and previous.get("checkpoint") == cfg.checkpoint:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
@@ -188,6 +189,43 @@ def test_fold_closes_a_timed_out_session_and_drops_its_state():
     assert data["row"] == json.loads(live.outputs[0])[2]["row"]
 
 
+def test_bucket_closes_each_session_on_its_own_timeout_and_keeps_the_rest():
+    from streaming_jobs.session_fold import SessionFolder, decode_bucket, encode_bucket
+    from streaming_jobs.session_state import OUTPUT_COLUMNS
+
+    folder = SessionFolder(timeout_ms=60_000)
+    ms = lambda minute: int((pd.Timestamp("2026-10-05 10:00", tz="UTC")  # noqa: E731
+                             + pd.Timedelta(minutes=minute)).value // 1_000_000)
+    batch = {sid: _packed(pd.DataFrame([_event(f"{sid}-1", sid, minute)]))
+             for sid, minute in (("S1", 0), ("S2", 1), ("S3", 10))}
+    sessions: dict = {}
+    first = folder.update_bucket(batch, sessions, watermark_ms=0)
+    assert len(first.outputs) == 3 and first.timeout_ms == ms(1)  # S1's: the earliest
+    live_rows = {sid: _features(folder.update(sid, recs, None, 0)) for sid, recs in batch.items()}
+    sessions = decode_bucket(*encode_bucket(sessions))  # what the state store hands back
+
+    def closed(update) -> dict:
+        rows = [json.loads(p) for p in update.outputs]
+        return {sid: dict(zip(OUTPUT_COLUMNS, data["row"]))
+                for kind, sid, data in rows if kind == "closed"}
+
+    # S1 and S2 are both past their timeout, but S2 has an event in this batch: it goes on
+    late_event = _packed(pd.DataFrame([_event("S2-2", "S2", 3, "cart")]))
+    second = folder.update_bucket({"S2": late_event}, sessions, watermark_ms=ms(2) + 1)
+    assert closed(second) == {"S1": live_rows["S1"]}
+    assert sorted(sessions) == ["S2", "S3"] and second.changed
+    assert _features(second)["session_n_events"] == 2
+    assert second.timeout_ms == ms(4)  # S2's new timeout, before S3's
+
+    # a timeout equal to the watermark has not passed it (Spark's rule: timeout < watermark)
+    third = folder.update_bucket({}, sessions, watermark_ms=ms(11))
+    assert list(closed(third)) == ["S2"] and list(sessions) == ["S3"]
+    assert third.timeout_ms == ms(11)
+    fourth = folder.update_bucket({}, sessions, watermark_ms=ms(11) + 1)
+    assert closed(fourth) == {"S3": live_rows["S3"]}
+    assert sessions == {} and fourth.timeout_ms is None
+
+
 # -- no skew --------------------------------------------------------------------------------------
 def test_stream_output_equals_the_offline_replay(spark, redis_client, redis_url, tmp_path):
     events = simulated(300, seed=11, recent=True)
@@ -278,6 +316,22 @@ def test_late_duplicate_and_malformed_events_are_quarantined_with_reasons(
     assert spark.conf.get("spark.sql.streaming.stateStore.providerClass", None) is None
     assert heartbeat["late_events_total"] == 1
     assert sum(heartbeat["quarantine_total"].values()) == 7
+
+
+def test_a_checkpoint_refuses_another_state_bucket_count(spark, redis_client, redis_url,
+                                                         tmp_path):
+    cfg = job_config(tmp_path, redis_url, state_buckets=4)
+    events = pd.DataFrame([_event("a1", "A", 0), _event("b1", "B", 1)])
+    write_landing(events, cfg.landing, batch_size=100, prefix="f1")
+    run_available_now(spark, cfg)
+
+    # resuming with another count would look for sessions in the wrong state groups
+    with pytest.raises(ValueError, match="--state-buckets 4"):
+        start_query(spark, job_config(tmp_path, redis_url, state_buckets=8))
+    more = pd.DataFrame([_event("a2", "A", 2, "cart")])
+    write_landing(more, cfg.landing, batch_size=100, prefix="f2")
+    run_available_now(spark, cfg)
+    assert redis_row(redis_client, "A")["session_n_events"] == 2
 
 
 # -- exactly-once across kills --------------------------------------------------------------------
