@@ -70,8 +70,8 @@ def main() -> None:
 
     features = sum(v for k, v in timings.items() if not k.startswith("raw_clickstream"))
     print(f"\n{events:,} events over {args.days} days\n")
-    print(f"| step | seconds | events/s |")
-    print(f"|---|---:|---:|")
+    print("| step | seconds | events/s |")
+    print("|---|---:|---:|")
     for name, seconds in timings.items():
         print(f"| {name} | {seconds:.1f} | {events / seconds:,.0f} |")
     target = TARGET_SECONDS_PER_10M * events / 10_000_000

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from hypothesis import strategies as st
 
 from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
 from intent_resources.feast import FeastResource
-from intent_resources.redis import free_port, start_redis_server, stop_redis_server
+from intent_resources.redis import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.container import PayloadError, invoke, score_rows
