@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from pydantic import StringConstraints
 
 from intent_assets.experiments.assignment import ExperimentDesign
+from serving.container import read_body, send_json
 from serving.decisions import DecisionLog
 from serving.endpoint import EndpointClient
 from serving.holder import ModelHolder
@@ -211,7 +212,6 @@ def _json(payload: Any, status: int = 200) -> Response:
                     status_code=status, media_type="application/json")
 
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 _UNAUTHORIZED = json.dumps({"error": "a valid bearer token is required"}).encode()
 _CHALLENGE = (b"www-authenticate", b'Bearer realm="intent"')
 
@@ -237,19 +237,6 @@ class ScoreFastPath:
             await self.app(scope, receive, send)
 
 
-async def _read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _send(send, status: int, body: bytes, extra: list | None = None) -> None:
-    headers = _JSON_HEADERS + [(b"content-length", str(len(body)).encode())] + (extra or [])
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -333,20 +320,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         if not token_ok(header):
             score_unauthorized.inc()
-            await _send(send, 401, _UNAUTHORIZED, [_CHALLENGE])
+            await send_json(send, 401, _UNAUTHORIZED, [_CHALLENGE])
             return
         try:
-            body = ScoreRequest.model_validate_json(await _read_body(receive))
+            body = ScoreRequest.model_validate_json(await read_body(receive))
         except ValidationError as error:
             validation_errors.inc()
             score_invalid.inc()
-            await _send(send, 422, json.dumps({"error": "invalid request",
-                                               "detail": _error_list(error)}).encode())
+            await send_json(send, 422, {"error": "invalid request",
+                                        "detail": _error_list(error)})
             return
         answer = await state["engine"].score(
             ScoreInput(body.user_id, body.session_id, body.product_id, body.context))
-        await _send(send, 200, json.dumps(answer, allow_nan=False,
-                                          separators=(",", ":")).encode())
+        await send_json(send, 200, json.dumps(answer, allow_nan=False,
+                                              separators=(",", ":")).encode())
         score_latency.observe(time.perf_counter() - started)
         score_ok.inc()
 

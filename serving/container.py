@@ -189,15 +189,19 @@ def invoke(artifact: ModelArtifact, body: bytes, content_type: str,
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-async def _send(send, status: int, payload: Any) -> None:
+async def send_json(send, status: int, payload: Any,
+                    extra_headers: list | None = None) -> None:
+    """An ASGI JSON response: `payload` serialized, or sent as is when it is bytes already."""
     body = json.dumps(payload, allow_nan=False).encode() if not isinstance(payload, bytes) \
         else payload
     await send({"type": "http.response.start", "status": status,
-                "headers": _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]})
+                "headers": _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]
+                + (extra_headers or [])})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _body(receive) -> bytes:
+async def read_body(receive) -> bytes:
+    """An ASGI request's whole body."""
     chunks = []
     while True:
         message = await receive()
@@ -224,15 +228,15 @@ class InferenceApp:
         if path == "/ping":
             current = self.holder.current
             if current is None:
-                await _send(send, 503, {"status": "no model loaded",
+                await send_json(send, 503, {"status": "no model loaded",
                                         "error": self.holder.last_error})
             else:
-                await _send(send, 200, {"status": "ok", "model_version": current.version})
+                await send_json(send, 200, {"status": "ok", "model_version": current.version})
             return
         if path == "/invocations" or (path.startswith("/endpoints/")
                                       and path.endswith("/invocations")):
             if method != "POST":
-                await _send(send, 405, {"error": "POST rows to /invocations"})
+                await send_json(send, 405, {"error": "POST rows to /invocations"})
                 return
             await self._invocations(scope, receive, send)
             return
@@ -242,20 +246,20 @@ class InferenceApp:
         if path == "/model" and method == "GET":
             artifact = self.holder.artifact
             if artifact is None:
-                await _send(send, 503, {"error": "no model loaded"})
+                await send_json(send, 503, {"error": "no model loaded"})
                 return
-            await _send(send, 200, {"model_version": artifact.version,
+            await send_json(send, 200, {"model_version": artifact.version,
                                     "feature_service": artifact.feature_service,
                                     "source": str(self.holder.current.source),
                                     "features": [f.to_json() for f in artifact.features]})
             return
-        await _send(send, 404, {"error": f"no route {method} {path}"})
+        await send_json(send, 404, {"error": f"no route {method} {path}"})
 
     async def _invocations(self, scope, receive, send) -> None:
         artifact = self.holder.artifact
-        body = await _body(receive)
+        body = await read_body(receive)
         if artifact is None:
-            await _send(send, 503, {"error": "no model loaded"})
+            await send_json(send, 503, {"error": "no model loaded"})
             return
         content_type, attributes = "", None
         for name, value in scope["headers"]:
@@ -266,18 +270,18 @@ class InferenceApp:
         try:
             result = invoke(artifact, body, content_type, attributes)
         except PayloadError as error:
-            await _send(send, error.status, {"error": str(error)})
+            await send_json(send, error.status, {"error": str(error)})
             return
-        await _send(send, 200, result)
+        await send_json(send, 200, result)
 
     async def _reload(self, receive, send) -> None:
-        body = await _body(receive)
+        body = await read_body(receive)
         path = None
         if body.strip():
             try:
                 path = json.loads(body).get("path")
             except (json.JSONDecodeError, AttributeError):
-                await _send(send, 400, {"error": 'reload takes an optional {"path": ...}'})
+                await send_json(send, 400, {"error": 'reload takes an optional {"path": ...}'})
                 return
         previous = self.holder.current
         try:
@@ -285,10 +289,10 @@ class InferenceApp:
             loaded = await asyncio.get_running_loop().run_in_executor(None, self.holder.reload,
                                                                        path)
         except Exception as error:
-            await _send(send, 422, {"error": f"model not reloaded: {error}",
+            await send_json(send, 422, {"error": f"model not reloaded: {error}",
                                     "model_version": previous.version if previous else None})
             return
-        await _send(send, 200, {"status": "reloaded", "model_version": loaded.version,
+        await send_json(send, 200, {"status": "reloaded", "model_version": loaded.version,
                                 "previous_version": previous.version if previous else None,
                                 "source": str(loaded.source)})
 
