@@ -278,6 +278,11 @@ def start_process(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                             cwd=ROOT, start_new_session=True)
 
 
+def api_command(port: int, workers: int, model_dir: Path, redis_url: str) -> list[str]:
+    return [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(port),
+            "--workers", str(workers), "--model", str(model_dir), "--redis-url", redis_url]
+
+
 def wait_http(url: str, timeout_s: float = 60) -> None:
     import httpx
 
@@ -356,7 +361,12 @@ def main(argv=None) -> int:
     parser.add_argument("--endpoint-rates", default="250,500,1000")
     parser.add_argument("--workers", type=int, default=1, help="API worker processes")
     parser.add_argument("--sustainable-p99-ms", type=float, default=10.0)
+    parser.add_argument("--sections", default="read,score,endpoint",
+                        help="which parts to run (comma-separated subset of the default)")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections or not sections <= {"read", "score", "endpoint"}:
+        parser.error(f"--sections: a subset of read,score,endpoint, got {args.sections!r}")
 
     import redis
 
@@ -387,66 +397,69 @@ def main(argv=None) -> int:
         resource.apply()
         store = resource.store()
         ids = fill_online_store(store, rng)
-        layout = FeatureLayout.from_artifact(artifact)
-        reads = bench_reads(store, OnlineReader(layout, redis.Redis.from_url(redis_url)),
-                            AsyncOnlineReader(layout, redis_url), ids, rng)
-        feast_p50 = reads["feast get_online_features"]["p50_ms"]
-        feast_p99 = reads["feast get_online_features"]["p99_ms"]
-        report.append("\n## online read (user + product + session, "
-                      f"{len(artifact.features)} features), 3,000 reads each\n")
-        report.append("| reader | p50 ms | p99 ms | p50 speed-up vs Feast | p99 speed-up |")
-        report.append("|---|---:|---:|---:|---:|")
-        for name, r in reads.items():
-            report.append(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                          f"{feast_p50 / r['p50_ms']:.1f}x | {feast_p99 / r['p99_ms']:.1f}x |")
+        if "read" in sections:
+            layout = FeatureLayout.from_artifact(artifact)
+            reads = bench_reads(store, OnlineReader(layout, redis.Redis.from_url(redis_url)),
+                                AsyncOnlineReader(layout, redis_url), ids, rng)
+            feast_p50 = reads["feast get_online_features"]["p50_ms"]
+            feast_p99 = reads["feast get_online_features"]["p99_ms"]
+            report.append("\n## online read (user + product + session, "
+                          f"{len(artifact.features)} features), 3,000 reads each\n")
+            report.append("| reader | p50 ms | p99 ms | p50 speed-up vs Feast | p99 speed-up |")
+            report.append("|---|---:|---:|---:|---:|")
+            for name, r in reads.items():
+                report.append(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                              f"{feast_p50 / r['p50_ms']:.1f}x | {feast_p99 / r['p99_ms']:.1f}x |")
+
         print("\n".join(report), flush=True)
 
-        # Importing Feast (above, for the read comparison) sets PROMETHEUS_MULTIPROC_DIR, which would
-        # put the servers' metrics in prometheus_client's slower mmap mode: not how they run.
+        # Importing Feast (for the online store and the read comparison) sets
+        # PROMETHEUS_MULTIPROC_DIR, which would put the servers' metrics in prometheus_client's
+        # slower mmap mode: not how they run.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
         env = {**env, **SERVER_ENVIRONMENT, "INTENT_API_TOKEN": TOKEN,
                "INTENT_HOME": str(work / "home"), "INTENT_DECISION_LOG_DIR": str(work / "log")}
-        api_port = free_port()
-        processes.append(start_process(
-            [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(api_port),
-             "--workers", str(args.workers), "--model", str(model_dir), "--redis-url", redis_url],
-            env, work / "api.log"))
-        wait_http(f"http://127.0.0.1:{api_port}/health")
         bodies = http_requests("/score", score_bodies(ids, rng),
                                {"Authorization": f"Bearer {TOKEN}"})
-        rates = [float(r) for r in args.rates.split(",")]
-        rows = run_rates(api_port, bodies, rates, args.duration)
-        best, tried = max_rate(api_port, bodies, rows, args.duration, args.sustainable_p99_ms)
-        section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
-                   f"open loop, {args.duration:.0f} s per rate\n", table(rows),
-                   f"\nmax sustainable rate (0 errors, p99 <= {args.sustainable_p99_ms:.0f} ms, "
-                   f">= 97% of offered achieved): **{best} req/s**; tried:\n", table(tried)]
-        print("\n".join(section), flush=True)
-        report += section
-        processes.pop().terminate()
+        if "score" in sections:
+            api_port = free_port()
+            processes.append(start_process(
+                api_command(api_port, args.workers, model_dir, redis_url), env, work / "api.log"))
+            wait_http(f"http://127.0.0.1:{api_port}/health")
+            rates = [float(r) for r in args.rates.split(",")]
+            rows = run_rates(api_port, bodies, rates, args.duration)
+            best, tried = max_rate(api_port, bodies, rows, args.duration, args.sustainable_p99_ms)
+            section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
+                       f"open loop, {args.duration:.0f} s per rate\n", table(rows),
+                       f"\nmax sustainable rate (0 errors, p99 <= "
+                       f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
+                       f"**{best} req/s**; tried:\n", table(tried)]
+            print("\n".join(section), flush=True)
+            report += section
+            processes.pop().terminate()
 
-        endpoint_port = free_port()
-        processes.append(start_process(
-            [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
-             "--host", "127.0.0.1", "--port", str(endpoint_port)], env, work / "endpoint.log"))
-        wait_http(f"http://127.0.0.1:{endpoint_port}/ping")
-        api_port = free_port()
-        processes.append(start_process(
-            [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(api_port),
-             "--workers", str(args.workers), "--model", str(model_dir), "--redis-url", redis_url,
-             "--mode", "endpoint", "--endpoint-url", f"http://127.0.0.1:{endpoint_port}"],
-            env, work / "api_endpoint.log"))
-        wait_http(f"http://127.0.0.1:{api_port}/health")
-        rows = run_rates(api_port, bodies, [float(r) for r in args.endpoint_rates.split(",")],
-                         args.duration)
-        import httpx
+        if "endpoint" in sections:
+            endpoint_port = free_port()
+            processes.append(start_process(
+                [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
+                 "--host", "127.0.0.1", "--port", str(endpoint_port)], env, work / "endpoint.log"))
+            wait_http(f"http://127.0.0.1:{endpoint_port}/ping")
+            api_port = free_port()
+            processes.append(start_process(
+                api_command(api_port, args.workers, model_dir, redis_url) + [
+                    "--mode", "endpoint", "--endpoint-url", f"http://127.0.0.1:{endpoint_port}"],
+                env, work / "api_endpoint.log"))
+            wait_http(f"http://127.0.0.1:{api_port}/health")
+            rows = run_rates(api_port, bodies, [float(r) for r in args.endpoint_rates.split(",")],
+                             args.duration)
+            import httpx
 
-        health = httpx.get(f"http://127.0.0.1:{api_port}/health").json()
-        section = ["\n## POST /score through the local SageMaker-contract container "
-                   "(API -> boto3 sagemaker-runtime -> container)\n", table(rows),
-                   f"\nendpoint breaker after the run: {health.get('endpoint')}"]
-        print("\n".join(section), flush=True)
-        report += section
+            health = httpx.get(f"http://127.0.0.1:{api_port}/health").json()
+            section = ["\n## POST /score through the local SageMaker-contract container "
+                       "(API -> boto3 sagemaker-runtime -> container)\n", table(rows),
+                       f"\nendpoint breaker after the run: {health.get('endpoint')}"]
+            print("\n".join(section), flush=True)
+            report += section
         load = os.getloadavg()
         tail = f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         print(tail)
