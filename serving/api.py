@@ -118,6 +118,7 @@ class ApiSettings:
             prior=float(env["INTENT_PRIOR"]) if env.get("INTENT_PRIOR") else None,
             breaker_failures=int(number("INTENT_BREAKER_FAILURES", 3)),
             breaker_reset_s=number("INTENT_BREAKER_RESET_MS", 1000.0) / 1000.0,
+            endpoint_max_in_flight=int(number("INTENT_ENDPOINT_MAX_IN_FLIGHT", 2)),
         )
         policy_values = {}
         for f in fields(PolicyParams):

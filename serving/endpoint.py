@@ -13,9 +13,11 @@ the very function the container runs, so both modes return the same payload.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +101,7 @@ class EndpointClient:
                         max_pool_connections=max_pool_connections,
                         parameter_validation=False,
                         # A fixed User-Agent: botocore otherwise rebuilds its ~30-part string twice
-                        # per call, ~40 % of the client's CPU on a loopback endpoint.
+                        # per call (~80 of ~400 µs of the client's CPU per call, measured).
                         user_agent=_user_agent(),
                         **({"signature_version": UNSIGNED} if unsigned else {}))
         self._client = boto3.session.Session().client(
@@ -135,3 +137,83 @@ class InProcessClient:
         if artifact is None:
             raise EndpointError("no model loaded in process")
         return Invocation.from_json(score_rows(artifact, rows, top_k), len(rows))
+
+
+@dataclass
+class _Waiting:
+    rows: Sequence[Mapping[str, Any]]
+    future: "asyncio.Future[Invocation]"
+
+
+class CoalescingInvoker:
+    """Endpoint calls from an event loop, several requests' rows per call when they queue up.
+
+    A request is sent at once while fewer than `max_in_flight` calls are out; otherwise it waits,
+    and when a call returns, every request that queued meanwhile goes out in one invocation (up
+    to `max_rows` rows) and each gets its own slice of the predictions back. A lone request thus
+    pays nothing extra, and under load the per-call cost — botocore spends ~0.3 ms of CPU on
+    every call, HTTP the rest — is shared instead of queueing up behind the GIL.
+
+    The client's `invoke` runs in `executor` (boto3 blocks). A failed call fails every request in
+    it with the same `EndpointError`; a caller that stops waiting (its deadline) leaves its rows
+    in the call, and the answer is dropped.
+    """
+
+    def __init__(self, client: "EndpointClient | InProcessClient", executor,
+                 top_k: int = DEFAULT_TOP_K, max_in_flight: int = 2, max_rows: int = 64) -> None:
+        if max_in_flight < 1 or max_rows < 1:
+            raise ValueError("max_in_flight and max_rows must be at least 1")
+        self.client = client
+        self.executor = executor
+        self.top_k = top_k
+        self.max_in_flight = max_in_flight
+        self.max_rows = max_rows
+        self._queue: deque[_Waiting] = deque()
+        self._in_flight = 0
+        self.calls = 0   # invocations sent, for the coalescing ratio
+        self.rows = 0    # rows they carried
+
+    async def invoke(self, rows: Sequence[Mapping[str, Any]]) -> Invocation:
+        """This request's predictions; EndpointError when its call failed."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(rows, future))
+        if self._in_flight < self.max_in_flight:
+            self._send()
+        return await future
+
+    def _send(self) -> None:
+        batch, count = [], 0
+        while self._queue and (not batch or count + len(self._queue[0].rows) <= self.max_rows):
+            waiting = self._queue.popleft()
+            if waiting.future.done():  # its caller gave up before it went out
+                continue
+            batch.append(waiting)
+            count += len(waiting.rows)
+        if not batch:
+            return
+        self._in_flight += 1
+        self.calls += 1
+        self.rows += count
+        rows = [row for waiting in batch for row in waiting.rows]
+        call = asyncio.get_running_loop().run_in_executor(self.executor, self.client.invoke, rows,
+                                                          self.top_k)
+        call.add_done_callback(lambda done: self._answer(batch, done))
+
+    def _answer(self, batch: list[_Waiting], done: "asyncio.Future[Invocation]") -> None:
+        self._in_flight -= 1
+        error = EndpointError("the call was cancelled") if done.cancelled() else done.exception()
+        if error is not None and not isinstance(error, EndpointError):
+            error = EndpointError(f"endpoint call failed: {error!r}")
+        start = 0
+        for waiting in batch:
+            end = start + len(waiting.rows)
+            if not waiting.future.done():
+                if error is not None:
+                    waiting.future.set_exception(error)
+                else:
+                    answer = done.result()
+                    waiting.future.set_result(
+                        Invocation(answer.model_version, answer.predictions[start:end]))
+            start = end
+        while self._queue and self._in_flight < self.max_in_flight:
+            self._send()

@@ -7,8 +7,9 @@ For each request (user, session, optional product, context):
    circuit breaker open — gives the session-less row (every feature at the model's default),
    flagged ``redis_unavailable``;
 2. model: in process (the champion artifact this process holds) by default, or through the
-   endpoint client (``mode="endpoint"``, boto3 in a small thread pool) within what is left of the
-   deadline minus a reserve for the fallback. Endpoint down, slow, erroring or its breaker open
+   endpoint client (``mode="endpoint"``, boto3 in a small thread pool; requests that queue up
+   behind the calls in flight share one invocation, see `serving.endpoint.CoalescingInvoker`)
+   within what is left of the deadline minus a reserve for the fallback. Endpoint down, slow, erroring or its breaker open
    gives the in-process champion's score, flagged ``endpoint_unavailable``;
 3. no model at all (none loaded yet, or scoring failed) gives the prior (the base rate), flagged
    ``prior``;
@@ -40,7 +41,7 @@ from typing import Any
 from serving.breaker import CircuitBreaker
 from serving.container import score_rows
 from serving.decisions import DecisionLog
-from serving.endpoint import EndpointClient, EndpointError
+from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointError
 from serving.holder import LoadedModel, ModelHolder
 from serving.online import (
     AsyncOnlineReader,
@@ -73,6 +74,8 @@ class ScoringSettings:
     top_k: int = 3
     prior: float | None = None           # None: the model's base rate, else DEFAULT_PRIOR
     breaker_failures: int = 3
+    # endpoint calls out at once; requests arriving meanwhile share the next call
+    endpoint_max_in_flight: int = 2
     breaker_reset_s: float = 1.0
     project: str = DEFAULT_PROJECT
     log_features: bool = True
@@ -80,6 +83,8 @@ class ScoringSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.endpoint_max_in_flight < 1:
+            raise ValueError("endpoint_max_in_flight must be at least 1")
         if self.deadline_s <= 0 or self.redis_timeout_s <= 0:
             raise ValueError("deadline and redis timeout must be positive")
         if self.prior is not None and not 0.0 <= self.prior <= 1.0:
@@ -142,7 +147,10 @@ class ScoringEngine:
                                                settings.breaker_reset_s)
         self._served: _Served | None = None
         self._reader: AsyncOnlineReader | None = None
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint") \
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="endpoint") \
+            if endpoint is not None else None
+        self._invoker = CoalescingInvoker(endpoint, self._pool, settings.top_k,
+                                          settings.endpoint_max_in_flight) \
             if endpoint is not None else None
         self._sync(holder.current)
 
@@ -210,10 +218,7 @@ class ScoringEngine:
             budget = deadline - time.perf_counter() - self.settings.fallback_reserve_s
             if budget > 0 and self.endpoint_breaker.allow():
                 try:
-                    loop = asyncio.get_running_loop()
-                    invocation = await asyncio.wait_for(
-                        loop.run_in_executor(self._pool, self.endpoint.invoke, rows,
-                                             self.settings.top_k), budget)
+                    invocation = await asyncio.wait_for(self._invoker.invoke(rows), budget)
                     self.endpoint_breaker.success()
                     return invocation.predictions, invocation.model_version, "endpoint", []
                 except asyncio.TimeoutError:
@@ -322,7 +327,8 @@ class ScoringEngine:
         if self.settings.mode == "endpoint":
             out["endpoint"] = {**self.endpoint_breaker.to_json(),
                                "name": self.endpoint.endpoint_name,
-                               "url": self.endpoint.endpoint_url}
+                               "url": self.endpoint.endpoint_url,
+                               "calls": self._invoker.calls, "rows": self._invoker.rows}
         return out
 
     async def close(self) -> None:

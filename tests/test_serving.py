@@ -27,7 +27,7 @@ from intent_resources.redis import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.container import PayloadError, invoke, score_rows
-from serving.endpoint import EndpointClient, EndpointError, InProcessClient
+from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointError, InProcessClient
 from serving.holder import ModelHolder
 from serving.local import install_model, start_endpoint
 from serving.model import (
@@ -417,6 +417,44 @@ def test_boto3_sagemaker_runtime_invokes_the_local_container(container, artifact
     with pytest.raises(EndpointError, match="Could not connect"):
         EndpointClient("intent-local", f"http://127.0.0.1:{free_port()}",
                        max_attempts=1).invoke(rows)
+
+
+def test_requests_queued_behind_a_call_share_the_next_one_and_get_their_own_rows(container,
+                                                                                 artifact):
+    from concurrent.futures import ThreadPoolExecutor
+
+    df, _ = synthetic_rows(7, seed=5)
+    rows = json.loads(df.to_json(orient="records"))
+    requests = [rows[0:1], rows[1:3], rows[3:4], rows[4:7]]
+    pool = ThreadPoolExecutor(2)
+
+    async def scatter(client):
+        invoker = CoalescingInvoker(client, pool, top_k=2, max_in_flight=1)
+        answers = await asyncio.gather(*(invoker.invoke(r) for r in requests),
+                                       return_exceptions=True)
+        return invoker, answers
+
+    invoker, answers = asyncio.run(scatter(EndpointClient("intent-local", container)))
+    # the first request goes alone; the three that queued behind it go out together
+    assert (invoker.calls, invoker.rows) == (2, 7)
+    expected = artifact.predict(df)
+    start = 0
+    for request, answer in zip(requests, answers):
+        assert answer.model_version == artifact.version
+        assert len(answer.predictions) == len(request)
+        np.testing.assert_allclose([p["probability"] for p in answer.predictions],
+                                   expected[start:start + len(request)], atol=1e-9)
+        alone = EndpointClient("intent-local", container).invoke(request, top_k=2)
+        assert [p["reasons"] for p in answer.predictions] == \
+            [p["reasons"] for p in alone.predictions]
+        np.testing.assert_allclose([p["raw_score"] for p in answer.predictions],
+                                   [p["raw_score"] for p in alone.predictions], rtol=1e-12)
+        start += len(request)
+
+    dead = EndpointClient("intent-local", f"http://127.0.0.1:{free_port()}", max_attempts=1)
+    invoker, answers = asyncio.run(scatter(dead))
+    assert invoker.calls == 2 and all(isinstance(a, EndpointError) for a in answers)
+    pool.shutdown()
 
 
 def test_container_without_a_model_answers_503_then_loads_one_when_it_appears(artifacts,
