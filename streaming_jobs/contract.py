@@ -72,8 +72,40 @@ def empty_quarantine() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="string") for c in QUARANTINE_COLUMNS})
 
 
+# The fast paths below look at a column through Arrow, whose compute functions check a whole
+# column at C speed where pandas' string methods make a Python call per value; a column they
+# cannot vouch for takes the general path.
+def _arrow_text(series: pd.Series):
+    """`series` as an Arrow string array if it holds only text and missing values (not only
+    missing ones); else None."""
+    import pyarrow as pa
+
+    if series.dtype != object:
+        return None
+    try:
+        text = pa.array(series.to_numpy(), type=pa.string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    return text if text.null_count < len(text) else None
+
+
+def _trimmed(series: pd.Series) -> bool:
+    """Whether every value of `series` is text that starts and ends with a letter or a digit:
+    never blank, and str.strip() leaves it as it is (no letter or digit is whitespace)."""
+    import pyarrow.compute as pc
+
+    text = _arrow_text(series)
+    if text is None:
+        return False
+    first = pc.utf8_is_alnum(pc.utf8_slice_codeunits(text, 0, 1))
+    last = pc.utf8_is_alnum(pc.utf8_slice_codeunits(text, -1))
+    return pc.all(pc.and_(first, last)).as_py() is True
+
+
 def _text(series: pd.Series) -> pd.Series:
     """Strings with blanks as missing; numbers that came in as floats lose their '.0'."""
+    if _trimmed(series):
+        return series.astype("string")  # nothing to strip, nothing blank
     if pd.api.types.is_float_dtype(series):
         as_int = series.dropna()
         if (as_int == np.floor(as_int)).all():
@@ -95,11 +127,38 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# Times as the sources write them (2026-10-01T00:00:01.289000Z), in years that pandas'
+# nanosecond timestamps hold: text that every parser below reads as the same UTC instant.
+_CANONICAL_TIME = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+                   r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?Z$")
+
+
+def _canonical_utc(raw: pd.Series):
+    """`raw` read by Arrow's ISO 8601 parser when every value is a canonical time or missing;
+    None otherwise. The general path in `_to_utc` makes a Python call per value; this makes
+    none. A date that does not exist (February 30th) makes Arrow raise, and the column takes
+    the general path, where that value is unparseable."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = _arrow_text(raw)
+    if text is None or not pc.all(pc.match_substring_regex(text, _CANONICAL_TIME)).as_py():
+        return None
+    try:
+        parsed = text.cast(pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:
+        return None  # a date that does not exist
+    return pd.Series(parsed.to_pandas(), index=raw.index).astype("datetime64[us, UTC]")
+
+
 def _to_utc(raw: pd.Series) -> pd.Series:
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return raw.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     if pd.api.types.is_datetime64_dtype(raw):
         return raw.dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    canonical = _canonical_utc(raw)
+    if canonical is not None:
+        return canonical
     text = raw.astype("string").str.strip().str.replace(r"\s+UTC$", "", regex=True)
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     return parsed.astype("datetime64[us, UTC]")
@@ -117,6 +176,16 @@ def _extras(frame: pd.DataFrame) -> pd.Series:
     )
 
 
+def _present(frame: pd.DataFrame, col: str) -> pd.Series:
+    """Whether each row has a non-blank value in `col`."""
+    if col not in frame:
+        return pd.Series(False, index=frame.index)
+    values = frame[col]
+    if pd.api.types.is_numeric_dtype(values):
+        return values.notna()  # a number's text is never blank: no need to write it out
+    return values.notna() & (values.astype("string").str.strip() != "")
+
+
 def validate_events(frame: pd.DataFrame) -> Validated:
     """Split incoming rows into contract-abiding events and quarantined rows with a reason.
 
@@ -127,10 +196,13 @@ def validate_events(frame: pd.DataFrame) -> Validated:
     frame = frame.assign(extra=_extras(frame))
     typed = _typed(frame)
 
-    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+    reason = np.full(len(frame), None, dtype=object)
+    unflagged = np.ones(len(frame), dtype=bool)
 
     def flag(mask: pd.Series, why: str) -> None:
-        reason.mask(reason.isna() & mask.fillna(False).astype(bool), why, inplace=True)
+        hit = unflagged & mask.fillna(False).to_numpy(dtype=bool)
+        reason[hit] = why
+        unflagged[hit] = False
 
     for col in REQUIRED:
         if col == "event_time":
@@ -144,22 +216,22 @@ def validate_events(frame: pd.DataFrame) -> Validated:
     flag(typed["event_type"].isin(PRODUCT_EVENT_TYPES) & typed["product_id"].isna(),
          "missing product_id for a product event")
     for col in FLOAT_COLUMNS:
-        present = frame[col].notna() & (frame[col].astype("string").str.strip() != "") \
-            if col in frame else pd.Series(False, index=frame.index)
-        flag(present & typed[col].isna(), f"non-numeric {col}")
+        flag(_present(frame, col) & typed[col].isna(), f"non-numeric {col}")
     flag(typed["price"] < 0, "negative price")
     flag(typed["revenue"] < 0, "negative revenue")
     flag((typed["discount"] < 0) | (typed["discount"] > 1), "discount outside [0, 1]")
 
-    bad = reason.notna()
+    bad = ~unflagged
     typed["received_time"] = typed["received_time"].fillna(typed["event_time"])
+    if not bad.any():  # the usual chunk: nothing to convert back to text
+        return Validated(typed.reset_index(drop=True), empty_quarantine())
     quarantine = frame.loc[bad].copy()
     quarantine = pd.DataFrame(
         {c: _text(quarantine[c].astype("string")) if c in quarantine
          else pd.Series(pd.NA, index=quarantine.index, dtype="string")
          for c in COLUMNS}
     )
-    quarantine["quarantine_reason"] = reason[bad]
+    quarantine["quarantine_reason"] = pd.array(reason[bad], dtype="string")
     return Validated(typed.loc[~bad].reset_index(drop=True), quarantine.reset_index(drop=True))
 
 

@@ -7,9 +7,10 @@ Flow of one micro-batch:
 1. source: JSON lines from a landing directory (what Kinesis Firehose writes; local or s3a://)
    or Kinesis Data Streams through `streaming_jobs.kinesis_source`;
 2. `prepare_lines` (mapInPandas): parse each line, judge it with the event contract
-   (`contract.validate_events`), pack it into one JSON column; a bad row keeps its reason;
-3. event-time watermark on event_time, then `applyInPandasWithState` keyed by a state bucket,
-   a hash of session_id modulo `--state-buckets`: Python is called once per bucket per batch
+   (`contract.validate_events`), and pack the chunk's rows into one JSON column, one row per
+   state bucket (a hash of session_id modulo `--state-buckets`); a bad row keeps its reason;
+3. event-time watermark on event_time, then `applyInPandasWithState` keyed by the state
+   bucket: Python is called once per bucket per batch
    instead of once per session, and runs `session_fold.SessionFolder` for every session inside
    (dedupe, lateness, out-of-order re-folds) over `session_state`, the one definition of session
    features. Each session keeps its own event-time timeout (its latest event plus
@@ -54,6 +55,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -67,6 +69,7 @@ from streaming_jobs.session_fold import (
     CLOSED,
     FEATURES,
     QUARANTINE,
+    REC,
     SessionFolder,
     decode_bucket,
     encode_bucket,
@@ -85,9 +88,13 @@ QUERY_NAME = "session_features_stream"
 # `session_features` partitions whole on every backfill and must not delete what the stream wrote.
 CLOSED_SESSIONS_TABLE = "session_features_stream"
 # One packed column in: the stateful step converts each column to pandas per bucket (measured:
-# one JSON column costs less, JVM and Python together, than the contract's columns typed).
-PREPARED_SCHEMA = "session_id string, event_time timestamp, rec string"
-OUTPUT_SCHEMA = "payload string"
+# one JSON column costs less, JVM and Python together, than the contract's columns typed), and
+# one row per bucket and chunk rather than per event (see `prepare_frame`).
+PREPARED_SCHEMA = "bucket int, event_time timestamp, recs string"
+_SID, _T = REC["session_id"], REC["event_time"]
+# A bucket's output payloads as one JSON array: one row per bucket for Spark and the sink to
+# carry, not one per payload.
+OUTPUT_SCHEMA = "payloads string"
 # The state of one bucket: the bucket count it was hashed with (a restart with another count is
 # refused instead of splitting sessions across buckets) and its live sessions as
 # `session_fold.encode_bucket` writes them.
@@ -218,24 +225,36 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
 
 
 # -- step 2: parse and judge each line ------------------------------------------------------------
+def state_bucket(session_id: Optional[str], buckets: int) -> int:
+    """The state group of a session: CRC-32 of its UTF-8 id modulo `buckets` (no id: group 0).
+
+    Computed here, on the contract's session_id, so that `prepare_frame` can pack a chunk's rows
+    by bucket; the checkpoint records the hash (`BUCKET_HASH`).
+    """
+    if session_id is None:
+        return 0
+    return zlib.crc32(session_id.encode("utf-8", "surrogatepass")) % buckets
+
+
 def _micros(series: pd.Series) -> list:
     values = series.astype("datetime64[us, UTC]")
-    ints = values.to_numpy(dtype="datetime64[us]").astype(np.int64)
-    return [None if missing else int(v) for v, missing in zip(ints, values.isna().to_numpy())]
+    ints = values.to_numpy(dtype="datetime64[us]").astype(np.int64).tolist()
+    missing = values.isna().to_numpy()
+    return [None if m else v for v, m in zip(ints, missing)] if missing.any() else ints
 
 
 def _plain(series: pd.Series) -> list:
     """Python values with every flavour of missing as None."""
-    return series.astype(object).where(series.notna(), None).tolist()
+    return series.to_numpy(dtype=object, na_value=None).tolist()
 
 
-def pack_valid(events: pd.DataFrame) -> list[str]:
-    """Contract-typed events as JSON lists in COLUMNS order, times in microseconds."""
+def pack_events(events: pd.DataFrame) -> list[tuple]:
+    """Contract-typed events as tuples in COLUMNS order, times in microseconds."""
     cols = []
     for name in COLUMNS:
         col = events[name]
         cols.append(_micros(col) if name in _TIME_COLUMNS else _plain(col))
-    return [to_json(row) for row in zip(*cols)]
+    return list(zip(*cols))
 
 
 def _validate(frame: pd.DataFrame):
@@ -266,30 +285,53 @@ def _validate(frame: pd.DataFrame):
                      pd.concat(refused or [empty_quarantine()], ignore_index=True))
 
 
-def prepare_frame(lines: pd.Series, now_us: int, max_skew_us: int,
-                  arrival: Optional[pd.Series] = None) -> pd.DataFrame:
-    """Judge raw JSON lines: (session_id, event_time, rec) per line, never raising.
+def _parse(lines: list) -> list[Optional[dict]]:
+    """Each line as `json.loads` reads it when that is a JSON object, else None.
 
-    `rec` is the packed event (a JSON list in COLUMNS order) or, for a refused line,
-    `{"rec": [its fields as text], "reason": why}`. Valid events carry their event_time (it
-    drives the watermark); refused ones carry none, so a garbled timestamp cannot move it.
+    The decoder's scanner is called directly (json.loads' own frames cost as much as scanning
+    a line); a line it does not read whole, as one value from its first character, goes through
+    json.loads, so the verdict is json.loads' own.
     """
-    parsed: list[Optional[dict]] = []
-    for line in lines.tolist():
+    # made per call: a module-level scanner would not pickle with the job's functions
+    scan = json.JSONDecoder().scan_once
+    out: list[Optional[dict]] = []
+    append = out.append
+    for line in lines:
         try:
-            obj = json.loads(line) if line else None
-        except (ValueError, TypeError):
-            obj = None
-        parsed.append(obj if isinstance(obj, dict) else None)
-    ok = np.array([p is not None for p in parsed], dtype=bool)
-    out_parts = []
+            obj, end = scan(line, 0)
+        except Exception:  # noqa: BLE001 - json.loads below gives the verdict
+            end = None
+        if end is None or end != len(line):
+            try:
+                obj = json.loads(line) if line else None
+            except (ValueError, TypeError):
+                obj = None
+        append(obj if type(obj) is dict else None)
+    return out
 
-    if (~ok).any():
-        raw = lines[~ok].astype(object).tolist()
-        recs = [json.dumps({"rec": [None] * (len(COLUMNS) - 1)
-                            + [None if r is None else str(r)[:10_000]],
-                            "reason": REASON_MALFORMED}) for r in raw]
-        out_parts.append(pd.DataFrame({"session_id": None, "event_time": pd.NaT, "rec": recs}))
+
+def prepare_frame(lines: pd.Series, now_us: int, max_skew_us: int, buckets: int,
+                  arrival: Optional[pd.Series] = None) -> pd.DataFrame:
+    """Judge raw JSON lines, never raising, and pack them by state bucket: (bucket, event_time,
+    recs) rows.
+
+    `recs` is a JSON array of the bucket's items: a packed event (a list in COLUMNS order, see
+    `pack_events`) or, for a refused line, `{"rec": [its fields as text], "reason": why}`.
+    `event_time` is the latest one of the row's valid events (it drives the watermark);
+    refused lines count for none, so a garbled timestamp cannot move it.
+
+    One row per bucket rather than per event: Spark carries, shuffles and converts a few rows
+    per chunk instead of one per event, and the events are encoded in one call per bucket.
+    """
+    parsed = _parse(lines.tolist())
+    ok = np.array([p is not None for p in parsed], dtype=bool)
+    items: list = []  # (session_id, item): malformed lines, valid events, refused events
+
+    if not ok.all():
+        for raw in lines[~ok].astype(object).tolist():
+            items.append((None, {"rec": [None] * (len(COLUMNS) - 1)
+                                 + [None if raw is None else str(raw)[:10_000]],
+                                 "reason": REASON_MALFORMED}))
     if ok.any():
         frame = pd.DataFrame.from_records([p for p in parsed if p is not None])
         if arrival is not None and "received_time" not in frame:
@@ -306,47 +348,51 @@ def prepare_frame(lines: pd.Series, now_us: int, max_skew_us: int,
             quarantine = pd.concat([checked.quarantine, q], ignore_index=True)
         else:
             quarantine = checked.quarantine
-        if len(events):
-            out_parts.append(pd.DataFrame({
-                "session_id": events["session_id"].astype(object).to_numpy(),
-                "event_time": events["event_time"].reset_index(drop=True),
-                "rec": pack_valid(events)}))
+        items.extend((rec[_SID], rec) for rec in pack_events(events))
         if len(quarantine):
-            recs = [json.dumps({"rec": r, "reason": why}) for r, why in zip(
-                zip(*[_plain(quarantine[c]) for c in COLUMNS]),
-                _plain(quarantine["quarantine_reason"]))]
-            out_parts.append(pd.DataFrame({
-                "session_id": _plain(quarantine["session_id"]), "event_time": pd.NaT,
-                "rec": recs}))
-    if not out_parts:
-        return pd.DataFrame({"session_id": pd.Series(dtype=object),
-                             "event_time": pd.Series(dtype="datetime64[us, UTC]"),
-                             "rec": pd.Series(dtype=object)})
-    out = pd.concat(out_parts, ignore_index=True)
-    out["event_time"] = pd.to_datetime(out["event_time"], utc=True)
-    return out
+            for rec, why in zip(zip(*[_plain(quarantine[c]) for c in COLUMNS]),
+                                _plain(quarantine["quarantine_reason"])):
+                items.append((rec[_SID], {"rec": rec, "reason": why}))
+    return _by_bucket(items, buckets)
 
 
-def prepare_lines(max_skew_us: int):
+def _by_bucket(items: list, buckets: int) -> pd.DataFrame:
+    """`prepare_frame`'s rows from its (session_id, item) pairs, items kept in their order."""
+    groups: dict[int, list] = {}
+    latest: dict[int, int] = {}
+    bucket_of: dict = {}
+    for session_id, item in items:
+        key = bucket_of.get(session_id)
+        if key is None:
+            key = bucket_of[session_id] = state_bucket(session_id, buckets)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [item]
+        else:
+            group.append(item)
+        if type(item) is tuple and (key not in latest or item[_T] > latest[key]):
+            latest[key] = item[_T]  # a valid event
+    keys = list(groups)
+    times = np.array([latest.get(k) for k in keys], dtype="datetime64[us]")
+    return pd.DataFrame({
+        "bucket": np.array(keys, dtype=np.int32),
+        "event_time": pd.Series(times).dt.tz_localize("UTC"),
+        "recs": [to_json(groups[k]) for k in keys]})
+
+
+def prepare_lines(max_skew_us: int, buckets: int):
     """The mapInPandas function over the source's `value` (and optional `arrival`) columns."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             now_us = time.time_ns() // 1000
             arrival = batch["arrival"] if "arrival" in batch else None
-            yield prepare_frame(batch["value"], now_us, max_skew_us, arrival)
+            yield prepare_frame(batch["value"], now_us, max_skew_us, buckets, arrival)
 
     return run
 
 
 # -- step 3: the stateful function ----------------------------------------------------------------
-def session_bucket(column, buckets: int):
-    """The state group of a session: a hash of its id modulo `buckets` (null ids too)."""
-    from pyspark.sql import functions as F
-
-    return F.pmod(F.xxhash64(column), F.lit(buckets)).cast("int")
-
-
 def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
     """The applyInPandasWithState function: one bucket's batch through `SessionFolder`.
 
@@ -371,13 +417,15 @@ def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
             for frame in frames:
                 if not len(frame):
                     continue
-                recs = json.loads("[" + ",".join(frame["rec"].tolist()) + "]")
-                for session_id, rec in zip(frame["session_id"].tolist(), recs):
-                    group = items.get(session_id)
-                    if group is None:
-                        items[session_id] = [rec]
-                    else:
-                        group.append(rec)
+                for packed in json.loads("[" + ",".join(frame["recs"].tolist()) + "]"):
+                    for item in packed:
+                        session_id = (item[_SID] if type(item) is list
+                                      else item["rec"][_SID])
+                        group = items.get(session_id)
+                        if group is None:
+                            items[session_id] = [item]
+                        else:
+                            group.append(item)
         update = folder.update_bucket(items, sessions, watermark_ms)
         if not update.sessions:
             if state.exists:
@@ -387,7 +435,7 @@ def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
                 state.update((buckets, *encode_bucket(update.sessions)))
             state.setTimeoutTimestamp(update.timeout_ms)
         if update.outputs:
-            yield pd.DataFrame({"payload": update.outputs})
+            yield pd.DataFrame({"payloads": ["[" + ",".join(update.outputs) + "]"]})
 
     return run
 
@@ -515,13 +563,15 @@ class SessionSink:
 
     def write(self, frame: pd.DataFrame, batch_id: int, started: Optional[float] = None
               ) -> BatchStats:
-        """Write one batch's output payloads (`[kind, session_id, data]`); returns what was done."""
+        """Write one batch's output payloads (`[kind, session_id, data]`; a row holds a JSON
+        array of one bucket's); returns what was done."""
         started = started or time.time()
-        stats = BatchStats(batch_id=batch_id, output_rows=len(frame))
+        stats = BatchStats(batch_id=batch_id)
         by_kind: dict[str, list] = {FEATURES: [], CLOSED: [], QUARANTINE: []}
-        for payload in frame["payload"].tolist() if len(frame) else []:
-            kind, _, data = json.loads(payload)
-            by_kind[kind].append(data)
+        for payloads in frame["payloads"].tolist() if len(frame) else []:
+            for kind, _, data in json.loads(payloads):
+                by_kind[kind].append(data)
+        stats.output_rows = sum(len(v) for v in by_kind.values())
         features, closed, quarantined = by_kind[FEATURES], by_kind[CLOSED], by_kind[QUARANTINE]
 
         received: list[int] = []
@@ -762,21 +812,20 @@ def source_lines(spark, cfg: JobConfig):
 
 
 def build_stream(spark, cfg: JobConfig):
-    """The stateful part of the query: session output rows (kind, session_id, payload)."""
+    """The stateful part of the query: per state bucket, a row of output payloads."""
     from pyspark.sql import functions as F
 
     delay_ms = duration_ms(cfg.watermark)
     skew_us = duration_ms(cfg.max_clock_skew) * 1000
     lines = source_lines(spark, cfg)
-    prepared = lines.mapInPandas(prepare_lines(skew_us), PREPARED_SCHEMA)
+    prepared = lines.mapInPandas(prepare_lines(skew_us, cfg.state_buckets), PREPARED_SCHEMA)
     watermarked = prepared.withWatermark("event_time", cfg.watermark)
     # See the module docstring: the real event_time must not reach the grouping, or Spark drops
     # late rows unseen; the null guard column keeps the watermark visible to the operator (a
     # null long: Spark compares it to the watermark in us, and it converts to pandas cheaply).
     guard = F.lit(None).cast("long").alias("_watermark_guard",
                                            metadata={WATERMARK_DELAY_KEY: delay_ms})
-    keyed = watermarked.select(session_bucket("session_id", cfg.state_buckets).alias("bucket"),
-                               "session_id", "rec", guard)
+    keyed = watermarked.select("bucket", "recs", guard)
     return keyed.groupBy("bucket").applyInPandasWithState(
         bucket_function(duration_ms(cfg.session_timeout), cfg.max_buffered_events,
                         cfg.state_buckets),
@@ -785,11 +834,15 @@ def build_stream(spark, cfg: JobConfig):
 
 # Written into the checkpoint beside Spark's own files: how the session state is bucketed.
 STATE_LAYOUT_FILE = "session_state_layout.json"
+# How `state_bucket` hashes a session id. Checkpoints written before it was recorded hashed with
+# Spark's xxhash64 and cannot be resumed: their sessions would be looked for in other buckets.
+BUCKET_HASH = "crc32-utf8"
 
 
 def check_state_layout(spark, cfg: JobConfig) -> None:
     """Refuse to resume a checkpoint whose sessions were hashed into another number of buckets
-    (they would be looked for in the wrong state groups); record the layout of a new one."""
+    or by another hash (they would be looked for in the wrong state groups); record the layout
+    of a new one."""
     jvm = spark._jvm
     path = jvm.org.apache.hadoop.fs.Path(f"{cfg.checkpoint.rstrip('/')}/{STATE_LAYOUT_FILE}")
     fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
@@ -804,10 +857,16 @@ def check_state_layout(spark, cfg: JobConfig) -> None:
                 f"the checkpoint {cfg.checkpoint} hashed sessions into "
                 f"{stored.get('state_buckets')} state buckets, this job into {cfg.state_buckets}: "
                 f"restart it with --state-buckets {stored.get('state_buckets')}")
+        if stored.get("bucket_hash") != BUCKET_HASH:
+            raise ValueError(
+                f"the checkpoint {cfg.checkpoint} hashed sessions into state buckets by "
+                f"{stored.get('bucket_hash', 'xxhash64')}, this job by {BUCKET_HASH}: it cannot "
+                "resume that state; start from a new checkpoint")
         return
     out = fs.create(path, True)
     try:
-        out.write(bytearray(json.dumps({"state_buckets": cfg.state_buckets}).encode()))
+        out.write(bytearray(json.dumps({"state_buckets": cfg.state_buckets,
+                                        "bucket_hash": BUCKET_HASH}).encode()))
     finally:
         out.close()
 

@@ -112,9 +112,10 @@ def out_of_order_arrivals(events: pd.DataFrame) -> int:
 
 # -- the per-session fold (pure) ------------------------------------------------------------------
 def _packed(frame: pd.DataFrame) -> list[list]:
-    from streaming_jobs.session_job import pack_valid
+    """Valid events as the stateful step receives them: packed, through JSON and back."""
+    from streaming_jobs.session_job import pack_events
 
-    return [json.loads(r) for r in pack_valid(validate_events(frame).events)]
+    return [json.loads(json.dumps(r)) for r in pack_events(validate_events(frame).events)]
 
 
 def _features(update) -> dict | None:
@@ -332,6 +333,35 @@ def test_a_checkpoint_refuses_another_state_bucket_count(spark, redis_client, re
     write_landing(more, cfg.landing, batch_size=100, prefix="f2")
     run_available_now(spark, cfg)
     assert redis_row(redis_client, "A")["session_n_events"] == 2
+
+    # a checkpoint from before the job hashed sessions itself (Spark's xxhash64) is refused too
+    from streaming_jobs.session_job import STATE_LAYOUT_FILE
+
+    checkpoint = Path(cfg.checkpoint)
+    (checkpoint / STATE_LAYOUT_FILE).write_text(json.dumps({"state_buckets": 4}))
+    (checkpoint / f".{STATE_LAYOUT_FILE}.crc").unlink()  # Hadoop's checksum of the old text
+    with pytest.raises(ValueError, match="start from a new checkpoint"):
+        start_query(spark, cfg)
+
+
+def test_contract_reads_canonical_and_loose_text_alike():
+    # canonical times and trimmed ids take the contract's fast paths, the loose spellings of
+    # the same values its general path: the verdict and the typed values must not differ
+    rows = [_event(f"e{i}", "S", i, etype) for i, etype in enumerate(["view", "cart", "view"])]
+    canonical = pd.DataFrame(rows).assign(
+        event_time=[r["event_time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ") for r in rows])
+    loose = canonical.assign(
+        event_time=[r["event_time"].strftime(" %Y-%m-%d %H:%M:%S UTC") for r in rows],
+        user_id=" u-S", product_id="p1\u00a0", device="mobile\t")
+    fast, general = validate_events(canonical), validate_events(loose)
+    assert len(fast.events) == 3 and fast.quarantine.empty
+    pd.testing.assert_frame_equal(fast.events, general.events)
+    # a bad value anywhere sends the chunk down the general path, with the same verdicts
+    broken = pd.concat([canonical, pd.DataFrame([_event("x", "S", 9, "VIEWED")])],
+                       ignore_index=True)
+    checked = validate_events(broken)
+    pd.testing.assert_frame_equal(checked.events, fast.events)
+    assert checked.quarantine["quarantine_reason"].tolist() == ["unknown event_type"]
 
 
 # -- exactly-once across kills --------------------------------------------------------------------
