@@ -49,7 +49,7 @@ from serving.decisions import DecisionLog
 from serving.endpoint import EndpointClient
 from serving.holder import ModelHolder
 from serving.policy import PolicyParams
-from serving.runtime import single_threaded_openmp
+from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoreInput, ScoringEngine, ScoringSettings
 
 MAX_BATCH = 100
@@ -269,6 +269,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.update(engine=engine, holder=holder, decisions=decisions)
         app.state.engine = engine
         app.state.decisions = decisions
+        freeze_startup_heap()
         try:
             yield
         finally:

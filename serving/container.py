@@ -37,7 +37,7 @@ from typing import Any
 
 from serving.holder import ModelHolder
 from serving.model import ModelArtifact
-from serving.runtime import single_threaded_openmp
+from serving.runtime import freeze_startup_heap, single_threaded_openmp
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +304,7 @@ class InferenceApp:
                 if self.holder.current is None and self.holder.path is not None:
                     await asyncio.get_running_loop().run_in_executor(None, self.holder.try_load)
                 self.holder.watch(self.watch_interval_s)
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.holder.stop()
