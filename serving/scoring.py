@@ -9,8 +9,9 @@ For each request (user, session, optional product, context):
 2. model: in process (the champion artifact this process holds) by default, or through the
    endpoint client (``mode="endpoint"``, boto3 in a small thread pool; requests that queue up
    behind the calls in flight share one invocation, see `serving.endpoint.CoalescingInvoker`)
-   within what is left of the deadline minus a reserve for the fallback. Endpoint down, slow, erroring or its breaker open
-   gives the in-process champion's score, flagged ``endpoint_unavailable``;
+   within what is left of the deadline minus a reserve for the fallback. Endpoint down, slow,
+   erroring or its breaker open gives the in-process champion's score, flagged
+   ``endpoint_unavailable``;
 3. no model at all (none loaded yet, or scoring failed) gives the prior (the base rate), flagged
    ``prior``;
 4. the decision policy turns the probability into band and action; the decision is queued to the
