@@ -48,6 +48,11 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
             present = _session_keys_present(client, sessions)
             if present >= len(sessions):
                 break
+            if streaming.pid_alive() is False:  # e.g. a checkpoint it refuses: say why, don't wait
+                tail = stream.log_file.read_text(errors="replace").strip().splitlines()[-3:] \
+                    if stream.log_file.exists() else []
+                print("  the streaming job stopped: " + " | ".join(tail))
+                break
             time.sleep(2)
         now = dt.datetime.now(dt.timezone.utc)
         heartbeat = streaming.read_heartbeat()
