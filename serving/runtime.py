@@ -11,7 +11,8 @@ holds: with the model, pandas, pydantic and botocore loaded that took 100-160 ms
 API, a stall every few seconds under load that every request in flight waited out (measured with
 a `gc.callbacks` probe, endpoint mode at 1,000 req/s). A server therefore freezes what it built
 at startup (`freeze_startup_heap`): the collector skips it, and a full collection only walks what
-was allocated since.
+was allocated since. The cost: frozen objects are still freed by reference counting, but cyclic
+garbage among them is never collected; at most the model loaded at startup, once replaced.
 """
 
 from __future__ import annotations
