@@ -64,7 +64,8 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
     finally:
         stop(stream)
     print(f"  streamed {len(events):,} events of {day}: {present:,} of {len(sessions):,} sessions "
-          f"live in Redis; supervisor: {decision.status}")
+          f"live in Redis; supervisor: {decision.status}, the job's state holds "
+          f"{(heartbeat or {}).get('live_sessions', 0):,} open sessions")
     return events
 
 

@@ -44,6 +44,9 @@ REASON_DUPLICATE = "duplicate event_id"
 REASON_BEYOND_BUFFER = "out of order beyond session buffer"
 
 FEATURES, CLOSED, QUARANTINE = "features", "closed", "quarantine"
+# A bucket's count of live sessions after a call, `[LIVE, bucket, count]`: the job's gauge of
+# live sessions (Spark's state rows count buckets).
+LIVE = "live"
 
 # Compact, and without the circular-reference check (these values are plain trees): it runs for
 # every session a batch touches, on its state and on its output row.

@@ -19,9 +19,11 @@ Flow of one micro-batch:
 4. `SessionSink` in foreachBatch: features to Redis in Feast's online layout with a version guard
    (a Lua script: a replayed batch never regresses a session), closed sessions appended to the
    lake's `session_features_stream` table, refused rows to `stream_quarantine`;
-5. a heartbeat JSON (atomically replaced) that the Dagster supervisor reads: written by the sink
-   before each batch commits (its counters stay exact across kills), refreshed with Spark's
-   progress figures after the batch, and every few seconds while the query idles.
+5. a heartbeat JSON (atomically replaced) that the Dagster supervisor reads, with the open
+   sessions each bucket last reported (`live_sessions`; Spark's state rows count buckets):
+   written by the sink before each batch commits (its counters stay exact across kills),
+   refreshed with Spark's progress figures after the batch, and every few seconds while the
+   query idles.
 
 Late rows: Spark would drop rows behind the watermark before the state function sees them,
 silently. The function needs them (to count and quarantine them), so the watermarked column is
@@ -68,6 +70,7 @@ from streaming_jobs.contract import COLUMNS, QUARANTINE_COLUMNS, validate_events
 from streaming_jobs.session_fold import (
     CLOSED,
     FEATURES,
+    LIVE,
     QUARANTINE,
     REC,
     SessionFolder,
@@ -434,8 +437,10 @@ def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
             if update.changed or not state.exists:
                 state.update((buckets, *encode_bucket(update.sessions)))
             state.setTimeoutTimestamp(update.timeout_ms)
-        if update.outputs:
-            yield pd.DataFrame({"payloads": ["[" + ",".join(update.outputs) + "]"]})
+        # every call reports its bucket's live sessions (0 when its state went): the sink keeps
+        # the latest count per bucket, and an untouched bucket's count cannot have changed
+        update.outputs.append(to_json([LIVE, int(key[0]), len(update.sessions)]))
+        yield pd.DataFrame({"payloads": ["[" + ",".join(update.outputs) + "]"]})
 
     return run
 
@@ -482,13 +487,14 @@ class BatchStats:
     latency_hist: dict = field(default_factory=dict)
     landed_at: float = 0.0
     sink_seconds: float = 0.0
+    live_sessions: dict = field(default_factory=dict)  # bucket -> its live sessions after
 
 
 class SessionSink:
     """foreachBatch: Redis (guarded), closed sessions and quarantine to the lake, counters."""
 
     def __init__(self, cfg: JobConfig, totals: Optional[dict] = None,
-                 last_batch: Optional[BatchStats] = None) -> None:
+                 last_batch: Optional[BatchStats] = None, live: Optional[dict] = None) -> None:
         self.cfg = cfg
         self._client = None
         self._script = None
@@ -501,6 +507,9 @@ class SessionSink:
         self.lock = threading.Lock()
         # Cumulative quarantine counts, kept right when a batch is replayed after a crash.
         self.totals: dict[str, int] = dict(totals or {})
+        # Live sessions per state bucket, as each bucket last reported (a gauge: a replayed batch
+        # reports the same counts again).
+        self.live: dict[int, int] = {int(k): int(v) for k, v in (live or {}).items()}
         self.last: Optional[BatchStats] = last_batch
         self.by_batch: dict[int, BatchStats] = {}
         # the query's latest progress, kept by `supervise` for the heartbeats the sink writes
@@ -569,8 +578,11 @@ class SessionSink:
         stats = BatchStats(batch_id=batch_id)
         by_kind: dict[str, list] = {FEATURES: [], CLOSED: [], QUARANTINE: []}
         for payloads in frame["payloads"].tolist() if len(frame) else []:
-            for kind, _, data in json.loads(payloads):
-                by_kind[kind].append(data)
+            for kind, key, data in json.loads(payloads):
+                if kind == LIVE:
+                    stats.live_sessions[key] = data
+                else:
+                    by_kind[kind].append(data)
         stats.output_rows = sum(len(v) for v in by_kind.values())
         features, closed, quarantined = by_kind[FEATURES], by_kind[CLOSED], by_kind[QUARANTINE]
 
@@ -664,6 +676,7 @@ class SessionSink:
                 self.totals[reason] = self.totals.get(reason, 0) - n
         for reason, n in stats.quarantine.items():
             self.totals[reason] = self.totals.get(reason, 0) + n
+        self.live.update(stats.live_sessions)
         self.last = stats
         self.by_batch[stats.batch_id] = stats
         for old in sorted(self.by_batch)[:-50]:
@@ -729,9 +742,12 @@ def heartbeat_payload(progress: Optional[dict], sink: SessionSink, status: str,
         "processed_rows_per_second": _finite(p.get("processedRowsPerSecond")),
         "batch_duration_ms": durations.get("triggerExecution"),
         "watermark": (p.get("eventTime") or {}).get("watermark"),
-        # Spark's state rows are buckets of sessions (see the module docstring)
+        # Spark's state rows are buckets of sessions (see the module docstring); the sessions
+        # live in them are counted by the buckets themselves
         "state_buckets": cfg.state_buckets,
         "state_rows": sum(int(op.get("numRowsTotal", 0)) for op in state_ops),
+        "live_sessions": sum(sink.live.values()),
+        "live_sessions_by_bucket": {str(k): v for k, v in sorted(sink.live.items())},
         "state_memory_bytes": sum(int(op.get("memoryUsedBytes", 0)) for op in state_ops),
         "sessions_written": stats.sessions_written if stats else None,
         "sessions_closed": stats.sessions_closed if stats else None,
@@ -885,7 +901,8 @@ def start_query(spark, cfg: JobConfig, sink: Optional[SessionSink] = None):
             last_id = previous.get("sink_batch_id")
             last = BatchStats(batch_id=-1 if last_id is None else int(last_id),
                               quarantine=previous.get("quarantine_batch") or {})
-            sink = SessionSink(cfg, previous.get("quarantine_total"), last)
+            sink = SessionSink(cfg, previous.get("quarantine_total"), last,
+                               previous.get("live_sessions_by_bucket"))
         else:
             sink = SessionSink(cfg)
     writer = (build_stream(spark, cfg).writeStream.queryName(QUERY_NAME)

@@ -265,6 +265,8 @@ def test_stream_output_equals_the_offline_replay(spark, redis_client, redis_url,
     n_dup = len(split_duplicates(validate_events(events).events).quarantine)
     assert heartbeat["quarantine_total"].get("duplicate event_id", 0) == n_dup
     assert heartbeat["batch_id"] is not None and heartbeat["watermark"]
+    # the buckets' own count of the sessions they hold: every session not yet closed
+    assert heartbeat["live_sessions"] == len(expected) - len(closed) > 0
 
 
 # -- bad input by the stated rules ----------------------------------------------------------------
@@ -431,6 +433,7 @@ def test_killed_job_restarts_from_its_checkpoint_and_ends_equal_to_the_replay(
     assert heartbeat["status"] == "stopped"
     # the counters survived the kills without counting a replayed batch twice
     assert heartbeat["quarantine_total"].get("duplicate event_id", 0) == n_dup
+    assert heartbeat["live_sessions"] == len(expected) - len(closed) > 0
 
 
 # -- Kinesis --------------------------------------------------------------------------------------
@@ -560,7 +563,8 @@ def test_sensor_observes_a_healthy_job_without_restarting_it(tmp_path):
 
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     _write_state(tmp_path, {"status": "running", "batch_id": 7, "input_rows": 1200,
-                            "state_rows": 88, "watermark": "2026-10-05T10:00:00.000Z",
+                            "state_rows": 64, "live_sessions": 880,
+                            "watermark": "2026-10-05T10:00:00.000Z",
                             "quarantine_total": {"late beyond watermark": 2},
                             "last_update_time": now}, os.getpid())
     context = build_sensor_context(resources={"streaming": _resource(tmp_path)})
@@ -570,7 +574,8 @@ def test_sensor_observes_a_healthy_job_without_restarting_it(tmp_path):
     assert observation.asset_key.to_user_string() == "session_features_stream"
     meta = observation.metadata
     assert meta["status"].value == "healthy"
-    assert meta["batch_id"].value == 7 and meta["state_rows"].value == 88
+    assert meta["batch_id"].value == 7 and meta["state_rows"].value == 64
+    assert meta["live_sessions"].value == 880
     assert meta["quarantine_total"].value == {"late beyond watermark": 2}
     assert not (tmp_path / "alerts.jsonl").exists()
 

@@ -125,6 +125,7 @@ def _status(args) -> int:
         "heartbeat_age_s": None if age is None else round(age, 1),
         **{k: hb.get(k) for k in ("batch_id", "input_rows", "input_rows_per_second",
                                   "processed_rows_per_second", "batch_duration_ms", "watermark",
-                                  "state_rows", "latency_p95_ms", "quarantine_total")},
+                                  "state_rows", "live_sessions", "latency_p95_ms",
+                                  "quarantine_total")},
     }, indent=1))
     return 0 if decision.status in ("healthy", "starting") else 1

@@ -19,7 +19,7 @@ from intent_assets.streaming.resources import StreamingJobResource
 
 # heartbeat fields reported as observation metadata, under the same names
 _FIGURES = ("batch_id", "input_rows", "input_rows_per_second", "processed_rows_per_second",
-            "batch_duration_ms", "watermark", "state_rows", "sessions_written",
+            "batch_duration_ms", "watermark", "state_rows", "live_sessions", "sessions_written",
             "sessions_closed", "late_events_total", "latency_p50_ms", "latency_p95_ms",
             "last_update_time", "pid")
 
