@@ -151,8 +151,8 @@ class CoalescingInvoker:
     A request is sent at once while fewer than `max_in_flight` calls are out; otherwise it waits,
     and when a call returns, every request that queued meanwhile goes out in one invocation (up
     to `max_rows` rows) and each gets its own slice of the predictions back. A lone request thus
-    pays nothing extra, and under load the per-call cost — botocore spends ~0.3 ms of CPU on
-    every call, HTTP the rest — is shared instead of queueing up behind the GIL.
+    pays nothing extra, and under load the per-call cost (~0.3 ms of boto3 CPU per call to the
+    local container, HTTP included) is shared instead of queueing up behind the GIL.
 
     The client's `invoke` runs in `executor` (boto3 blocks). A failed call fails every request in
     it with the same `EndpointError`; a caller that stops waiting (its deadline) leaves its rows
