@@ -52,5 +52,6 @@ ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
+	-$(BIN)/intent serve stop-endpoint
 	-$(BIN)/intent redis down
 	rm -rf $(INTENT_HOME)

@@ -1,4 +1,5 @@
-"""`intent serve api|endpoint`: the scoring API and the local SageMaker-contract endpoint."""
+"""`intent serve api|endpoint|stop-endpoint`: the scoring API and the local SageMaker-contract
+endpoint (the one `make demo` publishes to keeps running, as its Redis does, until stopped)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ def register(subparsers) -> None:
     endpoint.add_argument("--log-level", default="warning")
     endpoint.set_defaults(handler=_endpoint)
 
+    stop = targets.add_parser("stop-endpoint",
+                              help="stop the local endpoint the demo or a local publication "
+                                   "started (recorded under INTENT_HOME)")
+    stop.set_defaults(handler=_stop_endpoint)
+
 
 def _server_environment() -> None:
     for name, value in SERVER_ENVIRONMENT.items():
@@ -75,4 +81,11 @@ def _endpoint(args) -> int:
 
     model_dir = args.model_dir or os.environ.get("SM_MODEL_DIR") or str(local_model_dir())
     serve(model_dir, args.host, args.port, args.watch_interval, args.log_level)
+    return 0
+
+
+def _stop_endpoint(args) -> int:
+    from serving.local import stop_local_endpoint
+
+    print("stopped" if stop_local_endpoint() else "no local endpoint was running")
     return 0
