@@ -182,7 +182,9 @@ def test_orders_before_assignment_do_not_count():
     assert users["orders"].sum() == len(data.orders)
 
 
-def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
+def _materialize_readout(lake, tmp_path, experiment: str, data_config: dict, planned_users: int,
+                         other_partitions: tuple[str, ...] = ()):
+    """`experiment_data` + `ab_readout` for one experiment partition, on the test lake."""
     from dagster import DagsterInstance, materialize
 
     from intent_assets.experiments.assets import ab_readout, experiment_data
@@ -191,15 +193,22 @@ def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
     from intent_resources.storage import ArtifactStore, LakeIOManager
 
     instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(experiment_partitions.name, ["offer_bands_v1", "other"])
-    result = materialize(
-        [experiment_data, ab_readout], partition_key="offer_bands_v1", instance=instance,
+    instance.add_dynamic_partitions(experiment_partitions.name,
+                                    [experiment, *other_partitions])
+    return materialize(
+        [experiment_data, ab_readout], partition_key=experiment, instance=instance,
         resources={"lake": lake, "models": ArtifactStore(root=str(tmp_path / "models")),
                    "io_manager": LakeIOManager(lake=lake),
                    "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
-        run_config={"ops": {"experiment_data": {"config": {
-            "n_users": 30_000, "conversion_lift": 0.15, "aov_lift": 0.0}},
-            "ab_readout": {"config": {"planned_users": 30_000}}}})
+        run_config={"ops": {"experiment_data": {"config": data_config},
+                            "ab_readout": {"config": {"planned_users": planned_users}}}})
+
+
+def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
+    result = _materialize_readout(
+        lake, tmp_path, "offer_bands_v1",
+        {"n_users": 30_000, "conversion_lift": 0.15, "aov_lift": 0.0}, planned_users=30_000,
+        other_partitions=("other",))
     assert result.success
     assert lake.partitions("experiment_assignments") == ["offer_bands_v1"]
     metadata = result.asset_materializations_for_node("ab_readout")[0].metadata
@@ -216,13 +225,8 @@ def test_a_live_experiment_reads_the_api_decision_log_and_orders(lake, tmp_path,
     table, and `experiment_data` (source decision_log) + `ab_readout` read them back."""
     import datetime as dt
 
-    from dagster import DagsterInstance, materialize
     from fastapi.testclient import TestClient
 
-    from intent_assets.experiments.assets import ab_readout, experiment_data
-    from intent_assets.monitoring.resources import DecisionLogReader
-    from intent_assets.partitions import experiment_partitions
-    from intent_resources.storage import ArtifactStore, LakeIOManager
     from serving.api import ApiSettings, create_app
     from serving.local import install_model
 
@@ -255,16 +259,10 @@ def test_a_live_experiment_reads_the_api_decision_log_and_orders(lake, tmp_path,
         "order_time": [now - dt.timedelta(days=1)] * len(earlier), "revenue": [20.0] * 40,
         "has_coupon": [False] * 40}), "orders", yesterday)
 
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(experiment_partitions.name, ["live-offers"])
-    result = materialize(
-        [experiment_data, ab_readout], partition_key="live-offers", instance=instance,
-        resources={"lake": lake, "models": ArtifactStore(root=str(tmp_path / "models")),
-                   "io_manager": LakeIOManager(lake=lake),
-                   "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
-        run_config={"ops": {"experiment_data": {"config": {
-            "source": "decision_log", "start": today, "end": today, "pre_period_days": 3}},
-            "ab_readout": {"config": {"planned_users": 400}}}})
+    result = _materialize_readout(
+        lake, tmp_path, "live-offers",
+        {"source": "decision_log", "start": today, "end": today, "pre_period_days": 3},
+        planned_users=400)
     assert result.success
     assignments = lake.read("experiment_assignments", ["live-offers"]).set_index("user_id")
     assert sorted(assignments.index) == sorted(users)
