@@ -29,13 +29,13 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -46,17 +46,13 @@ from pydantic import StringConstraints
 from intent_assets.experiments.assignment import ExperimentDesign
 from serving.container import read_body, send_json
 from serving.decisions import DecisionLog
-from serving.endpoint import EndpointClient
+from serving.endpoint import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.policy import PolicyParams
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoreInput, ScoringEngine, ScoringSettings
 
 MAX_BATCH = 100
-# In endpoint mode boto3 calls run in a thread pool beside the event loop. CPython hands the GIL
-# over only every `switchinterval` (5 ms by default) while one thread computes, so a finished
-# endpoint call could wait that long for the loop, or a request for the call: a 5 ms step in p99.
-ENDPOINT_SWITCH_INTERVAL_S = 0.0005
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128,
                                               pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -214,8 +210,7 @@ def _error_list(error: RequestValidationError | ValidationError) -> list[dict[st
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, allow_nan=False, separators=(",", ":")),
-                    status_code=status, media_type="application/json")
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 _UNAUTHORIZED = json.dumps({"error": "a valid bearer token is required"}).encode()
@@ -259,10 +254,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         holder.watch(settings.watch_interval_s)
         endpoint = None
         if settings.scoring.mode == "endpoint":
-            sys.setswitchinterval(ENDPOINT_SWITCH_INTERVAL_S)
-            endpoint = EndpointClient(
+            # one boto3 client process per call in flight; a failure to start stops the API here
+            endpoint = EndpointProcesses(
                 settings.endpoint_name or "intent-local", settings.endpoint_url,
-                settings.endpoint_region, read_timeout_s=max(settings.scoring.deadline_s, 0.05))
+                settings.endpoint_region, processes=settings.scoring.endpoint_max_in_flight,
+                read_timeout_s=max(settings.scoring.deadline_s, 0.05))
+            await endpoint.start()
         decisions = DecisionLog(settings.decision_log_dir) if settings.decision_log_dir else None
         engine = ScoringEngine(holder, settings.redis_url, settings.scoring, settings.policy,
                                endpoint, metrics, decisions, settings.experiment)
@@ -340,8 +337,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             return
         answer = await state["engine"].score(
             ScoreInput(body.user_id, body.session_id, body.product_id, body.context))
-        await send_json(send, 200, json.dumps(answer, allow_nan=False,
-                                              separators=(",", ":")).encode())
+        await send_json(send, 200, orjson.dumps(answer))
         score_latency.observe(time.perf_counter() - started)
         score_ok.inc()
 

@@ -35,6 +35,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
+from serving.endpoint import DEFAULT_TOP_K, MAX_TOP_K
 from serving.holder import ModelHolder
 from serving.model import ModelArtifact
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
@@ -43,8 +46,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
-DEFAULT_TOP_K = 3
-MAX_TOP_K = 20
 MAX_ROWS = 10_000
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
@@ -172,9 +173,12 @@ def invoke(artifact: ModelArtifact, body: bytes, content_type: str,
         rows = rows_from_csv(text, artifact)
     elif media in ("application/json", "application/jsonlines", ""):
         try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise PayloadError(f"the body is not valid JSON: {error}") from None
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            try:  # Python's json also reads NaN and Infinity, which clients written in it send
+                parsed = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise PayloadError(f"the body is not valid JSON: {error}") from None
         rows = rows_from_json(parsed, artifact.feature_names)
     else:
         raise PayloadError(f"content type {content_type!r} is not supported; send text/csv or "
@@ -191,9 +195,8 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 async def send_json(send, status: int, payload: Any,
                     extra_headers: list | None = None) -> None:
-    """An ASGI JSON response: `payload` serialized, or sent as is when it is bytes already."""
-    body = json.dumps(payload, allow_nan=False).encode() if not isinstance(payload, bytes) \
-        else payload
+    """An ASGI JSON response: `payload` serialized (NaN as null), or sent as is when it is bytes."""
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
                 "headers": _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]
                 + (extra_headers or [])})

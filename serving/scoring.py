@@ -7,8 +7,9 @@ For each request (user, session, optional product, context):
    circuit breaker open — gives the session-less row (every feature at the model's default),
    flagged ``redis_unavailable``;
 2. model: in process (the champion artifact this process holds) by default, or through the
-   endpoint client (``mode="endpoint"``, boto3 in a small thread pool; requests that queue up
-   behind the calls in flight share one invocation, see `serving.endpoint.CoalescingInvoker`)
+   endpoint client (``mode="endpoint"``, boto3 in child processes, see
+   `serving.endpoint.EndpointProcesses`; requests that queue up behind the calls in flight share
+   one invocation, see `serving.endpoint.CoalescingInvoker`)
    within what is left of the deadline minus a reserve for the fallback. Endpoint down, slow,
    erroring or its breaker open gives the in-process champion's score, flagged
    ``endpoint_unavailable``;
@@ -35,14 +36,13 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from serving.breaker import CircuitBreaker
 from serving.container import score_rows
 from serving.decisions import DecisionLog
-from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointError
+from serving.endpoint import CoalescingInvoker, EndpointError, EndpointProcesses
 from serving.holder import LoadedModel, ModelHolder
 from serving.online import (
     AsyncOnlineReader,
@@ -127,7 +127,7 @@ class ScoringEngine:
     def __init__(self, holder: ModelHolder, redis_url: str | None,
                  settings: ScoringSettings = ScoringSettings(),
                  policy: PolicyParams = PolicyParams(),
-                 endpoint: EndpointClient | None = None, metrics=None,
+                 endpoint: EndpointProcesses | None = None, metrics=None,
                  decisions: DecisionLog | None = None,
                  experiment: ExperimentDesign | None = None) -> None:
         if settings.mode == "endpoint" and endpoint is None:
@@ -148,9 +148,7 @@ class ScoringEngine:
                                                settings.breaker_reset_s)
         self._served: _Served | None = None
         self._reader: AsyncOnlineReader | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="endpoint") \
-            if endpoint is not None else None
-        self._invoker = CoalescingInvoker(endpoint, self._pool, settings.top_k,
+        self._invoker = CoalescingInvoker(endpoint.invoke, settings.top_k,
                                           settings.endpoint_max_in_flight) \
             if endpoint is not None else None
         self._sync(holder.current)
@@ -329,14 +327,15 @@ class ScoringEngine:
             out["endpoint"] = {**self.endpoint_breaker.to_json(),
                                "name": self.endpoint.endpoint_name,
                                "url": self.endpoint.endpoint_url,
-                               "calls": self._invoker.calls, "rows": self._invoker.rows}
+                               "calls": self._invoker.calls, "rows": self._invoker.rows,
+                               **self.endpoint.to_json()}
         return out
 
     async def close(self) -> None:
         if self._reader is not None:
             await self._reader.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.endpoint is not None:
+            await self.endpoint.close()
 
 
 def _now_iso() -> str:

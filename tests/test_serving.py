@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from intent_resources.redis import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.container import PayloadError, invoke, score_rows
-from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointError, InProcessClient
+from serving.endpoint import (CoalescingInvoker, EndpointClient, EndpointError,
+                              EndpointProcesses, InProcessClient)
 from serving.holder import ModelHolder
 from serving.local import install_model, start_endpoint
 from serving.model import (
@@ -421,20 +423,22 @@ def test_boto3_sagemaker_runtime_invokes_the_local_container(container, artifact
 
 def test_requests_queued_behind_a_call_share_the_next_one_and_get_their_own_rows(container,
                                                                                  artifact):
-    from concurrent.futures import ThreadPoolExecutor
-
     df, _ = synthetic_rows(7, seed=5)
     rows = json.loads(df.to_json(orient="records"))
     requests = [rows[0:1], rows[1:3], rows[3:4], rows[4:7]]
-    pool = ThreadPoolExecutor(2)
 
-    async def scatter(client):
-        invoker = CoalescingInvoker(client, pool, top_k=2, max_in_flight=1)
-        answers = await asyncio.gather(*(invoker.invoke(r) for r in requests),
-                                       return_exceptions=True)
+    async def scatter(url):
+        processes = EndpointProcesses("intent-local", url, processes=1, max_attempts=1)
+        await processes.start()
+        try:
+            invoker = CoalescingInvoker(processes.invoke, top_k=2, max_in_flight=1)
+            answers = await asyncio.gather(*(invoker.invoke(r) for r in requests),
+                                           return_exceptions=True)
+        finally:
+            await processes.close()
         return invoker, answers
 
-    invoker, answers = asyncio.run(scatter(EndpointClient("intent-local", container)))
+    invoker, answers = asyncio.run(scatter(container))
     # the first request goes alone; the three that queued behind it go out together
     assert (invoker.calls, invoker.rows) == (2, 7)
     expected = artifact.predict(df)
@@ -451,10 +455,52 @@ def test_requests_queued_behind_a_call_share_the_next_one_and_get_their_own_rows
                                    [p["raw_score"] for p in alone.predictions], rtol=1e-12)
         start += len(request)
 
-    dead = EndpointClient("intent-local", f"http://127.0.0.1:{free_port()}", max_attempts=1)
-    invoker, answers = asyncio.run(scatter(dead))
+    invoker, answers = asyncio.run(scatter(f"http://127.0.0.1:{free_port()}"))
     assert invoker.calls == 2 and all(isinstance(a, EndpointError) for a in answers)
-    pool.shutdown()
+    assert all("Could not connect" in str(a) for a in answers)
+
+
+def test_endpoint_client_processes_are_replaced_when_they_die_and_refuse_a_bad_config(container,
+                                                                                     artifact):
+    import signal
+
+    rows = json.loads(synthetic_rows(3, seed=6)[0].to_json(orient="records"))
+
+    async def run():
+        processes = EndpointProcesses("intent-local", container, processes=2)
+        await processes.start()
+        try:
+            first = processes.to_json()["client_pids"]
+            answers = await asyncio.gather(*(processes.invoke(rows[i:i + 1]) for i in range(3)))
+            os.kill(first[0], signal.SIGKILL)
+            outcomes = []
+            for _ in range(4):  # the dead child fails at most the call that meets it
+                try:
+                    outcomes.append((await processes.invoke(rows)).model_version)
+                except EndpointError as error:
+                    outcomes.append(str(error))
+            deadline = time.monotonic() + 30
+            while len(processes.to_json()["client_pids"]) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the replacement starts in the background
+            return first, answers, outcomes, processes.to_json()
+        finally:
+            await processes.close()
+
+    first, answers, outcomes, after = asyncio.run(run())
+    assert len(first) == 2
+    assert [a.predictions[0]["probability"] for a in answers] == pytest.approx(
+        list(artifact.predict(synthetic_rows(3, seed=6)[0])), abs=1e-9)
+    assert outcomes[-2:] == [artifact.version] * 2
+    assert all(o == artifact.version or "exited" in o for o in outcomes)
+    assert any("exited" in o for o in outcomes)
+    assert after["client_processes_started"] == 3 and len(after["client_pids"]) == 2
+    assert first[0] not in after["client_pids"]
+
+    async def bad():
+        await EndpointProcesses("intent-local", "not a url", processes=1).start()
+
+    with pytest.raises(EndpointError, match="could not build the endpoint client.*not a url"):
+        asyncio.run(bad())
 
 
 def test_container_without_a_model_answers_503_then_loads_one_when_it_appears(artifacts,
