@@ -114,7 +114,7 @@ class ApiSettings:
             prior=float(env["INTENT_PRIOR"]) if env.get("INTENT_PRIOR") else None,
             breaker_failures=int(number("INTENT_BREAKER_FAILURES", 3)),
             breaker_reset_s=number("INTENT_BREAKER_RESET_MS", 1000.0) / 1000.0,
-            endpoint_max_in_flight=int(number("INTENT_ENDPOINT_MAX_IN_FLIGHT", 2)),
+            endpoint_max_in_flight=int(number("INTENT_ENDPOINT_MAX_IN_FLIGHT", 1)),
         )
         policy_values = {}
         for f in fields(PolicyParams):
@@ -218,16 +218,17 @@ _CHALLENGE = (b"www-authenticate", b'Bearer realm="intent"')
 
 
 class ScoreFastPath:
-    """Pure ASGI middleware that answers ``POST /score`` before FastAPI's routing.
+    """The scoring API as served: ``POST /score`` answered before FastAPI, the rest by FastAPI.
 
-    The hot route pays neither FastAPI's router, dependency solving and exception middlewares
-    nor Starlette's Request/Response objects (about a third of a request's CPU on two cores);
-    it does the same things — bearer check, strict validation of the same `ScoreRequest` model
-    with the same 422 body, the engine, the metrics. Every other request goes to FastAPI, which
-    also declares ``/score`` for the OpenAPI schema.
+    The outermost ASGI app, so the hot route pays neither FastAPI's middlewares (error, telemetry
+    and body-limit wrappers around receive and send), router, dependency solving nor Starlette's
+    Request/Response objects; it does the same things — bearer check, strict validation of the
+    same `ScoreRequest` model with the same 422 body, the engine, the metrics. Every other
+    request, and the lifespan, goes to FastAPI, which also declares ``/score`` for the OpenAPI
+    schema. Attributes not its own (``state``, ``openapi``...) are the FastAPI app's.
     """
 
-    def __init__(self, app, handler) -> None:
+    def __init__(self, app: FastAPI, handler) -> None:
         self.app = app
         self.handler = handler
 
@@ -237,10 +238,11 @@ class ScoreFastPath:
         else:
             await self.app(scope, receive, send)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
 
 
-
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings) -> ScoreFastPath:
     """The scoring API for `settings`; the model loads and Redis connects at startup."""
     metrics = ApiMetrics()
     state: dict[str, Any] = {}
@@ -341,8 +343,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
         score_latency.observe(time.perf_counter() - started)
         score_ok.inc()
 
-    app.add_middleware(ScoreFastPath, handler=score_fast)
-
     @app.post("/score/batch", dependencies=[Depends(authorized)])
     async def score_batch(body: BatchRequest) -> Response:
         started = time.perf_counter()
@@ -368,7 +368,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.metrics = metrics
-    return app
+    return ScoreFastPath(app, score_fast)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
@@ -384,6 +384,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                 loop="uvloop", http="httptools", access_log=False, log_level=log_level)
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> ScoreFastPath:
     """The app configured from the environment (uvicorn's factory)."""
     return create_app(ApiSettings.from_env())

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 MAX_ROWS = 10_000
+# Up to this many rows are scored one by one (~35 µs each); more go through LightGBM in one call,
+# which costs ~120 µs for 2 rows and wins from about 6 (measured, 200-tree model).
+ROWS_ONE_BY_ONE = 4
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
@@ -125,12 +128,12 @@ def score_rows(artifact: ModelArtifact, rows: Sequence[Mapping[str, Any]],
     if len(rows) > MAX_ROWS:
         raise PayloadError(f"{len(rows)} rows in one request; the limit is {MAX_ROWS}", 413)
     try:
-        if len(rows) == 1:
-            score = artifact.score_one(rows[0], top_k=top_k)
-            predictions = [{"probability": score.probability, "raw_score": score.raw_score,
-                            "reasons": score.reasons}]
-        elif not rows:
+        if len(rows) <= ROWS_ONE_BY_ONE:
             predictions = []
+            for row in rows:
+                score = artifact.score_one(row, top_k=top_k)
+                predictions.append({"probability": score.probability,
+                                    "raw_score": score.raw_score, "reasons": score.reasons})
         else:
             X = artifact.vectorize(list(rows))
             raw = artifact.predict_raw(X)
@@ -333,9 +336,10 @@ def serve(model_path: str, host: str = "0.0.0.0", port: int | None = None,
     """Run the container's server until stopped."""
     import uvicorn
 
+    # no Server or Date header: nothing in the contract reads them, and every client parses them
     uvicorn.run(create_app(model_path, watch_interval_s), host=host, port=port or default_port(),
                 loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                log_level=log_level)
+                log_level=log_level, server_header=False, date_header=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -186,7 +186,7 @@ class EndpointProcesses:
     """
 
     def __init__(self, endpoint_name: str, endpoint_url: str | None = None,
-                 region_name: str | None = None, processes: int = 2,
+                 region_name: str | None = None, processes: int = 1,
                  connect_timeout_s: float = 0.05, read_timeout_s: float = 0.5,
                  max_attempts: int = 2, start_timeout_s: float = 60.0) -> None:
         if processes < 1:
@@ -350,7 +350,7 @@ class CoalescingInvoker:
     """
 
     def __init__(self, call: Callable[[Sequence[Mapping[str, Any]], int], Awaitable[Invocation]],
-                 top_k: int = DEFAULT_TOP_K, max_in_flight: int = 2, max_rows: int = 64) -> None:
+                 top_k: int = DEFAULT_TOP_K, max_in_flight: int = 1, max_rows: int = 64) -> None:
         if max_in_flight < 1 or max_rows < 1:
             raise ValueError("max_in_flight and max_rows must be at least 1")
         self.call = call
@@ -411,6 +411,8 @@ class CoalescingInvoker:
 
 def _serve_calls(config: Mapping[str, Any]) -> int:
     """A child of `EndpointProcesses`: answer invocation frames on stdin until it closes."""
+    from serving.runtime import freeze_startup_heap
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C: it closes our stdin
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never between frames
@@ -424,6 +426,9 @@ def _serve_calls(config: Mapping[str, Any]) -> int:
     except Exception as error:  # noqa: BLE001 - the parent shows the reason
         reply(_FAILED, f"could not build the endpoint client: {error!r}".encode())
         return 1
+    # botocore's models are a big heap: a full collection of it stalled calls by ~40 ms (enough to
+    # trip the API's breaker a second after start); see serving.runtime
+    freeze_startup_heap()
     reply(_READY)
     read = sys.stdin.buffer.read
     while True:
