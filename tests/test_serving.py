@@ -474,7 +474,9 @@ def test_endpoint_client_processes_are_replaced_when_they_die_and_refuse_a_bad_c
             answers = await asyncio.gather(*(processes.invoke(rows[i:i + 1]) for i in range(3)))
             os.kill(first[0], signal.SIGKILL)
             outcomes = []
-            for _ in range(4):  # the dead child fails at most the call that meets it
+            # the dead child fails at most the call that meets it (none, when its exit was
+            # noticed first)
+            for _ in range(4):
                 try:
                     outcomes.append((await processes.invoke(rows)).model_version)
                 except EndpointError as error:
@@ -492,7 +494,6 @@ def test_endpoint_client_processes_are_replaced_when_they_die_and_refuse_a_bad_c
         list(artifact.predict(synthetic_rows(3, seed=6)[0])), abs=1e-9)
     assert outcomes[-2:] == [artifact.version] * 2
     assert all(o == artifact.version or "exited" in o for o in outcomes)
-    assert any("exited" in o for o in outcomes)
     assert after["client_processes_started"] == 3 and len(after["client_pids"]) == 2
     assert first[0] not in after["client_pids"]
 
