@@ -72,14 +72,18 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
 def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
                       port: int = 0) -> list[dict]:
     """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
-    last product, stop."""
+    last product, stop. The API scores through the local endpoint the model was published to
+    (boto3 `invoke_endpoint`), when one answers; in process otherwise."""
     from intent_resources.redis import free_port
+    from serving.local import recorded_endpoint
 
     port = port or free_port()
     token = "demo-token"
     env = {**os.environ, "INTENT_API_TOKEN": token, "INTENT_EXPERIMENT": experiment}
+    endpoint = recorded_endpoint()
+    mode = ["--mode", "endpoint", "--endpoint-url", endpoint] if endpoint else []
     server = subprocess.Popen([sys.executable, "-m", "intent_assets.cli", "serve", "api",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                               "--port", str(port), *mode], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -107,7 +111,8 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
             print(f"  POST /score {row.session_id}: p={answer.get('probability'):.3f} "
                   f"variant={answer.get('variant')} ({answer.get('policy')}) "
                   f"band={answer.get('band')} action={answer.get('action')} "
-                  f"fallback={answer.get('fallback') or answer.get('fallbacks')} reasons=[{reasons}]")
+                  f"scored_by={answer.get('scored_by')} fallback={answer.get('fallback')} "
+                  f"reasons=[{reasons}]")
         return answers
     finally:
         server.terminate()
