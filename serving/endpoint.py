@@ -179,10 +179,10 @@ class EndpointProcesses:
     """`EndpointClient.invoke` in child processes, awaited from an event loop without threads.
 
     Up to `processes` children, each making one call at a time; a call waits for an idle child.
-    A child that exits (or whose call was abandoned half-way) is discarded and the next call
-    starts another, so the endpoint comes back without a restart of the caller. Every failure is
-    an `EndpointError`. The children exit when their stdin closes (`close`, or the caller's
-    death). Start them with `start` before the first call, or the first calls wait for one.
+    A child that exits (or whose call was abandoned half-way) is discarded and another started in
+    the background, so calls go on without a restart of the caller. Every failure is an
+    `EndpointError`. The children exit when their stdin closes (`close`, or the caller's death).
+    Start them with `start` before the first call, or the first call waits for one.
     """
 
     def __init__(self, endpoint_name: str, endpoint_url: str | None = None,
@@ -248,7 +248,7 @@ class EndpointProcesses:
             except asyncio.TimeoutError:
                 child.kill()
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         """For /health: the children's pids, and how many were started (restarts included)."""
         return {"client_pids": sorted(self._pids), "client_processes_started": self.started}
 
@@ -267,6 +267,9 @@ class EndpointProcesses:
         return await waiter
 
     def _release(self, child: asyncio.subprocess.Process) -> None:
+        if self._closed:  # a call that finished after close
+            self._discard(child)
+            return
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -297,32 +300,28 @@ class EndpointProcesses:
                     if not waiter.done():
                         waiter.set_exception(error)
             return
-        if self._closed:
-            self._discard(child)
-        else:
-            self._release(child)
+        self._release(child)
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._live += 1
+        child = None
         try:
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "serving.endpoint", json.dumps(self._config),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        except OSError as error:
-            self._live -= 1
-            raise EndpointError(f"could not start an endpoint client process: {error}") from error
-        try:
             length, status = _REPLY.unpack(await asyncio.wait_for(
                 child.stdout.readexactly(_REPLY.size), self.start_timeout_s))
             message = await child.stdout.readexactly(length)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as error:
-            self._discard(child)
-            if child.returncode is None:
+        except BaseException as error:  # cancelled too: the count must not keep a dead child
+            self._live -= 1
+            if child is not None and child.returncode is None:
                 child.kill()
-            raise EndpointError(f"the endpoint client process did not start: {error!r}") \
-                from error
+            if isinstance(error, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
+                raise EndpointError(f"the endpoint client process did not start: {error!r}") \
+                    from error
+            raise
         if status != _READY:
-            self._discard(child)
+            self._live -= 1
             raise EndpointError(message.decode("utf-8", "replace"))
         self.started += 1
         self._pids.add(child.pid)

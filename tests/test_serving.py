@@ -497,6 +497,20 @@ def test_endpoint_client_processes_are_replaced_when_they_die_and_refuse_a_bad_c
     assert after["client_processes_started"] == 3 and len(after["client_pids"]) == 2
     assert first[0] not in after["client_pids"]
 
+    async def cancelled_while_starting():
+        processes = EndpointProcesses("intent-local", container, processes=1)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(processes.invoke(rows), 0.01)
+            # the cancelled start no longer counts: the next call starts a child of its own
+            answer = await asyncio.wait_for(processes.invoke(rows), 30)
+            return answer, processes.to_json()
+        finally:
+            await processes.close()
+
+    answer, state = asyncio.run(cancelled_while_starting())
+    assert answer.model_version == artifact.version and len(state["client_pids"]) == 1
+
     async def bad():
         await EndpointProcesses("intent-local", "not a url", processes=1).start()
 
