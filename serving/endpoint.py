@@ -203,6 +203,7 @@ class EndpointProcesses:
         self._live = 0       # children started or starting, not yet discarded
         self._pids: set[int] = set()  # children started, not yet discarded
         self._tasks: set[asyncio.Future] = set()  # replacements starting
+        self._ended: set[asyncio.subprocess.Process] = set()  # discarded, maybe not reaped yet
         self._closed = False
         self.started = 0     # children started in all, restarts included
 
@@ -242,11 +243,13 @@ class EndpointProcesses:
         children, self._idle = list(self._idle), deque()
         for child in children:
             self._discard(child)
-        for child in children:
+        for child in list(self._ended):
             try:
                 await asyncio.wait_for(child.wait(), 5)
             except asyncio.TimeoutError:
                 child.kill()
+                await child.wait()
+        self._ended.clear()
 
     def to_json(self) -> dict[str, Any]:
         """For /health: the children's pids, and how many were started (restarts included)."""
@@ -280,8 +283,14 @@ class EndpointProcesses:
     def _discard(self, child: asyncio.subprocess.Process) -> None:
         self._live -= 1
         self._pids.discard(child.pid)
+        self._end(child)
+
+    def _end(self, child: asyncio.subprocess.Process) -> None:
+        """Close the child's stdin (it exits); `close` reaps it."""
         if child.returncode is None:
             child.stdin.close()
+        self._ended = {c for c in self._ended if c.returncode is None}
+        self._ended.add(child)
 
     def _replace(self) -> None:
         """Start a child in the background for one that died (a waiting call gets it first)."""
@@ -314,14 +323,17 @@ class EndpointProcesses:
             message = await child.stdout.readexactly(length)
         except BaseException as error:  # cancelled too: the count must not keep a dead child
             self._live -= 1
-            if child is not None and child.returncode is None:
-                child.kill()
+            if child is not None:
+                if child.returncode is None:
+                    child.kill()
+                self._end(child)
             if isinstance(error, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
                 raise EndpointError(f"the endpoint client process did not start: {error!r}") \
                     from error
             raise
         if status != _READY:
             self._live -= 1
+            self._end(child)
             raise EndpointError(message.decode("utf-8", "replace"))
         self.started += 1
         self._pids.add(child.pid)
