@@ -1,4 +1,4 @@
-"""Endpoint clients: score rows on a SageMaker-contract endpoint, or in process with the same artifact.
+"""Endpoint clients: score rows on a SageMaker-contract endpoint, or in process with the artifact.
 
 `EndpointClient` calls `invoke_endpoint` through boto3's ``sagemaker-runtime`` client. With
 ``endpoint_url`` set it talks to any server speaking the contract — locally, the project's
