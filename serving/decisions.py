@@ -18,7 +18,9 @@ rather than slow a request down.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -81,7 +83,10 @@ class DecisionLog:
             return
         when = dt.datetime.now(dt.timezone.utc)
         record.setdefault("ts", when.isoformat())
-        line = orjson.dumps(record, default=_default, option=_DUMPS_OPTIONS)
+        try:
+            line = orjson.dumps(record, default=_default, option=_DUMPS_OPTIONS)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+            line = json.dumps(_nulls(record), default=_default, separators=(",", ":")).encode()
         self._appended += 1
         self._queue.put((self._path(when), line))
 
@@ -126,3 +131,13 @@ class DecisionLog:
         self._stop.set()
         self._thread.join(timeout=5)
 
+
+def _nulls(obj: Any) -> Any:
+    """NaN and infinities as null, as orjson writes them: JSON has no such numbers."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nulls(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulls(v) for v in obj]
+    return obj

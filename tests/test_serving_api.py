@@ -163,11 +163,16 @@ def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model
         assert results[0]["probability"] == pytest.approx(
             artifact.score_one(expected_row, 0).probability, abs=1e-12)
         assert results[1]["missing_entities"] == ["user", "product", "session"]
+        # a context integer beyond 64 bits (valid JSON, which orjson will not write) is logged too
+        big = client.post("/score", headers=AUTH, json={
+            "user_id": "u3", "session_id": "s-none", "context": {"basket": 10**20}})
+        assert big.status_code == 200
 
         client.app.state.decisions.flush()
         lines = [json.loads(line) for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
                  for line in path.read_text().splitlines()]
-        assert [r["session_id"] for r in lines] == ["s-live", "s-live", "s-none"]
+        assert [r["session_id"] for r in lines] == ["s-live", "s-live", "s-none", "s-none"]
+        assert lines[-1]["context"]["basket"] == 10**20
         first = lines[0]
         assert first["request_id"] == answer["request_id"]
         assert first["context"]["variant"] == "B"
