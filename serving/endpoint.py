@@ -448,6 +448,8 @@ def _serve_calls(config: Mapping[str, Any]) -> int:
             return 0  # the parent closed our stdin, or exited
         length, top_k = _REQUEST.unpack(head)
         body = read(length)
+        if len(body) < length:
+            return 0  # the parent went away half-way through a frame
         try:
             reply(_OK, client.invoke_raw(body, top_k))
         except EndpointError as error:
