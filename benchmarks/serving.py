@@ -64,6 +64,9 @@ class Pacer:
         _fields_ = [("it_interval", ctypes.c_long * 2), ("it_value", ctypes.c_long * 2)]
 
     def __init__(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise RuntimeError("the load generator paces requests with a Linux timerfd: run the "
+                               "benchmark on Linux")
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.prctl(self._PR_SET_TIMERSLACK, 1, 0, 0, 0)
         self.fd = self._libc.timerfd_create(self._CLOCK_MONOTONIC,
