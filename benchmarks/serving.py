@@ -93,6 +93,31 @@ class Pacer:
         os.close(self.fd)
 
 
+def _pace(loop, start: float, rate: float, n: int, fire) -> asyncio.Future:
+    """Call `fire(scheduled)` for the n instants ``start + i / rate``, each as its time comes
+    (woken by a `Pacer`; instants already past, after a stall, at once and in order). The future
+    is done after the last."""
+    pacer, clock, fired = Pacer(), time.perf_counter, [0]
+    done = loop.create_future()
+
+    def on_timer():
+        pacer.clear()
+        now = clock()
+        while fired[0] < n and start + fired[0] / rate <= now:
+            fire(start + fired[0] / rate)
+            fired[0] += 1
+        if fired[0] < n:
+            pacer.arm(start + fired[0] / rate)
+        elif not done.done():
+            loop.remove_reader(pacer.fd)
+            pacer.close()
+            done.set_result(None)
+
+    loop.add_reader(pacer.fd, on_timer)
+    pacer.arm(start)
+    return done
+
+
 def _open_loop(host: str, port: int, requests: list[bytes], rate: float, duration_s: float,
                max_connections: int, out) -> None:
     import httptools
@@ -174,26 +199,7 @@ def _open_loop(host: str, port: int, requests: list[bytes], rate: float, duratio
         cpu_before = time.process_time()
         start = clock() + 0.05
         n = int(rate * duration_s)
-        pacer = Pacer()
-        sent = [0]
-        all_sent = loop.create_future()
-
-        def on_timer():
-            pacer.clear()
-            now = clock()
-            while sent[0] < n and start + sent[0] / rate <= now:
-                dispatch(start + sent[0] / rate)
-                sent[0] += 1
-            if sent[0] < n:
-                pacer.arm(start + sent[0] / rate)
-            elif not all_sent.done():
-                loop.remove_reader(pacer.fd)
-                all_sent.set_result(None)
-
-        loop.add_reader(pacer.fd, on_timer)
-        pacer.arm(start)
-        await all_sent
-        pacer.close()
+        await _pace(loop, start, rate, n, dispatch)
         end = start + duration_s
         while len(latencies) + sum(errors.values()) < n and clock() < end + 5:
             await asyncio.sleep(0.01)
@@ -210,22 +216,10 @@ def _timer_jitter(rate: float, duration_s: float, out) -> None:
     import uvloop
 
     async def run() -> list[float]:
-        loop, pacer, clock = asyncio.get_running_loop(), Pacer(), time.perf_counter
-        start, n, lateness = clock() + 0.05, int(rate * duration_s), []
-        done = loop.create_future()
-
-        def on_timer():
-            pacer.clear()
-            lateness.append(clock() - (start + len(lateness) / rate))
-            if len(lateness) < n:
-                pacer.arm(start + len(lateness) / rate)
-            else:
-                loop.remove_reader(pacer.fd)
-                done.set_result(None)
-
-        loop.add_reader(pacer.fd, on_timer)
-        pacer.arm(start)
-        await done
+        lateness: list[float] = []
+        await _pace(asyncio.get_running_loop(), time.perf_counter() + 0.05, rate,
+                    int(rate * duration_s),
+                    lambda scheduled: lateness.append(time.perf_counter() - scheduled))
         return lateness
 
     out.put(uvloop.run(run()))
@@ -509,6 +503,7 @@ def main(argv=None) -> int:
     from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
     from serving.runtime import SERVER_ENVIRONMENT
 
+    jitter = timer_jitter()  # first, with nothing of ours running yet
     work = Path(tempfile.mkdtemp(prefix="intent-bench-"))
     rng = np.random.default_rng(0)
     model = Path(args.model) if args.model else synthetic_model(work / "model")
@@ -522,7 +517,6 @@ def main(argv=None) -> int:
     processes: list[subprocess.Popen] = []
     report = [f"# serving benchmark ({os.cpu_count()} cores; model {artifact.version}, "
               f"{artifact.booster.num_trees()} trees, {len(artifact.features)} features)"]
-    jitter = timer_jitter()
     report.append(
         f"\nthis box's timer wake-up lateness (one process sleeping on the load generator's timer, "
         f"{jitter['n']:,} wake-ups in {jitter['duration_s']:.0f} s, nothing else running): "
