@@ -49,12 +49,13 @@ N_ENTITIES = 2000
 # -- open-loop load generator (runs in its own process) ---------------------------------------
 
 class Pacer:
-    """A timer that fires at absolute instants of `time.perf_counter()`'s clock, to the
-    microsecond: a Linux timerfd (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop
-    watches. uvloop's and asyncio's own timers round to whole milliseconds, so a generator that
-    sleeps on them sends requests up to ~1.5 ms after their scheduled instant (measured here: p99
-    0.8-1.5 ms at 250-1,000 req/s), or early, and that error would be counted in the server's
-    latency.
+    """A timer set for absolute instants of `time.perf_counter()`'s clock, to the nanosecond: a
+    Linux timerfd (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop watches. How
+    late the process then wakes is up to the box (idle here: ~60 µs at p50; the report's first
+    line measures it). uvloop's and asyncio's own timers round to whole milliseconds, so a
+    generator that sleeps on them sends requests up to ~1.5 ms after their scheduled instant
+    (measured here: p99 0.8-1.5 ms at 250-1,000 req/s), or early, and that error would be counted
+    in the server's latency.
     The process's timer slack is set to 1 ns so the kernel does not defer the wake-ups either."""
 
     _CLOCK_MONOTONIC, _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 1, 0o4000, 0o2000000, 1
