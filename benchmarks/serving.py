@@ -498,7 +498,8 @@ def main(argv=None) -> int:
     import redis
 
     from intent_resources.feast import FeastResource
-    from intent_resources.redis import free_port, start_redis_server, stop_redis_server
+    from intent_resources.redis import start_redis_server, stop_redis_server
+    from serving.project import free_port
     from serving.local import install_model
     from serving.model import ModelArtifact
     from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 import warnings
 
-from intent_resources.environments import intent_home
+from serving.project import intent_home
 
 
 def register(subparsers) -> None:
@@ -37,11 +37,13 @@ def _redis(args) -> int:
     if args.action == "up":
         print(ensure_local_redis(home))
     elif args.action == "url":
-        from intent_resources.environments import local_redis_url
+        from serving.project import redis_url
 
-        print(local_redis_url(home))
+        print(redis_url(home))
     else:
-        url_file = home / "redis" / "url"
+        from serving.project import redis_url_file
+
+        url_file = redis_url_file(home)
         if url_file.exists():
             stop_redis_server(url_file.read_text().strip())
             url_file.unlink()

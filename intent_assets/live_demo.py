@@ -74,7 +74,7 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
     """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
     last product, stop. The API scores through the local endpoint the model was published to
     (boto3 `invoke_endpoint`), when one answers; in process otherwise."""
-    from intent_resources.redis import free_port
+    from serving.project import free_port
     from serving.local import recorded_endpoint
 
     port = port or free_port()

@@ -19,21 +19,8 @@ from intent_resources.sagemaker import SageMakerResource
 from intent_resources.redis import RedisResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import ArtifactStore, LakeStorage
-
-
-def intent_home() -> Path:
-    """The project's state directory (lake, Dagster home, Redis, models): `.intent/`."""
-    return Path(os.environ.get("INTENT_HOME", ".intent")).resolve()
-
-
-def local_redis_url(home: Path) -> str:
-    """REDIS_URL if set, else the URL `intent redis up` recorded, else the default port."""
-    if os.environ.get("REDIS_URL"):
-        return os.environ["REDIS_URL"]
-    recorded = home / "redis" / "url"
-    if recorded.exists():
-        return recorded.read_text().strip()
-    return "redis://127.0.0.1:6379/0"
+from serving.project import intent_home
+from serving.project import redis_url as project_redis_url
 
 
 def feature_repo_path() -> str:
@@ -50,7 +37,7 @@ def resources_for(env: str) -> dict:
 
     if env == "local":
         home = intent_home()
-        redis_url = local_redis_url(home)
+        redis_url = project_redis_url(home)
         return {
             "lake": LakeStorage(root=str(home / "lake")),
             # The simulator's ground truth: outside the lake, so nothing that trains reads it.

@@ -17,7 +17,7 @@ import redis
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-from serving.runtime import free_port  # noqa: F401  (re-exported: tests and benchmarks use it)
+from serving.project import free_port, redis_url, redis_url_file
 
 
 class RedisResource(ConfigurableResource):
@@ -78,13 +78,11 @@ def ensure_local_redis(home: Path) -> str:
     """The project's Redis URL: REDIS_URL if set, else the server under `home`, started if needed."""
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"]
-    directory = home / "redis"
-    url_file = directory / "url"
-    if url_file.exists():
-        url = url_file.read_text().strip()
-        if ping(url):
-            return url
-    url = start_redis_server(directory)
+    url_file = redis_url_file(home)
+    url = redis_url(home, default=None)
+    if url and ping(url):
+        return url
+    url = start_redis_server(url_file.parent)
     url_file.write_text(url + "\n")
     return url
 

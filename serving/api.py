@@ -32,7 +32,6 @@ import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import orjson
@@ -49,6 +48,7 @@ from serving.decisions import DecisionLog
 from serving.endpoint import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.policy import PolicyParams
+from serving.project import intent_home, redis_url
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoreInput, ScoringEngine, ScoringSettings
 
@@ -97,7 +97,7 @@ class ApiSettings:
     def from_env(cls, env: Optional[dict[str, str]] = None, **overrides: Any) -> "ApiSettings":
         """Settings from INTENT_* variables (see the README's serving section)."""
         env = dict(os.environ if env is None else env)
-        home = Path(env.get("INTENT_HOME", ".intent")).resolve()
+        home = intent_home(env)
         token = overrides.pop("token", None) or env.get("INTENT_API_TOKEN")
         if not token:
             raise ValueError("INTENT_API_TOKEN is not set: the scoring API refuses to run open")
@@ -133,7 +133,7 @@ class ApiSettings:
         values = dict(
             token=token,
             model_path=env.get("INTENT_MODEL_PATH") or str(home / "endpoint" / "model"),
-            redis_url=env.get("REDIS_URL") or _recorded_redis(home),
+            redis_url=redis_url(home, env, default=None),
             scoring=scoring,
             policy=PolicyParams(**policy_values),
             endpoint_name=env.get("INTENT_ENDPOINT_NAME", "intent-local"),
@@ -144,11 +144,6 @@ class ApiSettings:
         )
         values.update(overrides)
         return cls(**values)
-
-
-def _recorded_redis(home: Path) -> Optional[str]:
-    recorded = home / "redis" / "url"
-    return recorded.read_text().strip() if recorded.exists() else None
 
 
 class ApiMetrics:

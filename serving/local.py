@@ -20,13 +20,10 @@ import urllib.request
 from pathlib import Path
 
 from serving.model import TARBALL
-from serving.runtime import SERVER_ENVIRONMENT, free_port
+from serving.project import free_port, intent_home
+from serving.runtime import SERVER_ENVIRONMENT
 
 DEFAULT_LOCAL_PORT = 8080
-
-
-def intent_home() -> Path:
-    return Path(os.environ.get("INTENT_HOME", ".intent")).resolve()
 
 
 def endpoint_home(home: Path | None = None) -> Path:

@@ -1,7 +1,8 @@
 """Shared test fixtures: one local[2] Spark session, a real Redis on a free port, a moto server.
 
 Nothing here stands in for a component of ours: Redis and Spark are the real programs; moto is
-only for AWS APIs, which have no local equivalent.
+only for AWS APIs, which have no local equivalent. Tests live by layer (`unit`, `assets`, `e2e`,
+`browser`); each is marked with its layer, so `pytest tests/unit` or `pytest -m unit` runs one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import pytest
 from intent_resources.redis import start_redis_server, stop_redis_server
 from intent_resources.spark import local_spark, prepare_spark_environment
 from intent_resources.storage import LakeStorage
+
+
+LAYERS = ("unit", "assets", "e2e", "browser")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for layer in LAYERS:
+            if layer in parts:
+                item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,8 @@ class ModelEndpointResource(ConfigurableResource):
         artifact in S3 (endpoint -> endpoint config -> model -> ModelDataUrl), downloaded once
         per URI under ``$INTENT_HOME/champions``.
         """
-        from serving.local import intent_home, local_model_dir
+        from serving.local import local_model_dir
+        from serving.project import intent_home
 
         home = Path(self.home) if self.home else None
         if self.target != "sagemaker":

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 def _stream(args=None):
     from intent_assets.streaming.process import LocalStream
-    from intent_resources.environments import intent_home, local_redis_url
+    from serving.project import intent_home, redis_url
 
     home = intent_home()
     kwargs = {}
@@ -55,7 +55,7 @@ def _stream(args=None):
                   "kinesis_stream": args.kinesis_stream,
                   "kinesis_endpoint": args.kinesis_endpoint,
                   "extra_args": tuple(args.job_args)}
-    return LocalStream(home=home, redis_url=local_redis_url(home), lake=str(home / "lake"),
+    return LocalStream(home=home, redis_url=redis_url(home), lake=str(home / "lake"),
                        **kwargs)
 
 

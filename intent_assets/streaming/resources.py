@@ -45,15 +45,15 @@ class StreamingJobResource(ConfigurableResource):
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
 
     def resolved_home(self) -> Path:
-        from intent_resources.environments import intent_home
+        from serving.project import intent_home
 
         return Path(self.home).resolve() if self.home else intent_home()
 
     def local_stream(self) -> LocalStream:
-        from intent_resources.environments import local_redis_url
+        from serving.project import redis_url
 
         home = self.resolved_home()
-        return LocalStream(home=home, redis_url=self.redis_url or local_redis_url(home),
+        return LocalStream(home=home, redis_url=self.redis_url or redis_url(home),
                            lake=self.lake or str(home / "lake"), trigger=self.trigger)
 
     def heartbeat_file(self) -> Path:

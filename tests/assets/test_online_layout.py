@@ -12,7 +12,7 @@ from intent_resources.feast import FeastResource
 from streaming_jobs import online_layout as layout
 from streaming_jobs.session_state import SESSION_FEATURES
 
-REPO = Path(__file__).resolve().parents[1] / "feature_repo"
+REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 VIEW = "session_fv"
 KINDS = {name: kind for name, kind, _ in SESSION_FEATURES}
 

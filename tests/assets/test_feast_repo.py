@@ -25,8 +25,8 @@ from intent_assets.features.feast_ops import (
 from intent_resources.feast import FeastResource, feast_environment, feast_redis_connection_string
 from intent_resources.storage import LakeStorage
 
-REPO = Path(__file__).resolve().parents[1] / "feature_repo"
-FEAST_CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "feast"
+REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+FEAST_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "feast"
 
 # Day D's rows are stamped D+1 00:00. Each day's values carry the day in them (1, 2, 3), so a
 # value seen tells which day's row was read.

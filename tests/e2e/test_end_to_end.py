@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.runtime import free_port
+from serving.project import free_port
 
 VENV_BIN = Path(sys.executable).parent
 

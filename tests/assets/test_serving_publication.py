@@ -28,11 +28,11 @@ from intent_assets.publication.sensors import (
     model_publication_sensor,
     publication_verdict,
 )
-from intent_resources.redis import free_port
+from serving.project import free_port
 from intent_resources.sagemaker import SageMakerResource
 from serving.local import install_model, local_model_dir, start_endpoint
-from tests.test_sagemaker import INFERENCE_IMAGE, ROLE, TRAINING_IMAGE, moto_update_endpoint  # noqa: F401
-from tests.test_serving import artifacts, build_artifact  # noqa: F401
+from tests.e2e.test_sagemaker import INFERENCE_IMAGE, ROLE, TRAINING_IMAGE, moto_update_endpoint  # noqa: F401
+from tests.e2e.test_serving import artifacts, build_artifact  # noqa: F401
 
 
 class TrainConfig(Config):

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from intent_assets.partitions import FIRST_DAY
+from serving.project import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 VENV_BIN = Path(sys.executable).parent
 LOAD_TIMEOUT_S = 240  # the code location imports Spark, Feast and the models: slow on two cores
@@ -53,12 +53,6 @@ SESSIONS_PER_DAY = 6000
 TUNING_TRIALS = 3
 DAILY_ASSETS = "raw_clickstream,orders,sessions,user_features,product_features,session_snapshots"
 MODEL_ASSETS = "training_set,tuned_model,rules_baseline,logistic_baseline,calibrated_model,reliability_report"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

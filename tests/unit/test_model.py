@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -409,20 +407,6 @@ def test_cli_reports_a_bad_label_as_an_error(tmp_path, capsys):
                         "--trials", "1", "--out", str(tmp_path / "model")])
     assert code == 2
     assert "nope" in capsys.readouterr().err
-
-
-def test_installed_intent_command_round_trip(tmp_path, repo_root):
-    table = generic_table(seed=6)
-    table.to_parquet(tmp_path / "t.parquet")
-    intent = Path(sys.executable).parent / "intent"
-    assert intent.exists()
-    subprocess.run([str(intent), "train", "--table", str(tmp_path / "t.parquet"),
-                    "--label", "bought", "--trials", "2", "--out", str(tmp_path / "model")],
-                   check=True, capture_output=True, cwd=repo_root, timeout=300)
-    subprocess.run([str(intent), "predict", "--model", str(tmp_path / "model"),
-                    "--table", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "p.parquet")],
-                   check=True, capture_output=True, cwd=repo_root, timeout=300)
-    _check_cli_outputs(tmp_path / "model", tmp_path / "p.parquet", table)
 
 
 def test_weight_columns_are_never_features():

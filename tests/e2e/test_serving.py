@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
 from intent_resources.feast import FeastResource
-from intent_resources.redis import free_port
+from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.container import PayloadError, invoke, score_rows
@@ -45,7 +45,7 @@ from serving.policy import PolicyParams, band_of, decide, incentive_band, incent
 from streaming_jobs import online_layout as layout
 from streaming_jobs.session_state import SESSION_FEATURES
 
-REPO = Path(__file__).resolve().parents[1] / "feature_repo"
+REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 SERVICE = "intent_model_v1"
 VIEW_FEATURES = {
     "user_fv": [(n, k) for n, k, _ in USER_FEATURES],

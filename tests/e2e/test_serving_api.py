@@ -15,14 +15,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from intent_resources.redis import free_port, start_redis_server, stop_redis_server
+from intent_resources.redis import start_redis_server, stop_redis_server
+from serving.project import free_port
 from serving.api import ApiSettings, create_app
 from serving.local import install_model, start_endpoint
 from serving.model import ModelArtifact
 from serving.scoring import ScoringSettings
 from streaming_jobs import online_layout as layout
 from streaming_jobs.session_state import SESSION_FEATURES
-from tests.test_serving import artifacts  # noqa: F401  (session fixture)
+from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

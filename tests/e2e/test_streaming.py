@@ -29,7 +29,7 @@ from streaming_jobs.session_job import (
 )
 from streaming_jobs.session_state import FEATURE_NAMES, replay
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VIEW = "session_fv"
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -293,21 +291,3 @@ def test_the_command_prints_counts_reasons_and_partitions(lake, files, capsys):
     assert "partition landing_rees46/date=2019-10-02: 3 rows" in lines
     assert "partition quarantine_rees46/date=unknown: 1 rows" in lines
     assert len(lake.read(LANDING_TABLE)) == 7
-
-
-def test_the_installed_console_script_imports_into_the_default_lake(tmp_path, files):
-    script = Path(sys.executable).with_name("intent")
-
-    done = subprocess.run([str(script), "import-rees46", *map(str, files)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-
-    assert done.returncode == 0, done.stderr
-    assert "read: 12" in done.stdout.splitlines()
-    assert "written: 7 (table landing_rees46)" in done.stdout.splitlines()
-    default = LakeStorage(root=str(tmp_path / ".intent" / "lake"))
-    assert default.partitions(LANDING_TABLE) == ["2019-10-01", "2019-10-02"]
-
-    bad = subprocess.run([str(script), "import-rees46", str(tmp_path / "nope.csv.gz")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0
-    assert "nope.csv.gz: no such file" in bad.stderr
