@@ -42,6 +42,7 @@ SETTINGS_FROM_OUTPUTS: dict[str, str] = {
 CAPABILITIES = ["CAPABILITY_IAM"]
 SUCCEEDED = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 NO_UPDATES = "No updates are to be performed"
+OPERATION_STARTS = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "DELETE_IN_PROGRESS")
 
 
 class StackError(RuntimeError):
@@ -90,28 +91,41 @@ def stack_outputs(description: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _failure_reasons(cf, stack_name: str) -> str:
+    """Why resources failed in the stack's latest operation, from its events (newest first)."""
     events = cf.describe_stack_events(StackName=stack_name).get("StackEvents") or []
-    reasons = [f"{e['LogicalResourceId']} ({e.get('ResourceType')}): "
-               f"{e.get('ResourceStatusReason') or 'no reason given'}"
-               for e in events if str(e.get("ResourceStatus", "")).endswith("FAILED")]
-    return "; ".join(reasons) or "no failed resource reported"
+    reasons = []
+    for event in events:
+        status = str(event.get("ResourceStatus", ""))
+        if status.endswith("FAILED"):
+            reasons.append(f"{event['LogicalResourceId']} ({event.get('ResourceType')}): "
+                           f"{event.get('ResourceStatusReason') or 'no reason given'}")
+        if event.get("ResourceType") == "AWS::CloudFormation::Stack" and status in OPERATION_STARTS:
+            break
+    return "; ".join(reversed(reasons)) or "no failed resource reported"
+
+
+def _settle(cf, stack_name: str, poll_s: float, timeout_s: float) -> Optional[dict]:
+    """The stack's description once no operation runs on it; None if it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while (described := _describe(cf, stack_name)) is not None:
+        status = described["StackStatus"]
+        # REVIEW_IN_PROGRESS is a stack made for a change set nobody executed: nothing will move.
+        if not status.endswith("_IN_PROGRESS") or status == "REVIEW_IN_PROGRESS":
+            return described
+        if time.monotonic() > deadline:
+            raise StackError(f"stack {stack_name} still {status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    return None
 
 
 def wait_stack(cf, stack_name: str, poll_s: float = 5.0, timeout_s: float = 3600.0) -> dict:
     """Wait until no operation runs on the stack; its description, or an error if it failed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        described = _describe(cf, stack_name)
-        if described is None:
-            raise StackError(f"stack {stack_name} does not exist")
-        status = described["StackStatus"]
-        if not status.endswith("_IN_PROGRESS"):
-            break
-        if time.monotonic() > deadline:
-            raise StackError(f"stack {stack_name} still {status} after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+    described = _settle(cf, stack_name, poll_s, timeout_s)
+    if described is None:
+        raise StackError(f"stack {stack_name} does not exist")
+    status = described["StackStatus"]
     if status not in SUCCEEDED:
-        raise StackError(f"stack {stack_name} ended {status}: {_failure_reasons(cf, stack_name)}")
+        raise StackError(f"stack {stack_name} is {status}: {_failure_reasons(cf, stack_name)}")
     return described
 
 
@@ -120,9 +134,10 @@ def deploy(stack_name: str, parameters: Mapping[str, Any], *, template: Optional
            poll_s: float = 5.0, timeout_s: float = 3600.0) -> StackDeployment:
     """Create the stack, or update it to this template and these parameters; wait; read outputs.
 
-    The template is validated first, so a broken one fails with CloudFormation's reason before
-    anything is touched. A stack whose creation failed (ROLLBACK_COMPLETE) cannot be updated and
-    is reported as such rather than deleted behind the caller's back.
+    `parameters` is the whole set: as with UpdateStack, one left out takes the template's default,
+    not the stack's previous value. The template is validated first, so a broken one fails with CloudFormation's
+    reason before anything is touched. A stack whose creation failed (ROLLBACK_COMPLETE) cannot be
+    updated and is reported as such rather than deleted behind the caller's back.
     """
     from botocore.exceptions import ClientError
 
@@ -133,13 +148,12 @@ def deploy(stack_name: str, parameters: Mapping[str, Any], *, template: Optional
     except ClientError as error:
         raise StackError(f"the template is not valid: {_message(error)}") from error
 
-    request = {"StackName": stack_name, "TemplateBody": body, "Capabilities": CAPABILITIES,
-               "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)}
-                              for k, v in sorted(parameters.items())]}
-    current = _describe(cf, stack_name)
-    if current is not None and current["StackStatus"].endswith("_IN_PROGRESS"):
-        current = wait_stack(cf, stack_name, poll_s, timeout_s)
+    # An operation already running (another deploy, a delete) finishes first.
+    current = _settle(cf, stack_name, poll_s, timeout_s)
     try:
+        request = {"StackName": stack_name, "TemplateBody": body, "Capabilities": CAPABILITIES,
+                   "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)}
+                                  for k, v in sorted(parameters.items())]}
         if current is None:
             cf.create_stack(**request, OnFailure="ROLLBACK")
             action = "created"
@@ -178,17 +192,10 @@ def delete(stack_name: str, *, endpoint_url: Optional[str] = None, region_name: 
     if _describe(cf, stack_name) is None:
         return
     cf.delete_stack(StackName=stack_name)
-    deadline = time.monotonic() + timeout_s
-    while (described := _describe(cf, stack_name)) is not None:
-        status = described["StackStatus"]
-        if status == "DELETE_COMPLETE":
-            return
-        if status == "DELETE_FAILED":
-            raise StackError(f"stack {stack_name} could not be deleted: "
-                             f"{_failure_reasons(cf, stack_name)}")
-        if time.monotonic() > deadline:
-            raise StackError(f"stack {stack_name} still {status} after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+    described = _settle(cf, stack_name, poll_s, timeout_s)
+    if described is not None and described["StackStatus"] != "DELETE_COMPLETE":
+        raise StackError(f"stack {stack_name} could not be deleted ({described['StackStatus']}): "
+                         f"{_failure_reasons(cf, stack_name)}")
 
 
 def prod_settings(outputs: Mapping[str, str], aws_endpoint_url: Optional[str] = None,

@@ -25,6 +25,7 @@ from intent_resources.stack import (
     SETTINGS_FROM_OUTPUTS,
     TEMPLATE_PATH,
     StackError,
+    delete,
     deploy,
     prod_settings,
     read_outputs,
@@ -185,22 +186,34 @@ def test_an_initial_model_gives_the_stack_its_endpoint(moto_endpoint):
 
 def test_updating_a_parameter_updates_the_stack_in_place(moto_endpoint):
     name = _unique("intent")
-    parameters = _local_parameters(KinesisShardCount=1)
-    first = deploy(name, parameters, endpoint_url=moto_endpoint, poll_s=0.1)
+    first_parameters = _local_parameters(KinesisShardCount=1)
+    first = deploy(name, first_parameters, endpoint_url=moto_endpoint, poll_s=0.1)
     kinesis = _client("kinesis", moto_endpoint)
     stream = first.outputs["KinesisStreamName"]
     assert kinesis.describe_stream_summary(
         StreamName=stream)["StreamDescriptionSummary"]["OpenShardCount"] == 1
 
-    second = deploy(name, {**parameters, "KinesisShardCount": 3}, endpoint_url=moto_endpoint,
-                    poll_s=0.1)
+    parameters = {**first_parameters, "KinesisShardCount": 3}
+    second = deploy(name, parameters, endpoint_url=moto_endpoint, poll_s=0.1)
     assert (second.action, second.status) == ("updated", "UPDATE_COMPLETE")
     assert second.stack_id == first.stack_id
     assert kinesis.describe_stream_summary(
         StreamName=stream)["StreamDescriptionSummary"]["OpenShardCount"] == 3
-    # The update kept the data stores: same buckets, same stream.
-    for key in ("LakeBucket", "ModelBucket", "KinesisStreamName", "AlertsTopicArn"):
-        assert second.outputs[key] == first.outputs[key]
+    # The update kept the data stores and the settings that were not changed.
+    assert second.outputs == first.outputs
+
+
+def test_deleting_the_stack_keeps_the_buckets(moto_endpoint):
+    name = _unique("intent")
+    outputs = deploy(name, _local_parameters(), endpoint_url=moto_endpoint, poll_s=0.1).outputs
+    delete(name, endpoint_url=moto_endpoint, poll_s=0.1)
+    with pytest.raises(StackError, match="does not exist"):
+        read_outputs(name, endpoint_url=moto_endpoint)
+    streams = _client("kinesis", moto_endpoint).list_streams()["StreamNames"]
+    assert outputs["KinesisStreamName"] not in streams
+    s3 = _client("s3", moto_endpoint)
+    for bucket in (outputs["LakeBucket"], outputs["ModelBucket"]):
+        s3.head_bucket(Bucket=bucket)
 
 
 def test_a_broken_template_is_refused_before_anything_is_created(moto_endpoint):
