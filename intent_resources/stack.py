@@ -38,7 +38,7 @@ SETTINGS_FROM_OUTPUTS: dict[str, str] = {
     "DAGSTER_UI_URL": "DagsterUiUrl",
 }
 
-# The stack's resources are nameless (IAM included), so CAPABILITY_IAM suffices.
+# The IAM resources have no explicit names, so CAPABILITY_IAM suffices (not NAMED_IAM).
 CAPABILITIES = ["CAPABILITY_IAM"]
 SUCCEEDED = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 NO_UPDATES = "No updates are to be performed"
