@@ -110,7 +110,7 @@ def _stop(args) -> int:
 def _status(args) -> int:
     from intent_assets.streaming.health import Thresholds, assess_stream, heartbeat_age_s
     from intent_assets.streaming.process import pid_alive, read_pid
-    from streaming_jobs.session_job import read_heartbeat
+    from streaming_jobs.heartbeat import read_heartbeat
 
     stream = _stream()
     heartbeat = read_heartbeat(stream.heartbeat)

@@ -68,7 +68,7 @@ class StreamingJobResource(ConfigurableResource):
         return Thresholds(stale_after_s=self.stale_after_s, startup_grace_s=self.startup_grace_s)
 
     def read_heartbeat(self) -> Optional[dict]:
-        from streaming_jobs.session_job import read_heartbeat
+        from streaming_jobs.heartbeat import read_heartbeat
 
         return read_heartbeat(self.heartbeat_file())
 

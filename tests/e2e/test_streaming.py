@@ -20,14 +20,11 @@ import pytest
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
 from streaming_jobs.contract import split_duplicates, validate_events
+from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
+from streaming_jobs.job_config import JobConfig
 from streaming_jobs.replay import json_lines, kinesis_client, put_kinesis, write_landing
-from streaming_jobs.session_job import (
-    JobConfig,
-    heartbeat_payload,
-    read_heartbeat,
-    start_query,
-)
 from streaming_jobs.session_state import FEATURE_NAMES, replay
+from streaming_jobs.spark_app import start_query
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEW = "session_fv"
@@ -113,7 +110,7 @@ def out_of_order_arrivals(events: pd.DataFrame) -> int:
 # -- the per-session fold (pure) ------------------------------------------------------------------
 def _packed(frame: pd.DataFrame) -> list[list]:
     """Valid events as the stateful step receives them: packed, through JSON and back."""
-    from streaming_jobs.session_job import pack_events
+    from streaming_jobs.prepare import pack_events
 
     return [json.loads(json.dumps(r)) for r in pack_events(validate_events(frame).events)]
 
@@ -337,7 +334,7 @@ def test_a_checkpoint_refuses_another_state_bucket_count(spark, redis_client, re
     assert redis_row(redis_client, "A")["session_n_events"] == 2
 
     # a checkpoint from before the job hashed sessions itself (Spark's xxhash64) is refused too
-    from streaming_jobs.session_job import STATE_LAYOUT_FILE
+    from streaming_jobs.spark_app import STATE_LAYOUT_FILE
 
     checkpoint = Path(cfg.checkpoint)
     (checkpoint / STATE_LAYOUT_FILE).write_text(json.dumps({"state_buckets": 4}))
