@@ -30,8 +30,8 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
 
     from intent_assets.ingest.simulator import events_on
     from intent_assets.streaming.health import assess_stream, heartbeat_age_s
-    from intent_assets.streaming.process import start, stop
     from intent_assets.streaming.sensors import observation_metadata
+    from intent_resources.streaming import start, stop
     from streaming_jobs.replay import write_landing
 
     streaming = defs.resources["streaming"]

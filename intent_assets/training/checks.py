@@ -13,8 +13,8 @@ from dagster import AssetCheckResult, AssetIn, asset_check
 from intent_assets.reports import gates as rules
 from intent_assets.training.assets import LABEL, TIME_COLUMN, calibrated_model
 from intent_assets.training.train import training_splits
-from intent_assets.publication.resources import ModelEndpointResource
 from intent_assets.reports.metrics import pr_auc
+from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.storage import LakeSlice
 from serving.model import ModelArtifact
 
