@@ -178,8 +178,8 @@ class StreamingJobResource(ConfigurableResource):
     heartbeat_path: Optional[str] = None  # default: $INTENT_HOME/stream/heartbeat.json
     alerts_path: Optional[str] = None     # default: $INTENT_HOME/alerts.jsonl
     trigger: str = "1 second"
-    stale_after_s: float = 120.0
-    startup_grace_s: float = 300.0
+    stale_after_s: float = Thresholds.stale_after_s
+    startup_grace_s: float = Thresholds.startup_grace_s
     # -- EMR (mode="emr") ------------------------------------------------------------------------
     emr_release_label: str = "emr-7.5.0"
     emr_instance_type: str = "m6g.xlarge"
