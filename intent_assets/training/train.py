@@ -76,8 +76,7 @@ def project_feature_defaults() -> dict[str, Any]:
     User and product features default to missing (None): a user or product without a feature
     row is joined as null in the training set, so "no row" at serving must look the same.
     """
-    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
-    from streaming_jobs.session_state import SESSION_FEATURES
+    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
     defaults: dict[str, Any] = {name: default for name, _, default in SESSION_FEATURES}
     defaults.update({name: None for name, _, _ in USER_FEATURES + PRODUCT_FEATURES})
@@ -275,7 +274,7 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     if backend not in TUNING_BACKENDS:
         raise ValueError(f"backend must be one of {TUNING_BACKENDS}, got {backend!r}")
     if backend == "sagemaker" and tuner is None:
-        raise ValueError("the sagemaker backend needs a tuner (see intent_resources.sagemaker)")
+        raise ValueError("the sagemaker backend needs a tuner (see intent_resources.sagemaker_tuning)")
     search = tuner or tune_optuna
     if df.empty:
         raise ValueError("the table is empty")

@@ -517,7 +517,8 @@ def _heartbeat(age_s: float, status: str = "running", **extra) -> dict:
 
 
 def test_supervisor_decision_covers_healthy_stale_dead_and_no_heartbeat():
-    from intent_assets.streaming.health import Thresholds, assess_stream
+    from intent_assets.streaming.health import assess_stream
+    from intent_resources.streaming import Thresholds
 
     limits = Thresholds(stale_after_s=60, startup_grace_s=300)
     verdict = lambda hb, alive: assess_stream(hb, NOW, alive, limits)  # noqa: E731
@@ -540,7 +541,7 @@ def test_supervisor_decision_covers_healthy_stale_dead_and_no_heartbeat():
 
 
 def _resource(tmp_path: Path, **overrides):
-    from intent_assets.streaming.resources import StreamingJobResource
+    from intent_resources.streaming import StreamingJobResource
 
     return StreamingJobResource(home=str(tmp_path), redis_url="redis://127.0.0.1:1/0",
                                 stale_after_s=60, **overrides)
@@ -609,7 +610,7 @@ def test_sensor_restarts_a_stale_job_once_per_incident_and_alerts(tmp_path):
 
 def test_start_streaming_job_starts_the_local_process(tmp_path, redis_url):
     from intent_assets.streaming.jobs import start_streaming_job
-    from intent_assets.streaming.process import pid_alive, read_pid, stop
+    from intent_resources.streaming import pid_alive, read_pid, stop
 
     resource = _resource(tmp_path, lake=str(tmp_path / "lake"))
     resource = resource.model_copy(update={"redis_url": redis_url})
@@ -628,7 +629,7 @@ def test_start_streaming_job_starts_the_local_process(tmp_path, redis_url):
 def test_emr_mode_builds_a_pipes_client_and_a_spark_step(moto_endpoint):
     from dagster_aws.pipes import PipesEMRClient
 
-    from intent_assets.streaming.resources import StreamingJobResource
+    from intent_resources.streaming import StreamingJobResource
 
     resource = StreamingJobResource(
         mode="emr", emr_pipes_bucket="intent-pipes", emr_log_uri="s3://intent-logs/emr/",

@@ -13,9 +13,9 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from intent_assets.reports import metrics
 from intent_assets.reports.baselines import BANDS, fit_logistic_baseline, fit_rules_baseline
-from intent_assets.reports.gates import (beats_baseline_gate, ece_gate, feature_separation,
-                                         leakage_flags, leakage_gate, pr_auc_gate)
 from intent_assets.reports.report import build_report
+from intent_assets.training.gates import (beats_baseline_gate, ece_gate, feature_separation,
+                                          leakage_flags, leakage_gate, pr_auc_gate)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
