@@ -13,6 +13,7 @@ import sys
 COMMANDS = (
     "intent_assets.commands:register",
     "intent_assets.ingest.rees46:register",
+    "intent_assets.ingest.import_events:register",
     "intent_assets.training.cli:register",
     "serving.cli:register",
     "intent_assets.streaming.cli:register",

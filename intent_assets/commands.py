@@ -1,4 +1,4 @@
-"""Project-level subcommands: `intent redis up|down|url` and `intent demo`."""
+"""Project-level subcommands: `intent redis up|down|url`, `intent config show` and `intent demo`."""
 
 from __future__ import annotations
 
@@ -17,10 +17,20 @@ def register(subparsers) -> None:
     redis_cmd.add_argument("action", choices=["up", "down", "url"])
     redis_cmd.set_defaults(handler=_redis)
 
+    config_cmd = subparsers.add_parser(
+        "config", help="the project configuration (source, calendar, session rules)")
+    config_cmd.add_argument("action", choices=["show"])
+    config_cmd.add_argument("--json", action="store_true", help="as one JSON object")
+    config_cmd.set_defaults(handler=_config)
+
     demo = subparsers.add_parser(
-        "demo", help="materialize every asset on simulated data and print a summary")
-    demo.add_argument("--days", type=int, default=int(os.environ.get("INTENT_DEMO_DAYS", "14")),
-                      help="days of simulated history (default 14, or INTENT_DEMO_DAYS)")
+        "demo", help="materialize every asset on simulated (or imported) data and print a summary")
+    demo.add_argument("--source", default=None,
+                      help="a landing table of the lake (e.g. landing_rees46) instead of the "
+                           "simulator: the graph is built on the days that table holds")
+    demo.add_argument("--days", type=int, default=None,
+                      help="days of history (default: 14 simulated, or INTENT_DEMO_DAYS; "
+                           "with --source, every imported day)")
     demo.add_argument("--first-day", default=None, help="first partition (default: the first one)")
     demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "3")),
                       help="tuning trials for the demo's model (default 3, or INTENT_DEMO_TRIALS)")
@@ -51,10 +61,34 @@ def _redis(args) -> int:
     return 0
 
 
-def demo_partition_range(first_day: str | None, days: int) -> tuple[str, str]:
-    from intent_assets.partitions import FIRST_DAY
+def _config(args) -> int:
+    import json
+    import sys
 
-    start = dt.date.fromisoformat(first_day or FIRST_DAY)
+    from intent_resources.project_config import ProjectConfigError, load_project_config
+
+    try:
+        config = load_project_config()
+    except ProjectConfigError as exc:
+        print(f"intent config: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(config.as_dict(), indent=2))
+    else:
+        print("\n".join(config.lines()))
+    return 0
+
+
+def demo_partition_range(first_day: str | None, days: int | None, config=None) -> tuple[str, str]:
+    """The demo's days: from `first_day` (default: the calendar's first), `days` of them
+    (default: 14 simulated days, or up to the last day of the imported data)."""
+    from intent_resources.project_config import load_project_config
+
+    config = config or load_project_config()
+    start = dt.date.fromisoformat(first_day or config.first_day)
+    if days is None and config.last_day and not config.is_simulator:
+        return start.isoformat(), config.last_day
+    days = days or int(os.environ.get("INTENT_DEMO_DAYS", "14"))
     return start.isoformat(), (start + dt.timedelta(days=days - 1)).isoformat()
 
 
@@ -98,21 +132,46 @@ def prepare_dagster_home(home: Path) -> Path:
     return dagster_home
 
 
+def _too_small_to_train(result) -> str | None:
+    """The model chain's 'too few positive sessions' message, when that is why it stopped."""
+    for event in result.all_events:
+        if not event.is_step_failure or event.step_failure_data.user_failure_data is None:
+            continue
+        description = event.step_failure_data.user_failure_data.description or ""
+        if description.startswith("too few positive sessions"):
+            return description
+    return None
+
+
 def _demo(args) -> int:
-    """Materialize the whole graph on the embedded defaults, recorded in DAGSTER_HOME."""
+    """Materialize the whole graph on the configured source, recorded in DAGSTER_HOME."""
     warnings.filterwarnings("ignore")
     from dagster import AssetSelection, DagsterInstance, materialize
 
     from intent_assets.definitions import build_definitions
     from intent_assets.summary import print_summary
+    from intent_resources.project_config import ProjectConfigError, load_project_config
     from intent_resources.redis import ensure_local_redis
 
     home = intent_home()
+    if args.source:
+        # the code location and every run read the source from the configuration
+        os.environ["INTENT_SOURCE"] = args.source
+    try:
+        config = load_project_config()
+    except ProjectConfigError as exc:
+        print(f"intent demo: error: {exc}")
+        return 2
+    if not config.is_simulator and not config.last_day:
+        print(f"intent demo: error: no imported days recorded for {config.source} under {home}; "
+              "import first (`intent import-rees46 FILE` or `intent import events FILE ...`)")
+        return 2
     os.environ.setdefault("REDIS_URL", ensure_local_redis(home))
     prepare_dagster_home(home)
     defs = build_definitions("local")
     instance = DagsterInstance.get()
-    start, end = demo_partition_range(args.first_day, args.days)
+    start, end = demo_partition_range(args.first_day, args.days, config)
+    print(f"source: {config.source}; days {start}..{end}")
     assets = list(defs.assets) + list(defs.asset_checks or [])
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t0 = time.monotonic()
@@ -132,7 +191,10 @@ def _demo(args) -> int:
                          resources=defs.resources, instance=instance, raise_on_error=False,
                          run_config={**quiet, "ops": {"tuned_model": {"config": {"n_trials": args.trials}}}})
     gates = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    if gates and not all(gates.values()):
+    too_small = _too_small_to_train(result)
+    if too_small:
+        print(f"the model chain stopped: {too_small}; the rest of the graph is built")
+    elif gates and not all(gates.values()):
         print(f"the candidate model was stopped at its gates: {gates}")
     elif not result.success:
         print("the model run failed; see `make ui` for its logs")
@@ -141,11 +203,17 @@ def _demo(args) -> int:
         publish(defs, instance, result.output_for_node("calibrated_model"), end, quiet)
         from intent_assets.live_demo import score_through_api, stream_slice
 
-        live_day = dt.date.fromisoformat(end) + dt.timedelta(days=1)
+        if config.is_simulator:
+            live_day = dt.date.fromisoformat(end) + dt.timedelta(days=1)
+        else:  # imported data has no next day: replay its last one
+            live_day = dt.date.fromisoformat(end)
         print(f"live: {args.stream_events:,} replayed events of {live_day} through the streaming "
               "job, then some of those sessions scored through the API")
         events = stream_slice(defs, instance, live_day, args.stream_events)
         score_through_api(events, experiment=DEMO_EXPERIMENT)
-    experiment_readout(defs, instance, assets, quiet)
+    if config.is_simulator:
+        experiment_readout(defs, instance, assets, quiet)
+    else:
+        print("skipped: the A/B readout (it simulates an experiment with the simulator's oracle)")
     print_summary(instance, defs, home, time.monotonic() - t0)
     return 0

@@ -24,12 +24,12 @@ def _session_keys_present(redis_client, session_ids) -> int:
 
 
 def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float = 300.0) -> pd.DataFrame:
-    """Replay `n_events` of `day` into the landing directory and run the job until every
-    replayed session is in Redis; reports the supervisor's observation to the instance."""
+    """Replay `n_events` of `day` (from the configured source) into the landing directory and
+    run the job until every replayed session is in Redis; reports the supervisor's observation
+    to the instance."""
     from dagster import AssetObservation
 
-    from intent_assets.ingest.simulator import events_on
-    from intent_assets.ingest.source import simulator_config
+    from intent_assets.ingest.source import arrived_events
     from intent_assets.streaming.health import assess_stream, heartbeat_age_s
     from intent_assets.streaming.sensors import observation_metadata
     from intent_resources.streaming import start, stop
@@ -37,7 +37,8 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
 
     streaming = defs.resources["streaming"]
     stream = streaming.local_stream()
-    events = events_on(simulator_config(defs.resources["clickstream"]), day).iloc[:n_events]
+    events = arrived_events(defs.resources["clickstream"], day.isoformat(),
+                            defs.resources["lake"]).iloc[:n_events]
     write_landing(events, stream.landing, batch_size=2_000, stamp_received=True)
     sessions = events["session_id"].dropna().unique()
     client = defs.resources["redis"].client()

@@ -3,14 +3,57 @@
 from dagster import (
     BackfillPolicy,
     DailyPartitionsDefinition,
+    Definitions,
     DynamicPartitionsDefinition,
     TimeWindowPartitionMapping,
 )
 
-# The embedded simulator's history starts here; imported data uses the same calendar.
-FIRST_DAY = "2026-10-01"
+from intent_resources.project_config import SIMULATOR_FIRST_DAY
+
+# The embedded simulator's history starts here. Assets are declared on this calendar; when
+# Definitions are built, `on_calendar` moves every daily asset, check and job to the configured
+# first day (imported data starts when the data does).
+FIRST_DAY = SIMULATOR_FIRST_DAY
 
 daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+
+
+def calendar(first_day: str) -> DailyPartitionsDefinition:
+    """The daily partitions starting on `first_day` (UTC)."""
+    if first_day == FIRST_DAY:
+        return daily_partitions
+    return DailyPartitionsDefinition(start_date=first_day, timezone="UTC")
+
+
+def on_calendar(defs: Definitions, first_day: str) -> Definitions:
+    """The same definitions with every daily asset and check on the calendar starting on
+    `first_day`; jobs infer their partitions from their assets."""
+    if first_day == FIRST_DAY:
+        return defs
+    days = calendar(first_day)
+    defs = defs.map_resolved_asset_specs(
+        func=lambda s: s.replace_attributes(partitions_def=days)
+        if s.partitions_def == daily_partitions else s)
+    return _checks_on(defs, days)
+
+
+def _checks_on(defs: Definitions, days: DailyPartitionsDefinition) -> Definitions:
+    """Daily asset checks defined on their own (`@asset_check`) moved to `days`.
+
+    Dagster has no public way to change a check's partitions, so its check specs are replaced.
+    """
+    from dagster._record import replace
+
+    checks = []
+    for check_def in defs.asset_checks or []:
+        specs = check_def.node_check_specs_by_output_name
+        if any(s.partitions_def == daily_partitions for s in specs.values()):
+            specs = {n: replace(s, partitions_def=days) if s.partitions_def == daily_partitions
+                     else s for n, s in specs.items()}
+            check_def = check_def.__class__.dagster_internal_init(
+                **{**check_def.get_attributes_dict(), "check_specs_by_output_name": specs})
+        checks.append(check_def)
+    return replace(defs, asset_checks=checks)
 
 
 def daily(group: str) -> dict:

@@ -17,6 +17,7 @@ from intent_resources.clickstream import ClickstreamSource
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
+from intent_resources.project_config import ProjectConfig, load_project_config
 from intent_resources.redis import RedisResource
 from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
@@ -32,8 +33,9 @@ def feature_repo_path() -> str:
     return str(Path(feature_repo.__file__).resolve().parent)
 
 
-def resources_for(env: str) -> dict:
-    """The resources of an environment, by resource key."""
+def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
+    """The resources of an environment, by resource key, for the project configuration."""
+    config = config or load_project_config()
     if env == "local":
         home = intent_home()
         redis_url = project_redis_url(home)
@@ -52,8 +54,7 @@ def resources_for(env: str) -> dict:
             "decision_log": DecisionLogReader(
                 directory=os.environ.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions")),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
-            "clickstream": ClickstreamSource(
-                sessions_per_day=int(os.environ.get("INTENT_SESSIONS_PER_DAY", "20000"))),
+            "clickstream": ClickstreamSource.from_config(config),
         }
     if env == "prod":
         return {
@@ -83,8 +84,7 @@ def resources_for(env: str) -> dict:
             "alerts": AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),
                                      ui_base_url=EnvVar("DAGSTER_UI_URL")),
             "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),
-            "clickstream": ClickstreamSource(kind="landing",
-                                             landing_table=os.environ.get("INTENT_LANDING_TABLE",
-                                                                          "landing_firehose")),
+            "clickstream": ClickstreamSource.from_config(
+                config, landing_table=os.environ.get("INTENT_LANDING_TABLE", "landing_firehose")),
         }
     raise ValueError(f"unknown environment {env!r}: expected 'local' or 'prod'")

@@ -2,8 +2,6 @@
 
 from dagster import AssetSelection, build_schedule_from_partitioned_job, define_asset_job
 
-from intent_assets.partitions import daily_partitions
-
 # Every daily asset from the clickstream to the features in Redis; unpartitioned assets
 # (training set, models) belong to the weekly retrain.
 NIGHTLY_FEATURES = ("raw_clickstream", "orders", "sessions", "user_features", "product_features",
@@ -11,7 +9,6 @@ NIGHTLY_FEATURES = ("raw_clickstream", "orders", "sessions", "user_features", "p
 
 nightly_features_job = define_asset_job(
     "nightly_features_job", selection=AssetSelection.assets(*NIGHTLY_FEATURES),
-    partitions_def=daily_partitions,
     description="Yesterday's clickstream to orders, sessions, batch features, snapshots and Redis.")
 
 # Runs for the partition that has just closed (yesterday, UTC).

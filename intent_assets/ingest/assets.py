@@ -121,11 +121,16 @@ def orders(context: AssetExecutionContext, spark: SparkResource,
 @asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days)}, pool="spark",
        check_specs=[AssetCheckSpec("label_rate_within_bounds", asset="sessions")])
 def sessions(context: AssetExecutionContext, spark: SparkResource,
-             raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
-    """One row per session (by start day): counts, context, label with a 30-minute grace window,
-    and bot / single-heartbeat flags."""
+             raw_clickstream: LakeSlice, lake: LakeStorage,
+             clickstream: ClickstreamSource) -> MaterializeResult:
+    """One row per session (by start day): counts, context, label with a grace window (30
+    minutes by default), and bot / single-heartbeat flags."""
     days = list(context.partition_keys)
-    table = build_sessions(raw_clickstream.spark(spark.spark_session), days).cache()
+    table = build_sessions(raw_clickstream.spark(spark.spark_session), days,
+                           grace_minutes=clickstream.label_grace_min,
+                           bot_min_events=clickstream.bot_min_events,
+                           bot_events_per_minute=clickstream.bot_events_per_minute,
+                           bot_max_events=clickstream.bot_max_events).cache()
     write_spark_partitions(table, lake, "sessions", days)
     stats = table.agg(
         F.count("*").alias("sessions"),

@@ -115,16 +115,18 @@ class ImportReport:
     # "table/date=…" partitions that held rows before and were removed: this import touched
     # the date but had nothing for that table there.
     cleared: tuple[str, ...] = field(default_factory=tuple)
+    landing_table: str = LANDING_TABLE
+    quarantine_table: str = QUARANTINE_TABLE
 
     def lines(self) -> list[str]:
         """The report as the command prints it."""
         out = [f"files: {len(self.files)}",
                f"read: {self.rows_read}",
-               f"written: {self.rows_written} (table {LANDING_TABLE})",
-               f"quarantined: {self.rows_quarantined} (table {QUARANTINE_TABLE})"]
+               f"written: {self.rows_written} (table {self.landing_table})",
+               f"quarantined: {self.rows_quarantined} (table {self.quarantine_table})"]
         out += [f"  {reason}: {n}" for reason, n in self.quarantine_reasons.items()]
-        for table, parts in ((LANDING_TABLE, self.landing_partitions),
-                             (QUARANTINE_TABLE, self.quarantine_partitions)):
+        for table, parts in ((self.landing_table, self.landing_partitions),
+                             (self.quarantine_table, self.quarantine_partitions)):
             out += [f"partition {table}/date={key}: {n} rows" for key, n in parts.items()]
         out += [f"cleared {name}" for name in self.cleared]
         return out
@@ -209,8 +211,9 @@ def assign_event_ids(keys: pd.Series) -> pd.Series:
     return keys + "-" + occurrence.astype(_STRING)
 
 
-def malformed_rows(records: list[Record]) -> pd.DataFrame:
-    """Quarantine rows for CSV rows without exactly nine fields: all their fields kept in `extra`.
+def malformed_rows(records: list[Record], reason: str = MALFORMED_ROW) -> pd.DataFrame:
+    """Quarantine rows for CSV rows without exactly nine fields (or another `reason` a row's
+    fields cannot be matched to columns): all their fields kept in `extra`.
 
     Their fields cannot be matched to columns, so the columns stay null and `extra` holds
     ``{"fields": [...]}``; the partition is the date of the first field, where that parses.
@@ -218,7 +221,7 @@ def malformed_rows(records: list[Record]) -> pd.DataFrame:
     out = pd.DataFrame({c: pd.Series(pd.NA, index=range(len(records)), dtype="string")
                         for c in QUARANTINE_COLUMNS})
     out["extra"] = pd.Series([json.dumps({"fields": f}) for _, f in records], dtype="string")
-    out["quarantine_reason"] = MALFORMED_ROW
+    out["quarantine_reason"] = reason
     out["_key"] = [row_key(f) for _, f in records]
     out["source_line"] = [line for line, _ in records]
     out["_day"] = quarantine_day(pd.Series([f[0] for _, f in records], dtype="string"))
@@ -227,14 +230,24 @@ def malformed_rows(records: list[Record]) -> pd.DataFrame:
 
 # -- staging: one chunk at a time -------------------------------------------------------------
 def stage_chunk(records: list[Record], source: str, seq: int, staging: Path) -> None:
-    """Validate one chunk and park its rows as per-date parquet parts under `staging`."""
+    """Validate one chunk of REES46 rows and park them as per-date parquet parts under `staging`."""
     well_formed = [r for r in records if len(r[1]) == len(HEADER)]
     keys = np.array([row_key(fields) for _, fields in well_formed], dtype=object)
     lines = np.array([line for line, _ in well_formed], dtype=np.int64)
     rows = to_contract([fields for _, fields in well_formed])
+    malformed = [r for r in records if len(r[1]) != len(HEADER)]
+    stage_rows(rows, keys, lines, source, seq, staging,
+               malformed_rows(malformed) if malformed else None)
+
+
+def stage_rows(rows: pd.DataFrame, keys: np.ndarray, lines: np.ndarray, source: str, seq: int,
+               staging: Path, rejected: pd.DataFrame | None = None) -> None:
+    """Validate contract-column rows (with each row's id key and source line) and park them as
+    per-date parquet parts under `staging`; `rejected` are rows already quarantined."""
     # A provisional event_id (the row's position) satisfies the contract's required field and
     # lets each validated row be matched back to its key and line; the real id needs the whole
     # partition (occurrence numbers) and is set when the partition is consolidated.
+    rows = rows.drop(columns="event_id", errors="ignore")
     rows.insert(0, "event_id", [str(i) for i in range(len(rows))])
     checked = validate_events(rows)
 
@@ -251,9 +264,8 @@ def stage_chunk(records: list[Record], source: str, seq: int, staging: Path) -> 
     position = quarantine["event_id"].astype(int).to_numpy()
     quarantine = quarantine.assign(_key=keys[position], source_line=lines[position],
                                    _day=quarantine_day(quarantine["event_time"]))
-    malformed = [r for r in records if len(r[1]) != len(HEADER)]
-    if malformed:
-        quarantine = pd.concat([quarantine, malformed_rows(malformed)], ignore_index=True)
+    if rejected is not None and len(rejected):
+        quarantine = pd.concat([quarantine, rejected], ignore_index=True)
     if len(quarantine):
         quarantine = quarantine.sort_values("source_line", kind="stable").assign(
             source_file=source)
@@ -277,14 +289,15 @@ def _unpark(directory: Path) -> pd.DataFrame | None:
 
 
 # -- consolidation: one date at a time --------------------------------------------------------
-def consolidate_day(landing: pd.DataFrame | None,
-                    quarantine: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A date's final landing and quarantine rows from its parked parts: ids assigned, then
-    `finish_day`."""
+def consolidate_day(landing: pd.DataFrame | None, quarantine: pd.DataFrame | None,
+                    ids_given: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A date's final landing and quarantine rows from its parked parts: ids assigned (or, when
+    the source has its own, the key is the id), then `finish_day`."""
+    ids = (lambda keys: keys.astype(_STRING)) if ids_given else assign_event_ids
     if landing is not None:
-        landing = landing.assign(event_id=assign_event_ids(landing["_key"]))
+        landing = landing.assign(event_id=ids(landing["_key"]))
     if quarantine is not None:
-        quarantine = quarantine.assign(event_id=assign_event_ids(quarantine["_key"]))
+        quarantine = quarantine.assign(event_id=ids(quarantine["_key"]))
     return finish_day(landing, quarantine)
 
 
@@ -335,26 +348,41 @@ def import_rees46(paths: list[Path], storage: LakeStorage,
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
     paths = [Path(p) for p in paths]
+    check_inputs(paths, check_file)
+
+    def staged(staging: Path) -> int:
+        rows_read, seq = 0, 0
+        for path in paths:
+            for records in read_records(path, chunk_rows):
+                stage_chunk(records, path.name, seq, staging)
+                rows_read += len(records)
+                seq += 1
+        return rows_read
+
+    return land(paths, staged, storage, LANDING_TABLE, QUARANTINE_TABLE)
+
+
+def check_inputs(paths: list[Path], check) -> None:
+    """Every input checked by `check` before any is read; a file given twice is an error."""
     if not paths:
         raise Rees46InputError("no input files")
     seen: set[Path] = set()
     for path in paths:
-        check_file(path)
+        check(path)
         resolved = path.resolve()
         if resolved in seen:
             # Reading a file twice would turn all its rows into "repeated rows" with new ids.
             raise Rees46InputError(f"{path}: given more than once")
         seen.add(resolved)
 
-    rows_read = 0
-    with tempfile.TemporaryDirectory(prefix="rees46-") as tmp:
+
+def land(paths: list[Path], stage, storage: LakeStorage, landing_table: str,
+         quarantine_table: str, ids_given: bool = False) -> ImportReport:
+    """Stage every input (`stage(staging_dir)` parks the rows and returns how many it read),
+    then replace each touched date of the landing and quarantine tables."""
+    with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         staging = Path(tmp)
-        seq = 0
-        for path in paths:
-            for records in read_records(path, chunk_rows):
-                stage_chunk(records, path.name, seq, staging)
-                rows_read += len(records)
-                seq += 1
+        rows_read = stage(staging)
 
         days = sorted({d.name for sub in ("landing", "quarantine")
                        if (staging / sub).is_dir() for d in (staging / sub).iterdir()})
@@ -364,10 +392,10 @@ def import_rees46(paths: list[Path], storage: LakeStorage,
         cleared: list[str] = []
         for day in days:
             kept, bad = consolidate_day(_unpark(staging / "landing" / day),
-                                        _unpark(staging / "quarantine" / day))
+                                        _unpark(staging / "quarantine" / day), ids_given)
             reasons.update(bad["quarantine_reason"].astype(str).tolist())
-            for table, frame, written in ((LANDING_TABLE, kept, landing_parts),
-                                          (QUARANTINE_TABLE, bad, quarantine_parts)):
+            for table, frame, written in ((landing_table, kept, landing_parts),
+                                          (quarantine_table, bad, quarantine_parts)):
                 if len(frame):
                     storage.write(frame, table, day)
                     written[day] = len(frame)
@@ -384,7 +412,16 @@ def import_rees46(paths: list[Path], storage: LakeStorage,
         landing_partitions=landing_parts,
         quarantine_partitions=quarantine_parts,
         cleared=tuple(cleared),
+        landing_table=landing_table,
+        quarantine_table=quarantine_table,
     )
+
+
+def record_calendar(storage: LakeStorage, table: str) -> None:
+    """Record the days `table` now holds under INTENT_HOME: the calendar of a landing source."""
+    from intent_resources.project_config import record_import
+
+    record_import(table, storage.partitions(table), storage.root)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -414,5 +451,6 @@ def run(args: argparse.Namespace) -> int:
     except Rees46InputError as exc:
         print(f"intent import-rees46: error: {exc}", file=sys.stderr)
         return 2
+    record_calendar(lake, LANDING_TABLE)
     print("\n".join(report.lines()))
     return 0

@@ -51,8 +51,12 @@ def build_orders(events: DataFrame) -> DataFrame:
             .withColumn("date", F.date_format("order_time", "yyyy-MM-dd")))
 
 
-def build_sessions(events: DataFrame, days: list[str]) -> DataFrame:
-    """One row per session starting on one of `days`, from events of those days and the next."""
+def build_sessions(events: DataFrame, days: list[str], grace_minutes: int = GRACE_MINUTES,
+                   bot_min_events: int = BOT_MIN_EVENTS,
+                   bot_events_per_minute: float = BOT_EVENTS_PER_MINUTE,
+                   bot_max_events: int = BOT_MAX_EVENTS) -> DataFrame:
+    """One row per session starting on one of `days`, from events of those days and the next;
+    the label and bot rules default to the project's (module constants above)."""
     per_session = (events.groupBy("session_id").agg(
         F.min_by("user_id", "event_time").alias("user_id"),
         F.min("event_time").alias("start_time"),
@@ -87,12 +91,13 @@ def build_sessions(events: DataFrame, days: list[str]) -> DataFrame:
              .join(purchases, (F.col("user_id") == F.col("p_user"))
                    & (F.col("session_id") != F.col("p_session"))
                    & (F.col("p_time") > F.col("end_time"))
-                   & (F.col("p_time") <= F.col("end_time") + F.expr(f"INTERVAL {GRACE_MINUTES} MINUTES")))
+                   & (F.col("p_time") <= F.col("end_time") + F.expr(f"INTERVAL {int(grace_minutes)} MINUTES")))
              .select("session_id").distinct().withColumn("grace_purchase", F.lit(True)))
 
     minutes = F.greatest(F.col("duration_s") / 60.0, F.lit(1.0))
-    is_bot = (((F.col("n_events") >= BOT_MIN_EVENTS) & (F.col("n_events") / minutes > BOT_EVENTS_PER_MINUTE))
-              | (F.col("n_events") > BOT_MAX_EVENTS))
+    is_bot = (((F.col("n_events") >= bot_min_events)
+               & (F.col("n_events") / minutes > float(bot_events_per_minute)))
+              | (F.col("n_events") > bot_max_events))
     return (sessions.join(later, "session_id", "left")
             .withColumn("label", (F.col("purchased_in_session")
                                   | F.coalesce("grace_purchase", F.lit(False))).cast("int"))

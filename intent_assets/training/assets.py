@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
+    Failure,
     MetadataValue,
     Output,
     asset,
@@ -32,6 +33,21 @@ from intent_resources.storage import ArtifactStore, LakeSlice
 LABEL = "label"
 TIME_COLUMN = "event_timestamp"
 TRAINING = dict(group_name="training", io_manager_key="model_io_manager")
+# Fewest positive sessions the four time splits can share so that each holds a few (a split
+# without a positive has no PR-AUC and nothing to calibrate on).
+MIN_POSITIVE_SESSIONS = 20
+
+
+def require_enough_positives(frame: pd.DataFrame) -> None:
+    """Stop the model chain with a clear message when the table is too small to train on."""
+    positives = int(frame.loc[frame[LABEL] == 1, "session_id"].nunique()) if len(frame) else 0
+    if positives < MIN_POSITIVE_SESSIONS:
+        raise Failure(
+            description=f"too few positive sessions to train: {positives} in the training set, "
+                        f"{MIN_POSITIVE_SESSIONS} needed for the train/validation/calibration/test "
+                        "splits; import more days of data",
+            metadata={"positive_sessions": positives, "needed": MIN_POSITIVE_SESSIONS,
+                      "rows": len(frame)})
 
 
 class TuningConfig(Config):
@@ -53,6 +69,7 @@ def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_s
     """LightGBM tuned by Bayesian search on validation PR-AUC (class weighting and bounce
     downsampling compensated by weights); hyperparameters and the search history as metadata."""
     frame = training_set.pandas()
+    require_enough_positives(frame)
     tuned = fit_tuned(frame, LABEL, time_column=TIME_COLUMN, n_trials=config.n_trials,
                       seed=config.seed, backend=config.backend)
     directory = models.directory("tuned", context.run_id)
@@ -82,7 +99,9 @@ def _baseline_output(name: str, models: ArtifactStore, test: pd.DataFrame, p, sp
 def rules_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
     """The shop's previous policy as a score: hand-set bands on cart value and funnel stage,
     each band's training rate as its probability; evaluated on the model's test split."""
-    splits = training_splits(training_set.pandas(), LABEL, TIME_COLUMN)
+    frame = training_set.pandas()
+    require_enough_positives(frame)
+    splits = training_splits(frame, LABEL, TIME_COLUMN)
     rules = fit_rules_baseline(splits.train, LABEL, weight_column="weight")
     return _baseline_output("rules", models, splits.test, rules.predict(splits.test), rules.to_dict())
 
@@ -91,6 +110,7 @@ def rules_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dic
 def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
     """Logistic regression on the same features and the same test split as the model."""
     frame = training_set.pandas()
+    require_enough_positives(frame)
     splits = training_splits(frame, LABEL, TIME_COLUMN)
     # the model's own feature rule, so both learn from exactly the same columns
     features = [c for c in frame.columns
