@@ -1,6 +1,7 @@
 """Serving latency, side by side, in one run: `python benchmarks/serving.py [--model PATH]`.
 
-1. Online read: `serving.online.OnlineReader.read` vs Feast's `get_online_features` (the
+1. Online read: the API's reader (`serving.online.AsyncOnlineReader`) and the same read blocking
+   over redis-py (`SyncOnlineReader`) vs Feast's `get_online_features` (the
    intent_model_v1 FeatureService) for the same random (user, session, product) entities on the
    same Redis, rows written through Feast; p50/p99 and the ratio.
 2. ``POST /score`` over HTTP (the API as `intent serve api` runs it: uvicorn + uvloop + httptools,
@@ -242,16 +243,36 @@ def timer_jitter(rate: float = 1000.0, duration_s: float = 4.0) -> dict:
             "n": len(lateness), "duration_s": duration_s}
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its descendants."""
+    if pid is None:
+        return float("nan")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def open_loop(port: int, requests: list[bytes], rate: float, duration_s: float,
-              max_connections: int = 128) -> dict:
-    """Run the generator in a child process; its summary: p50/p99 (ms), errors, achieved rate."""
+              max_connections: int = 128, server_pid: int | None = None) -> dict:
+    """Run the generator in a child process; its summary: p50/p99 (ms), errors, achieved rate,
+    and the server's CPU per request (`server_pid` and its children)."""
     ctx = mp.get_context("spawn")
+    cpu_before = tree_cpu_s(server_pid)
     out = ctx.Queue()
     child = ctx.Process(target=_open_loop, args=("127.0.0.1", port, requests, rate, duration_s,
                                                  max_connections, out))
     child.start()
     result = out.get()
     child.join()
+    server_cpu = tree_cpu_s(server_pid) - cpu_before
     lat = np.array(result["latencies"]) * 1000.0
     errors = sum(result["errors"].values())
     return {"rate": rate, "sent": result["sent"], "ok": int(len(lat)),
@@ -261,6 +282,7 @@ def open_loop(port: int, requests: list[bytes], rate: float, duration_s: float,
             "max_ms": float(lat.max()) if len(lat) else float("nan"),
             "achieved": len(lat) / max(result["elapsed"], 1e-9),
             "generator_us": result["cpu_s"] / max(result["sent"], 1) * 1e6,
+            "server_us": server_cpu / max(len(lat), 1) * 1e6,
             "late_p99_ms": float(np.percentile(result["lateness"], 99)) * 1000.0
             if result["lateness"] else float("nan")}
 
@@ -356,6 +378,32 @@ def fill_online_store(store, rng) -> dict[str, list[str]]:
     return ids
 
 
+class SyncOnlineReader:
+    """The API's online read, blocking, over redis-py's pooled connection: one write, one round
+    trip (the baseline the asyncio reader is compared with)."""
+
+    def __init__(self, layout, client) -> None:
+        self.layout = layout
+        self.pool = client.connection_pool
+
+    def read(self, user_id: str, session_id: str, product_id: str | None = None):
+        layout = self.layout
+        payload, plans = layout.pipeline(user_id, session_id, product_id)
+        conn = self.pool.get_connection()
+        try:
+            conn.send_packed_command([payload], check_health=False)
+            replies = [conn.read_response() for _ in plans]
+        except BaseException:
+            conn.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            self.pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return layout.decode(plans, replies)
+
+
 def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000.0, q))
 
@@ -428,11 +476,12 @@ def score_bodies(ids, rng, n: int = 500) -> list[dict]:
              "product_id": str(rng.choice(ids["product_id"]))} for _ in range(n)]
 
 
-def run_rates(port: int, requests: list[bytes], rates, duration_s: float) -> list[dict]:
+def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
+              server_pid: int | None = None) -> list[dict]:
     open_loop(port, requests, 200, 2.0)  # warm up
     rows = []
     for rate in rates:
-        rows.append(open_loop(port, requests, rate, duration_s))
+        rows.append(open_loop(port, requests, rate, duration_s, server_pid=server_pid))
         time.sleep(0.5)
     return rows
 
@@ -443,7 +492,8 @@ def sustainable(row: dict, p99_limit_ms: float) -> bool:
 
 
 def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: float,
-             p99_limit_ms: float, resolution: int = 125) -> tuple[int, list[dict]]:
+             p99_limit_ms: float, resolution: int = 125, server_pid: int | None = None
+             ) -> tuple[int, list[dict]]:
     """The highest sustainable rate, to `resolution` req/s: bisect between the highest fixed
     rate that held and the lowest that did not (doubling first when every fixed rate held)."""
     good = max((r["rate"] for r in fixed if sustainable(r, p99_limit_ms)), default=0)
@@ -453,7 +503,7 @@ def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: fl
 
     def attempt(rate: float) -> bool:
         time.sleep(0.5)
-        row = open_loop(port, requests, rate, duration_s)
+        row = open_loop(port, requests, rate, duration_s, server_pid=server_pid)
         tried.append(row)
         return sustainable(row, p99_limit_ms)
 
@@ -470,12 +520,12 @@ def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: fl
 
 def table(rows: list[dict]) -> str:
     lines = ["| offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | "
-             "load generator CPU µs/req | sent late p99 ms |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU µs/req | load generator CPU µs/req | sent late p99 ms |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['rate']:.0f} | {r['achieved']:.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | "
-                     f"{r['generator_us']:.0f} | {r['late_p99_ms']:.2f} |")
+                     f"{r['server_us']:.0f} | {r['generator_us']:.0f} | {r['late_p99_ms']:.2f} |")
     return "\n".join(lines)
 
 
@@ -488,6 +538,8 @@ def main(argv=None) -> int:
     parser.add_argument("--endpoint-rates", default="250,500,1000")
     parser.add_argument("--workers", type=int, default=1, help="API worker processes")
     parser.add_argument("--sustainable-p99-ms", type=float, default=10.0)
+    parser.add_argument("--no-max-rate", action="store_true",
+                        help="skip the search for the highest sustainable /score rate")
     parser.add_argument("--sections", default="read,score,endpoint",
                         help="which parts to run (comma-separated subset of the default)")
     args = parser.parse_args(argv)
@@ -502,7 +554,7 @@ def main(argv=None) -> int:
     from serving.project import free_port
     from serving.local import install_model
     from serving.model import ModelArtifact
-    from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
+    from serving.online import AsyncOnlineReader, FeatureLayout
     from serving.runtime import SERVER_ENVIRONMENT
 
     jitter = timer_jitter()  # first, with nothing of ours running yet
@@ -534,7 +586,7 @@ def main(argv=None) -> int:
         ids = fill_online_store(store, rng)
         if "read" in sections:
             layout = FeatureLayout.from_artifact(artifact)
-            reads = bench_reads(store, OnlineReader(layout, redis.Redis.from_url(redis_url)),
+            reads = bench_reads(store, SyncOnlineReader(layout, redis.Redis.from_url(redis_url)),
                                 AsyncOnlineReader(layout, redis_url), ids, rng)
             feast_p50 = reads["feast get_online_features"]["p50_ms"]
             feast_p99 = reads["feast get_online_features"]["p99_ms"]
@@ -562,13 +614,16 @@ def main(argv=None) -> int:
                 api_command(api_port, args.workers, model_dir, redis_url), env, work / "api.log"))
             wait_http(f"http://127.0.0.1:{api_port}/health")
             rates = [float(r) for r in args.rates.split(",")]
-            rows = run_rates(api_port, bodies, rates, args.duration)
-            best, tried = max_rate(api_port, bodies, rows, args.duration, args.sustainable_p99_ms)
+            api_pid = processes[-1].pid
+            rows = run_rates(api_port, bodies, rates, args.duration, api_pid)
             section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
-                       f"open loop, {args.duration:.0f} s per rate\n", table(rows),
-                       f"\nmax sustainable rate (0 errors, p99 <= "
-                       f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
-                       f"**{best} req/s**; tried:\n", table(tried)]
+                       f"open loop, {args.duration:.0f} s per rate\n", table(rows)]
+            if not args.no_max_rate:
+                best, tried = max_rate(api_port, bodies, rows, args.duration,
+                                       args.sustainable_p99_ms, server_pid=api_pid)
+                section += [f"\nmax sustainable rate (0 errors, p99 <= "
+                            f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
+                            f"**{best} req/s**; tried:\n", table(tried)]
             print("\n".join(section), flush=True)
             report += section
             processes.pop().terminate()
@@ -578,6 +633,7 @@ def main(argv=None) -> int:
             processes.append(start_process(
                 [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
                  "--host", "127.0.0.1", "--port", str(endpoint_port)], env, work / "endpoint.log"))
+            container_pid = processes[-1].pid
             wait_http(f"http://127.0.0.1:{endpoint_port}/ping")
             api_port = free_port()
             processes.append(start_process(
@@ -586,7 +642,7 @@ def main(argv=None) -> int:
                 env, work / "api_endpoint.log"))
             wait_http(f"http://127.0.0.1:{api_port}/health")
             endpoint_rates = [float(r) for r in args.endpoint_rates.split(",")]
-            rows = run_rates(api_port, bodies, endpoint_rates, args.duration)
+            rows = run_rates(api_port, bodies, endpoint_rates, args.duration, processes[-1].pid)
             import httpx
 
             health = httpx.get(f"http://127.0.0.1:{api_port}/health").json()
@@ -599,8 +655,9 @@ def main(argv=None) -> int:
                         "/invocations` (one row, as the API's client sends it), then `GET /ping` "
                         "(the HTTP stack with no work)\n",
                         table(run_rates(endpoint_port, invocation_requests(artifact, rng),
-                                        endpoint_rates, args.duration)),
-                        "", table(run_rates(endpoint_port, ping, endpoint_rates, args.duration))]
+                                        endpoint_rates, args.duration, container_pid)),
+                        "", table(run_rates(endpoint_port, ping, endpoint_rates, args.duration,
+                                            container_pid))]
             print("\n".join(section), flush=True)
             report += section
         load = os.getloadavg()

@@ -1,22 +1,10 @@
-"""Endpoint clients: score rows on a SageMaker-contract endpoint, or in process with the artifact.
+"""The endpoint client: score rows on a SageMaker-contract endpoint through boto3.
 
-`EndpointClient` calls `invoke_endpoint` through boto3's ``sagemaker-runtime`` client. With
-``endpoint_url`` set it talks to any server speaking the contract — locally, the project's
-inference container (botocore POSTs to ``{endpoint_url}/endpoints/{name}/invocations``, a path the
-container serves). Timeouts are tight and retries few, because the caller (the scoring API) has
-its own deadline and a fallback; a loopback endpoint is called unsigned, since the local container
-checks no AWS signature and there may be no credentials.
-
-`InProcessClient` answers the same `invoke` with the artifact in this process (no HTTP), through
-the very function the container runs, so both modes return the same payload.
-
-`EndpointProcesses` is how the scoring API calls the endpoint: each `EndpointClient` lives in a
-child process (``python -m serving.endpoint``) and the API's event loop hands it rows and reads
-the answer over the child's stdin and stdout — no thread in the API. boto3 costs ~0.3-0.6 ms of
-CPU per call; run in a thread pool beside the event loop, the two fought for the GIL and the
-pool's two threads spent 0.41 ms of CPU each per request (measured per thread from /proc,
-endpoint mode at 500 req/s), more than the event loop's 0.64 ms for the rest of a request. `CoalescingInvoker` puts the rows of requests that queue up
-behind the calls in flight into one call.
+`EndpointClient` calls `invoke_endpoint` with tight timeouts and few retries (the API has its own
+deadline and fallback); a loopback endpoint (the local container) is called unsigned.
+`EndpointProcesses` runs clients in child processes the API's event loop talks to over pipes, and
+`CoalescingInvoker` puts the rows of requests queued behind a call into the next one: boto3's CPU
+per call then stays off the event loop (FIGURE; `benchmarks/serving.py --sections endpoint`).
 """
 
 from __future__ import annotations
@@ -32,56 +20,19 @@ import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
-import orjson
+from serving.contract import (
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    EndpointError,
+    Invocation,
+    invocation_body,
+    read_answer,
+)
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:  # the child process that runs EndpointClient loads no model code
-    from serving.holder import ModelHolder
-
-# The contract's reason codes per row (SageMaker custom attribute ``top_k``): client and container.
-DEFAULT_TOP_K = 3
-MAX_TOP_K = 20
-
-
-class EndpointError(RuntimeError):
-    """The endpoint could not be reached in time or did not answer with predictions."""
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """An endpoint's answer: the model version and one prediction per row, in order."""
-
-    model_version: str
-    predictions: list[dict[str, Any]]
-
-    @classmethod
-    def from_json(cls, payload: Mapping[str, Any], rows: int) -> "Invocation":
-        predictions = payload.get("predictions")
-        if not isinstance(predictions, list) or len(predictions) != rows:
-            raise EndpointError(f"the endpoint answered {payload!r:.200} for {rows} rows")
-        return cls(str(payload.get("model_version", "")), predictions)
-
-
-def invocation_body(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """The JSON body of an invocation: ``{"instances": [row, ...]}`` (NaN sent as null)."""
-    return orjson.dumps({"instances": [row if isinstance(row, dict) else dict(row)
-                                       for row in rows]}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def read_answer(answer: bytes, rows: int, endpoint_name: str) -> Invocation:
-    """An endpoint's answer for `rows` rows as an Invocation; EndpointError when unreadable."""
-    try:
-        payload = orjson.loads(answer)
-    except ValueError as error:
-        raise EndpointError(f"endpoint {endpoint_name} answered unreadable JSON: {error}") \
-            from error
-    if not isinstance(payload, Mapping):
-        raise EndpointError(f"endpoint {endpoint_name} answered {answer[:200]!r}")
-    return Invocation.from_json(payload, rows)
 
 
 def is_loopback(url: str | None) -> bool:
@@ -149,22 +100,6 @@ class EndpointClient:
             return response["Body"].read()
         except (BotoCoreError, ClientError) as error:
             raise EndpointError(f"endpoint {self.endpoint_name}: {error}") from error
-
-
-
-class InProcessClient:
-    """The same `invoke`, scored by the model this process holds."""
-
-    def __init__(self, holder: ModelHolder) -> None:
-        self.holder = holder
-
-    def invoke(self, rows: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> Invocation:
-        from serving.container import score_rows
-
-        artifact = self.holder.artifact
-        if artifact is None:
-            raise EndpointError("no model loaded in process")
-        return Invocation.from_json(score_rows(artifact, rows, top_k), len(rows))
 
 
 # Frames over a child's pipes. To the child: body length, top_k, then the invocation body. From

@@ -182,34 +182,6 @@ def defaults_row(layout: FeatureLayout) -> dict[str, Any]:
     return {name: layout.defaults.get(name) for name in layout.feature_names}
 
 
-# -- blocking transport ------------------------------------------------------------------------
-
-class OnlineReader:
-    """Reads a request's features over a pooled redis-py connection: one write, one round trip."""
-
-    def __init__(self, layout: FeatureLayout, client) -> None:
-        self.layout = layout
-        self.pool = client.connection_pool
-
-    def read(self, user_id: str, session_id: str, product_id: str | None = None
-             ) -> OnlineFeatures:
-        layout = self.layout
-        payload, plans = layout.pipeline(user_id, session_id, product_id)
-        conn = self.pool.get_connection()
-        try:
-            conn.send_packed_command([payload], check_health=False)
-            replies = [conn.read_response() for _ in plans]
-        except BaseException:
-            conn.disconnect()  # a half-read reply must not reach the next caller
-            raise
-        finally:
-            self.pool.release(conn)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return layout.decode(plans, replies)
-
-
 # -- asyncio transport -------------------------------------------------------------------------
 
 class RedisUnavailable(ConnectionError):

@@ -193,7 +193,7 @@ def test_experiment_assigns_users_stably_control_acts_by_rules_and_exposures_are
         tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
     from dataclasses import replace
 
-    from intent_assets.experiments.assignment import ExperimentDesign, assign
+    from serving.experiments import ExperimentDesign, assign
     from serving.policy import OFFERS, RULES_ACTIONS, decide
 
     artifact = ModelArtifact.load(artifacts[0].tarball)
