@@ -1,26 +1,13 @@
 """Serving latency, side by side, in one run: `python benchmarks/serving.py [--model PATH]`.
 
-1. Online read: the API's reader (`serving.online.AsyncOnlineReader`) and the same read blocking
-   over redis-py (`SyncOnlineReader`) vs Feast's `get_online_features` (the
-   intent_model_v1 FeatureService) for the same random (user, session, product) entities on the
-   same Redis, rows written through Feast; p50/p99 and the ratio.
-2. ``POST /score`` over HTTP (the API as `intent serve api` runs it: uvicorn + uvloop + httptools,
-   model in process, real Redis) at fixed open-loop rates, then the highest sustainable rate.
-3. The same with the API scoring through the local SageMaker-contract container (boto3
-   ``sagemaker-runtime`` -> `serving.container`).
-
-Load is open loop: a separate process sends each request at its scheduled instant whatever the
-previous ones are doing (over a pool of keep-alive connections, raw HTTP/1.1 on uvloop, parsed by
-httptools; woken by a timerfd, see `Pacer`), and latency is measured from the scheduled instant,
-so queueing shows (no coordinated omission). Every process shares this machine's cores: the load
-generator, the API, Redis and the container. Each table shows how late the generator itself got
-its requests out (p99; the box's scheduling delays, counted in the latency), and the report
-starts with the box's timer wake-up lateness measured alone: on a virtual machine whose idle
-vCPUs halt, that floor can be milliseconds at p99.9. The endpoint section ends with the container
-alone (`POST /invocations`, `GET /ping`) at the same rates, for comparison.
-
-Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
-1,000 req/s; through the container p99 <= 6 ms at 500 req/s.
+Sections (`--sections read,score,endpoint`): the online read (the API's asyncio reader, the same
+read blocking over redis-py, Feast's `get_online_features`); ``POST /score`` with the model in
+process at fixed open-loop rates, then the highest sustainable rate (`--no-max-rate` skips it);
+the same through the local SageMaker-contract container, and the container alone. Load is open
+loop from a separate process, latency counted from each request's scheduled instant; each row
+also gives the server's CPU per request (its process and children). Targets (DESIGN): read p99
+<= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at 1,000 req/s; through the container
+p99 <= 6 ms at 500 req/s.
 """
 
 from __future__ import annotations
@@ -50,14 +37,10 @@ N_ENTITIES = 2000
 # -- open-loop load generator (runs in its own process) ---------------------------------------
 
 class Pacer:
-    """A timer set for absolute instants of `time.perf_counter()`'s clock, to the nanosecond: a
-    Linux timerfd (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop watches. How
-    late the process then wakes is up to the box (idle here: ~60 µs at p50; the report's first
-    line measures it). uvloop's and asyncio's own timers round to whole milliseconds, so a
-    generator that sleeps on them sends requests up to ~1.5 ms after their scheduled instant
-    (measured here: p99 0.8-1.5 ms at 250-1,000 req/s), or early, and that error would be counted
-    in the server's latency.
-    The process's timer slack is set to 1 ns so the kernel does not defer the wake-ups either."""
+    """A timer for absolute instants of `time.perf_counter()`'s clock: a Linux timerfd
+    (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop watches, with the process's
+    timer slack at 1 ns. uvloop's and asyncio's own timers round to whole milliseconds, an error
+    that would be counted in the server's latency."""
 
     _CLOCK_MONOTONIC, _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 1, 0o4000, 0o2000000, 1
     _PR_SET_TIMERSLACK = 29
@@ -228,7 +211,7 @@ def _timer_jitter(rate: float, duration_s: float, out) -> None:
 
 
 def timer_jitter(rate: float = 1000.0, duration_s: float = 4.0) -> dict:
-    """This box's floor: how late a process sleeping on the generator's timer wakes up, with
+    """The machine's floor: how late a process sleeping on the generator's timer wakes up, with
     nothing else running (a wake-up every 1/rate s). Every process a request passes through
     wakes up like this at least once."""
     ctx = mp.get_context("spawn")
@@ -572,7 +555,7 @@ def main(argv=None) -> int:
     report = [f"# serving benchmark ({os.cpu_count()} cores; model {artifact.version}, "
               f"{artifact.booster.num_trees()} trees, {len(artifact.features)} features)"]
     report.append(
-        f"\nthis box's timer wake-up lateness (one process sleeping on the load generator's timer, "
+        f"\ntimer wake-up lateness (one process sleeping on the load generator's timer, "
         f"{jitter['n']:,} wake-ups in {jitter['duration_s']:.0f} s, nothing else running): "
         f"p50 {jitter['p50_ms']:.3f} / p99 {jitter['p99_ms']:.3f} / "
         f"p99.9 {jitter['p999_ms']:.2f} / max {jitter['max_ms']:.2f} ms; "

@@ -60,7 +60,7 @@ class ScoringRoutes:
         self.app = app
         self.token = token.encode()
         self.metrics = metrics
-        self.state = state
+        self._state = state  # the engine, once the lifespan has started it
         self.routes = {"/score": (ScoreRequest, self._score),
                        "/score/batch": (BatchRequest, self._score_batch)}
 
@@ -87,10 +87,10 @@ class ScoringRoutes:
         self.metrics.answered(path, 200, time.perf_counter() - started)
 
     async def _score(self, body: ScoreRequest) -> dict[str, Any]:
-        return await self.state["engine"].score(_input(body))
+        return await self._state["engine"].score(_input(body))
 
     async def _score_batch(self, body: BatchRequest) -> dict[str, Any]:
-        return {"results": await self.state["engine"].score_many(
+        return {"results": await self._state["engine"].score_many(
             [_input(r) for r in body.requests])}
 
     def __getattr__(self, name: str) -> Any:

@@ -75,8 +75,8 @@ class EndpointClient:
                         retries={"total_max_attempts": max_attempts, "mode": "standard"},
                         max_pool_connections=max_pool_connections,
                         parameter_validation=False,
-                        # A fixed User-Agent: botocore otherwise rebuilds its ~30-part string twice
-                        # per call (~80 of ~400 µs of the client's CPU per call, measured).
+                        # a fixed User-Agent: botocore otherwise rebuilds its long string twice
+                        # per call, a noticeable share of the client's CPU per call
                         user_agent=_user_agent(),
                         **({"signature_version": UNSIGNED} if unsigned else {}))
         self._client = boto3.session.Session().client(
@@ -113,11 +113,9 @@ _OK, _FAILED, _READY = 0, 1, 2
 class EndpointProcesses:
     """`EndpointClient.invoke` in child processes, awaited from an event loop without threads.
 
-    Up to `processes` children, each making one call at a time; a call waits for an idle child.
-    A child that exits (or whose call was abandoned half-way) is discarded and another started in
-    the background, so calls go on without a restart of the caller. Every failure is an
-    `EndpointError`. The children exit when their stdin closes (`close`, or the caller's death).
-    Start them with `start` before the first call, or the first call waits for one.
+    Up to `processes` children, one call at a time each; a child that exits (or whose call was
+    abandoned half-way) is replaced in the background. Every failure is an `EndpointError`. The
+    children exit when their stdin closes (`close`, or the caller's death).
     """
 
     def __init__(self, endpoint_name: str, endpoint_url: str | None = None,
@@ -284,15 +282,10 @@ class _Waiting:
 class CoalescingInvoker:
     """Endpoint calls from an event loop, several requests' rows per call when they queue up.
 
-    A request is sent at once while fewer than `max_in_flight` calls are out; otherwise it waits,
-    and when a call returns, every request that queued meanwhile goes out in one invocation (up
-    to `max_rows` rows) and each gets its own slice of the predictions back. A lone request thus
-    pays nothing extra, and under load the per-call cost (~0.3-0.6 ms of boto3 CPU per call to
-    the local container, HTTP included) is shared.
-
-    `call` is the client's coroutine (`EndpointProcesses.invoke`). A failed call fails every
-    request in it with the same `EndpointError`; a caller that stops waiting (its deadline)
-    leaves its rows in the call, and the answer is dropped.
+    A request goes out at once while fewer than `max_in_flight` calls are out; otherwise the
+    requests queued meanwhile go out together in the next call (up to `max_rows` rows), each
+    getting its own slice of the predictions back. A failed call fails every request in it with
+    the same `EndpointError`; a caller that stops waiting leaves its rows in the call.
     """
 
     def __init__(self, call: Callable[[Sequence[Mapping[str, Any]], int], Awaitable[Invocation]],
@@ -372,9 +365,7 @@ def _serve_calls(config: Mapping[str, Any]) -> int:
     except Exception as error:  # noqa: BLE001 - the parent shows the reason
         reply(_FAILED, f"could not build the endpoint client: {error!r}".encode())
         return 1
-    # botocore's models are a big heap: a full collection of it stalled calls by ~40 ms (enough to
-    # trip the API's breaker a second after start); see serving.runtime
-    freeze_startup_heap()
+    freeze_startup_heap()  # botocore's models are a big heap; see serving.runtime
     reply(_READY)
     read = sys.stdin.buffer.read
     while True:
