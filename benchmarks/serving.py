@@ -537,7 +537,8 @@ def main(argv=None) -> int:
     from serving.project import free_port
     from serving.local import install_model
     from serving.model import ModelArtifact
-    from serving.online import AsyncOnlineReader, FeatureLayout
+    from serving.online import FeatureLayout
+    from serving.online_reader import AsyncOnlineReader
     from serving.runtime import SERVER_ENVIRONMENT
 
     jitter = timer_jitter()  # first, with nothing of ours running yet

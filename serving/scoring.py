@@ -22,12 +22,8 @@ from serving.decisions import DecisionLog
 from serving.endpoint import CoalescingInvoker, EndpointProcesses
 from serving.experiments import ExperimentDesign, assign
 from serving.holder import LoadedModel, ModelHolder
-from serving.online import (
-    AsyncOnlineReader,
-    FeatureLayout,
-    RedisUnavailable,
-    defaults_row,
-)
+from serving.online import FeatureLayout, defaults_row
+from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 

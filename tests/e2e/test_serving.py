@@ -39,7 +39,8 @@ from serving.model import (
     explanation_summary,
     save_artifact,
 )
-from serving.online import AsyncOnlineReader, FeatureLayout
+from serving.online import FeatureLayout
+from serving.online_reader import AsyncOnlineReader
 from serving.policy import PolicyParams, band_of, decide, incentive_band, incentive_value
 from streaming_jobs import online_layout as layout
 from streaming_jobs.session_state import SESSION_FEATURES
