@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from serving.api_metrics import ApiMetrics
 from serving.api_settings import ApiSettings
 from serving.decisions import DecisionLog
-from serving.endpoint import EndpointThreads
+from serving.endpoint import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine
@@ -42,11 +42,10 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
         holder.watch(settings.watch_interval_s)
         endpoint = None
         if settings.scoring.mode == "endpoint":
-            # one boto3 client thread per call in flight; a client that cannot be built stops
-            # the API here
-            endpoint = EndpointThreads(
+            # one boto3 client process per call in flight; a failure to start stops the API here
+            endpoint = EndpointProcesses(
                 settings.endpoint_name or "intent-local", settings.endpoint_url,
-                settings.endpoint_region, threads=settings.scoring.endpoint_max_in_flight,
+                settings.endpoint_region, processes=settings.scoring.endpoint_max_in_flight,
                 read_timeout_s=max(settings.scoring.deadline_s, 0.05))
             await endpoint.start()
         decisions = DecisionLog(settings.decision_log_dir) if settings.decision_log_dir else None

@@ -46,7 +46,6 @@ __all__ = [
 # Below this many rows LightGBM's OpenMP start-up costs more than the work it spreads.
 _PARALLEL_MIN_ROWS = 5_000
 
-
 @dataclass(frozen=True)
 class Score:
     """One row's score: calibrated probability, raw margin and its top reasons."""

@@ -19,7 +19,7 @@ from typing import Any
 from serving.breaker import CircuitBreaker
 from serving.contract import EndpointError, score_rows
 from serving.decisions import DecisionLog
-from serving.endpoint import CoalescingInvoker, EndpointThreads
+from serving.endpoint import CoalescingInvoker, EndpointProcesses
 from serving.experiments import ExperimentDesign, assign
 from serving.holder import LoadedModel, ModelHolder
 from serving.online import FeatureLayout, defaults_row
@@ -48,7 +48,7 @@ class ScoringSettings:
     top_k: int = 3
     prior: float | None = None           # None: the model's base rate, else DEFAULT_PRIOR
     breaker_failures: int = 3
-    # endpoint calls out at once (one boto3 client thread each); requests arriving meanwhile
+    # endpoint calls out at once (one boto3 client process each); requests arriving meanwhile
     # share the next call. 1 suits a local container; a remote endpoint's longer calls may want
     # 2-4.
     endpoint_max_in_flight: int = 1
@@ -102,7 +102,7 @@ class ScoringEngine:
     def __init__(self, holder: ModelHolder, redis_url: str | None,
                  settings: ScoringSettings = ScoringSettings(),
                  policy: PolicyParams = PolicyParams(),
-                 endpoint: EndpointThreads | None = None, metrics=None,
+                 endpoint: EndpointProcesses | None = None, metrics=None,
                  decisions: DecisionLog | None = None,
                  experiment: ExperimentDesign | None = None) -> None:
         if settings.mode == "endpoint" and endpoint is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.contract import EndpointError, PayloadError, invoke, score_rows
-from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointThreads
+from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointProcesses
 from serving.holder import ModelHolder
 from serving.local import install_model, start_endpoint
 from serving.model import (
@@ -420,14 +421,14 @@ def test_requests_queued_behind_a_call_share_the_next_one_and_get_their_own_rows
     requests = [rows[0:1], rows[1:3], rows[3:4], rows[4:7]]
 
     async def scatter(url):
-        threads = EndpointThreads("intent-local", url, threads=1, max_attempts=1)
-        await threads.start()
+        processes = EndpointProcesses("intent-local", url, processes=1, max_attempts=1)
+        await processes.start()
         try:
-            invoker = CoalescingInvoker(threads.invoke, top_k=2, max_in_flight=1)
+            invoker = CoalescingInvoker(processes.invoke, top_k=2, max_in_flight=1)
             answers = await asyncio.gather(*(invoker.invoke(r) for r in requests),
                                            return_exceptions=True)
         finally:
-            await threads.close()
+            await processes.close()
         return invoker, answers
 
     invoker, answers = asyncio.run(scatter(container))
@@ -452,31 +453,59 @@ def test_requests_queued_behind_a_call_share_the_next_one_and_get_their_own_rows
     assert all("Could not connect" in str(a) for a in answers)
 
 
-def test_endpoint_threads_score_concurrently_survive_an_abandoned_call_and_refuse_a_bad_config(
-        container, artifact):
+def test_endpoint_client_processes_are_replaced_when_they_die_and_refuse_a_bad_config(container,
+                                                                                     artifact):
+    import signal
+
     rows = json.loads(synthetic_rows(3, seed=6)[0].to_json(orient="records"))
 
     async def run():
-        threads = EndpointThreads("intent-local", container, threads=2)
-        await threads.start()
+        processes = EndpointProcesses("intent-local", container, processes=2)
+        await processes.start()
         try:
-            answers = await asyncio.gather(*(threads.invoke(rows[i:i + 1]) for i in range(3)))
-            # a caller that stops waiting leaves the next calls unharmed
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(threads.invoke(rows), 1e-6)
-            after = [(await threads.invoke(rows)).model_version for _ in range(2)]
-            return answers, after, threads.to_json()
+            first = processes.to_json()["client_pids"]
+            answers = await asyncio.gather(*(processes.invoke(rows[i:i + 1]) for i in range(3)))
+            os.kill(first[0], signal.SIGKILL)
+            outcomes = []
+            # the dead child fails at most the call that meets it (none, when its exit was
+            # noticed first)
+            for _ in range(4):
+                try:
+                    outcomes.append((await processes.invoke(rows)).model_version)
+                except EndpointError as error:
+                    outcomes.append(str(error))
+            deadline = time.monotonic() + 30
+            while len(processes.to_json()["client_pids"]) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the replacement starts in the background
+            return first, answers, outcomes, processes.to_json()
         finally:
-            await threads.close()
+            await processes.close()
 
-    answers, after, state = asyncio.run(run())
+    first, answers, outcomes, after = asyncio.run(run())
+    assert len(first) == 2
     assert [a.predictions[0]["probability"] for a in answers] == pytest.approx(
         list(artifact.predict(synthetic_rows(3, seed=6)[0])), abs=1e-9)
-    assert after == [artifact.version] * 2
-    assert state == {"client_threads": 2}
+    assert outcomes[-2:] == [artifact.version] * 2
+    assert all(o == artifact.version or "exited" in o for o in outcomes)
+    assert after["client_processes_started"] == 3 and len(after["client_pids"]) == 2
+    assert first[0] not in after["client_pids"]
+
+    async def cancelled_while_starting():
+        processes = EndpointProcesses("intent-local", container, processes=1)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(processes.invoke(rows), 0.01)
+            # the cancelled start no longer counts: the next call starts a child of its own
+            answer = await asyncio.wait_for(processes.invoke(rows), 30)
+            return answer, processes.to_json()
+        finally:
+            await processes.close()
+
+    answer, state = asyncio.run(cancelled_while_starting())
+    assert answer.model_version == artifact.version and len(state["client_pids"]) == 1
 
     async def bad():
-        await EndpointThreads("intent-local", "not a url", threads=1).start()
+        await EndpointProcesses("intent-local", "not a url", processes=1).start()
 
     with pytest.raises(EndpointError, match="could not build the endpoint client.*not a url"):
         asyncio.run(bad())
