@@ -283,7 +283,7 @@ def http_requests(path: str, bodies: list[dict], headers: dict[str, str]) -> lis
 
 def invocation_requests(artifact, rng, n: int = 500) -> list[bytes]:
     """One-row `POST /invocations` requests, as the API's client sends them."""
-    from serving.endpoint import invocation_body
+    from serving.contract import invocation_body
 
     rows = []
     for _ in range(n):

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from serving.api_metrics import ApiMetrics
 from serving.api_settings import ApiSettings
 from serving.decisions import DecisionLog
-from serving.endpoint import EndpointProcesses
+from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine

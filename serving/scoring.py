@@ -19,7 +19,8 @@ from typing import Any
 from serving.breaker import CircuitBreaker
 from serving.contract import EndpointError, score_rows
 from serving.decisions import DecisionLog
-from serving.endpoint import CoalescingInvoker, EndpointProcesses
+from serving.endpoint import CoalescingInvoker
+from serving.endpoint_processes import EndpointProcesses
 from serving.experiments import ExperimentDesign, assign
 from serving.holder import LoadedModel, ModelHolder
 from serving.online import FeatureLayout, defaults_row

@@ -28,7 +28,8 @@ from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
 from serving.contract import EndpointError, PayloadError, invoke, score_rows
-from serving.endpoint import CoalescingInvoker, EndpointClient, EndpointProcesses
+from serving.endpoint import CoalescingInvoker, EndpointClient
+from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.local import install_model, start_endpoint
 from serving.model import (
