@@ -1,23 +1,12 @@
 """Serving latency, side by side, in one run: `python benchmarks/serving.py [--model PATH]`.
 
-1. Online read: `serving.online.OnlineReader.read` vs Feast's `get_online_features` (the
-   intent_model_v1 FeatureService) for the same random (user, session, product) entities on the
-   same Redis, rows written through Feast; p50/p99 and the ratio.
-2. ``POST /score`` over HTTP (the API as `intent serve api` runs it: uvicorn + uvloop + httptools,
-   model in process, real Redis) at fixed open-loop rates, then the highest sustainable rate.
-3. The same with the API scoring through the local SageMaker-contract container (boto3
-   ``sagemaker-runtime`` -> `serving.container`).
-
-Load is open loop: a separate process sends each request at its scheduled instant whatever the
-previous ones are doing (over a pool of keep-alive connections, raw HTTP/1.1 on uvloop, parsed by
-httptools; woken by a timerfd, see `Pacer`), and latency is measured from the scheduled instant,
-so queueing shows (no coordinated omission). Every process shares this machine's cores: the load
-generator, the API, Redis and the container. Each table shows how late the generator itself got
-its requests out (p99; the box's scheduling delays, counted in the latency), and the report
-starts with the box's timer wake-up lateness measured alone: on a virtual machine whose idle
-vCPUs halt, that floor can be milliseconds at p99.9. The endpoint section ends with the container
-alone (`POST /invocations`, `GET /ping`) at the same rates, for comparison.
-
+Sections (`--sections read,score,endpoint`): the online read (the API's asyncio reader, the same
+read blocking over redis-py, Feast's `get_online_features`); ``POST /score`` with the model in
+process at fixed open-loop rates, then the highest sustainable rate (`--no-max-rate` skips it);
+the same through the local SageMaker-contract container, and the container alone; `gc` (not
+run by default): a full garbage collection's pause in the API, with and without the startup
+heap frozen. Load is open loop from a separate process, latency counted from each request's
+scheduled instant; each row also gives the server's CPU per request (its process and children).
 Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
 1,000 req/s; through the container p99 <= 6 ms at 500 req/s.
 """
@@ -49,14 +38,10 @@ N_ENTITIES = 2000
 # -- open-loop load generator (runs in its own process) ---------------------------------------
 
 class Pacer:
-    """A timer set for absolute instants of `time.perf_counter()`'s clock, to the nanosecond: a
-    Linux timerfd (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop watches. How
-    late the process then wakes is up to the box (idle here: ~60 µs at p50; the report's first
-    line measures it). uvloop's and asyncio's own timers round to whole milliseconds, so a
-    generator that sleeps on them sends requests up to ~1.5 ms after their scheduled instant
-    (measured here: p99 0.8-1.5 ms at 250-1,000 req/s), or early, and that error would be counted
-    in the server's latency.
-    The process's timer slack is set to 1 ns so the kernel does not defer the wake-ups either."""
+    """A timer for absolute instants of `time.perf_counter()`'s clock: a Linux timerfd
+    (CLOCK_MONOTONIC, the clock perf_counter reads) the event loop watches, with the process's
+    timer slack at 1 ns. uvloop's and asyncio's own timers round to whole milliseconds, an error
+    that would be counted in the server's latency."""
 
     _CLOCK_MONOTONIC, _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 1, 0o4000, 0o2000000, 1
     _PR_SET_TIMERSLACK = 29
@@ -227,7 +212,7 @@ def _timer_jitter(rate: float, duration_s: float, out) -> None:
 
 
 def timer_jitter(rate: float = 1000.0, duration_s: float = 4.0) -> dict:
-    """This box's floor: how late a process sleeping on the generator's timer wakes up, with
+    """The machine's floor: how late a process sleeping on the generator's timer wakes up, with
     nothing else running (a wake-up every 1/rate s). Every process a request passes through
     wakes up like this at least once."""
     ctx = mp.get_context("spawn")
@@ -242,16 +227,36 @@ def timer_jitter(rate: float = 1000.0, duration_s: float = 4.0) -> dict:
             "n": len(lateness), "duration_s": duration_s}
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its descendants."""
+    if pid is None:
+        return float("nan")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def open_loop(port: int, requests: list[bytes], rate: float, duration_s: float,
-              max_connections: int = 128) -> dict:
-    """Run the generator in a child process; its summary: p50/p99 (ms), errors, achieved rate."""
+              max_connections: int = 128, server_pid: int | None = None) -> dict:
+    """Run the generator in a child process; its summary: p50/p99 (ms), errors, achieved rate,
+    and the server's CPU per request (`server_pid` and its children)."""
     ctx = mp.get_context("spawn")
+    cpu_before = tree_cpu_s(server_pid)
     out = ctx.Queue()
     child = ctx.Process(target=_open_loop, args=("127.0.0.1", port, requests, rate, duration_s,
                                                  max_connections, out))
     child.start()
     result = out.get()
     child.join()
+    server_cpu = tree_cpu_s(server_pid) - cpu_before
     lat = np.array(result["latencies"]) * 1000.0
     errors = sum(result["errors"].values())
     return {"rate": rate, "sent": result["sent"], "ok": int(len(lat)),
@@ -261,6 +266,7 @@ def open_loop(port: int, requests: list[bytes], rate: float, duration_s: float,
             "max_ms": float(lat.max()) if len(lat) else float("nan"),
             "achieved": len(lat) / max(result["elapsed"], 1e-9),
             "generator_us": result["cpu_s"] / max(result["sent"], 1) * 1e6,
+            "server_us": server_cpu / max(len(lat), 1) * 1e6,
             "late_p99_ms": float(np.percentile(result["lateness"], 99)) * 1000.0
             if result["lateness"] else float("nan")}
 
@@ -277,7 +283,7 @@ def http_requests(path: str, bodies: list[dict], headers: dict[str, str]) -> lis
 
 def invocation_requests(artifact, rng, n: int = 500) -> list[bytes]:
     """One-row `POST /invocations` requests, as the API's client sends them."""
-    from serving.endpoint import invocation_body
+    from serving.contract import invocation_body
 
     rows = []
     for _ in range(n):
@@ -354,6 +360,32 @@ def fill_online_store(store, rng) -> dict[str, list[str]]:
     return ids
 
 
+class SyncOnlineReader:
+    """The API's online read, blocking, over redis-py's pooled connection: one write, one round
+    trip (the baseline the asyncio reader is compared with)."""
+
+    def __init__(self, layout, client) -> None:
+        self.layout = layout
+        self.pool = client.connection_pool
+
+    def read(self, user_id: str, session_id: str, product_id: str | None = None):
+        layout = self.layout
+        payload, plans = layout.pipeline(user_id, session_id, product_id)
+        conn = self.pool.get_connection()
+        try:
+            conn.send_packed_command([payload], check_health=False)
+            replies = [conn.read_response() for _ in plans]
+        except BaseException:
+            conn.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            self.pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return layout.decode(plans, replies)
+
+
 def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000.0, q))
 
@@ -396,6 +428,48 @@ def bench_reads(store, reader, async_reader, ids, rng, n: int = 3000) -> dict:
                             ("feast get_online_features", feast))}
 
 
+def _gc_pause(model: str, out) -> None:
+    import gc
+    import statistics
+
+    from fastapi.testclient import TestClient
+
+    import serving.api as api
+
+    api.freeze_startup_heap = lambda: None  # both states are measured below
+    settings = api.ApiSettings(token=TOKEN, model_path=model, redis_url=None,
+                               decision_log_dir=None)
+
+    def full_collection_ms() -> float:
+        times = []
+        for _ in range(7):
+            started = time.perf_counter()
+            gc.collect()
+            times.append((time.perf_counter() - started) * 1000.0)
+        return statistics.median(times)
+
+    with TestClient(api.create_app(settings)) as client:
+        for i in range(300):
+            client.post("/score", json={"user_id": f"u{i}", "session_id": "s"},
+                        headers={"Authorization": f"Bearer {TOKEN}"})
+        unfrozen = full_collection_ms()
+        gc.freeze()
+        out.put({"objects": len(gc.get_objects()) + gc.get_freeze_count(),
+                 "unfrozen_ms": unfrozen, "frozen_ms": full_collection_ms()})
+
+
+def gc_pause(model: Path) -> dict:
+    """A full garbage collection's pause in the API's process (model loaded, requests served),
+    with and without the startup heap frozen (`serving.runtime.freeze_startup_heap`)."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_gc_pause, args=(str(model), out))
+    child.start()
+    result = out.get()
+    child.join()
+    return result
+
+
 def start_process(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             cwd=ROOT, start_new_session=True)
@@ -426,11 +500,12 @@ def score_bodies(ids, rng, n: int = 500) -> list[dict]:
              "product_id": str(rng.choice(ids["product_id"]))} for _ in range(n)]
 
 
-def run_rates(port: int, requests: list[bytes], rates, duration_s: float) -> list[dict]:
+def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
+              server_pid: int | None = None) -> list[dict]:
     open_loop(port, requests, 200, 2.0)  # warm up
     rows = []
     for rate in rates:
-        rows.append(open_loop(port, requests, rate, duration_s))
+        rows.append(open_loop(port, requests, rate, duration_s, server_pid=server_pid))
         time.sleep(0.5)
     return rows
 
@@ -441,7 +516,8 @@ def sustainable(row: dict, p99_limit_ms: float) -> bool:
 
 
 def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: float,
-             p99_limit_ms: float, resolution: int = 125) -> tuple[int, list[dict]]:
+             p99_limit_ms: float, resolution: int = 125, server_pid: int | None = None
+             ) -> tuple[int, list[dict]]:
     """The highest sustainable rate, to `resolution` req/s: bisect between the highest fixed
     rate that held and the lowest that did not (doubling first when every fixed rate held)."""
     good = max((r["rate"] for r in fixed if sustainable(r, p99_limit_ms)), default=0)
@@ -451,7 +527,7 @@ def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: fl
 
     def attempt(rate: float) -> bool:
         time.sleep(0.5)
-        row = open_loop(port, requests, rate, duration_s)
+        row = open_loop(port, requests, rate, duration_s, server_pid=server_pid)
         tried.append(row)
         return sustainable(row, p99_limit_ms)
 
@@ -468,12 +544,12 @@ def max_rate(port: int, requests: list[bytes], fixed: list[dict], duration_s: fl
 
 def table(rows: list[dict]) -> str:
     lines = ["| offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | "
-             "load generator CPU µs/req | sent late p99 ms |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU µs/req | load generator CPU µs/req | sent late p99 ms |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['rate']:.0f} | {r['achieved']:.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | "
-                     f"{r['generator_us']:.0f} | {r['late_p99_ms']:.2f} |")
+                     f"{r['server_us']:.0f} | {r['generator_us']:.0f} | {r['late_p99_ms']:.2f} |")
     return "\n".join(lines)
 
 
@@ -486,12 +562,15 @@ def main(argv=None) -> int:
     parser.add_argument("--endpoint-rates", default="250,500,1000")
     parser.add_argument("--workers", type=int, default=1, help="API worker processes")
     parser.add_argument("--sustainable-p99-ms", type=float, default=10.0)
+    parser.add_argument("--no-max-rate", action="store_true",
+                        help="skip the search for the highest sustainable /score rate")
     parser.add_argument("--sections", default="read,score,endpoint",
-                        help="which parts to run (comma-separated subset of the default)")
+                        help="which parts to run (comma-separated subset of the default, "
+                             "or gc: a full garbage collection's pause in the API)")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or not sections <= {"read", "score", "endpoint"}:
-        parser.error(f"--sections: a subset of read,score,endpoint, got {args.sections!r}")
+    if not sections or not sections <= {"read", "score", "endpoint", "gc"}:
+        parser.error(f"--sections: a subset of read,score,endpoint,gc, got {args.sections!r}")
 
     import redis
 
@@ -500,7 +579,8 @@ def main(argv=None) -> int:
     from serving.project import free_port
     from serving.local import install_model
     from serving.model import ModelArtifact
-    from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
+    from serving.online import FeatureLayout
+    from serving.online_reader import AsyncOnlineReader
     from serving.runtime import SERVER_ENVIRONMENT
 
     jitter = timer_jitter()  # first, with nothing of ours running yet
@@ -513,12 +593,19 @@ def main(argv=None) -> int:
     model_dir = work / "endpoint_model"
     install_model(tar, model_dir)
 
+    if "gc" in sections:
+        pause = gc_pause(tar)
+        print(f"full garbage collection in the API process ({pause['objects']:,} objects): "
+              f"{pause['unfrozen_ms']:.1f} ms, {pause['frozen_ms']:.2f} ms with the startup heap "
+              f"frozen (median of 7)", flush=True)
+        if sections == {"gc"}:
+            return 0
     redis_url = start_redis_server(work / "redis")
     processes: list[subprocess.Popen] = []
     report = [f"# serving benchmark ({os.cpu_count()} cores; model {artifact.version}, "
               f"{artifact.booster.num_trees()} trees, {len(artifact.features)} features)"]
     report.append(
-        f"\nthis box's timer wake-up lateness (one process sleeping on the load generator's timer, "
+        f"\ntimer wake-up lateness (one process sleeping on the load generator's timer, "
         f"{jitter['n']:,} wake-ups in {jitter['duration_s']:.0f} s, nothing else running): "
         f"p50 {jitter['p50_ms']:.3f} / p99 {jitter['p99_ms']:.3f} / "
         f"p99.9 {jitter['p999_ms']:.2f} / max {jitter['max_ms']:.2f} ms; "
@@ -532,7 +619,7 @@ def main(argv=None) -> int:
         ids = fill_online_store(store, rng)
         if "read" in sections:
             layout = FeatureLayout.from_artifact(artifact)
-            reads = bench_reads(store, OnlineReader(layout, redis.Redis.from_url(redis_url)),
+            reads = bench_reads(store, SyncOnlineReader(layout, redis.Redis.from_url(redis_url)),
                                 AsyncOnlineReader(layout, redis_url), ids, rng)
             feast_p50 = reads["feast get_online_features"]["p50_ms"]
             feast_p99 = reads["feast get_online_features"]["p99_ms"]
@@ -560,13 +647,16 @@ def main(argv=None) -> int:
                 api_command(api_port, args.workers, model_dir, redis_url), env, work / "api.log"))
             wait_http(f"http://127.0.0.1:{api_port}/health")
             rates = [float(r) for r in args.rates.split(",")]
-            rows = run_rates(api_port, bodies, rates, args.duration)
-            best, tried = max_rate(api_port, bodies, rows, args.duration, args.sustainable_p99_ms)
+            api_pid = processes[-1].pid
+            rows = run_rates(api_port, bodies, rates, args.duration, api_pid)
             section = [f"\n## POST /score, model in process ({args.workers} API worker(s)), "
-                       f"open loop, {args.duration:.0f} s per rate\n", table(rows),
-                       f"\nmax sustainable rate (0 errors, p99 <= "
-                       f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
-                       f"**{best} req/s**; tried:\n", table(tried)]
+                       f"open loop, {args.duration:.0f} s per rate\n", table(rows)]
+            if not args.no_max_rate:
+                best, tried = max_rate(api_port, bodies, rows, args.duration,
+                                       args.sustainable_p99_ms, server_pid=api_pid)
+                section += [f"\nmax sustainable rate (0 errors, p99 <= "
+                            f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
+                            f"**{best} req/s**; tried:\n", table(tried)]
             print("\n".join(section), flush=True)
             report += section
             processes.pop().terminate()
@@ -576,6 +666,7 @@ def main(argv=None) -> int:
             processes.append(start_process(
                 [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
                  "--host", "127.0.0.1", "--port", str(endpoint_port)], env, work / "endpoint.log"))
+            container_pid = processes[-1].pid
             wait_http(f"http://127.0.0.1:{endpoint_port}/ping")
             api_port = free_port()
             processes.append(start_process(
@@ -584,7 +675,7 @@ def main(argv=None) -> int:
                 env, work / "api_endpoint.log"))
             wait_http(f"http://127.0.0.1:{api_port}/health")
             endpoint_rates = [float(r) for r in args.endpoint_rates.split(",")]
-            rows = run_rates(api_port, bodies, endpoint_rates, args.duration)
+            rows = run_rates(api_port, bodies, endpoint_rates, args.duration, processes[-1].pid)
             import httpx
 
             health = httpx.get(f"http://127.0.0.1:{api_port}/health").json()
@@ -597,8 +688,9 @@ def main(argv=None) -> int:
                         "/invocations` (one row, as the API's client sends it), then `GET /ping` "
                         "(the HTTP stack with no work)\n",
                         table(run_rates(endpoint_port, invocation_requests(artifact, rng),
-                                        endpoint_rates, args.duration)),
-                        "", table(run_rates(endpoint_port, ping, endpoint_rates, args.duration))]
+                                        endpoint_rates, args.duration, container_pid)),
+                        "", table(run_rates(endpoint_port, ping, endpoint_rates, args.duration,
+                                            container_pid))]
             print("\n".join(section), flush=True)
             report += section
         load = os.getloadavg()

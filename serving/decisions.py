@@ -1,18 +1,9 @@
 """The decision log: every scoring decision as one JSON line, written off the request path.
 
-Each record says who was scored (user, session, product, request context such as an experiment
-variant), with which model version and features, what came out (probability, band, action,
-expected values, reasons) and whether a fallback answered. It is the exposure log A/B analysis
-joins outcomes to, and the served-features log retraining can compare with offline features.
-
-`append` serializes the record (orjson: a few microseconds, on the caller's thread; NaN and
-infinities become null, as JSON has no such numbers) and queues the line; a background thread
-writes queued lines every `flush_interval_s` (and on close) to
-``{directory}/date=YYYY-MM-DD/decisions-<pid>.jsonl`` — one file per process and UTC day of the
-decision, so several workers never interleave lines. Serializing on the writer thread instead
-made it hold the GIL for milliseconds at every flush (a fifth of a second of decisions at a
-time), which showed as the scoring API's p99. A full queue drops the record and counts it
-rather than slow a request down.
+The exposure log A/B analysis joins outcomes to, and the served-features log. `append` serializes
+on the caller's thread and queues the line; a background thread writes the queue every
+`flush_interval_s` to ``{directory}/date=YYYY-MM-DD/decisions-<pid>.jsonl`` (one file per process
+and UTC day). A full queue drops the record and counts it rather than slow a request down.
 """
 
 from __future__ import annotations

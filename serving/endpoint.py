@@ -1,88 +1,29 @@
-"""Endpoint clients: score rows on a SageMaker-contract endpoint, or in process with the artifact.
+"""The endpoint client: score rows on a SageMaker-contract endpoint through boto3.
 
-`EndpointClient` calls `invoke_endpoint` through boto3's ``sagemaker-runtime`` client. With
-``endpoint_url`` set it talks to any server speaking the contract — locally, the project's
-inference container (botocore POSTs to ``{endpoint_url}/endpoints/{name}/invocations``, a path the
-container serves). Timeouts are tight and retries few, because the caller (the scoring API) has
-its own deadline and a fallback; a loopback endpoint is called unsigned, since the local container
-checks no AWS signature and there may be no credentials.
-
-`InProcessClient` answers the same `invoke` with the artifact in this process (no HTTP), through
-the very function the container runs, so both modes return the same payload.
-
-`EndpointProcesses` is how the scoring API calls the endpoint: each `EndpointClient` lives in a
-child process (``python -m serving.endpoint``) and the API's event loop hands it rows and reads
-the answer over the child's stdin and stdout — no thread in the API. boto3 costs ~0.3-0.6 ms of
-CPU per call; run in a thread pool beside the event loop, the two fought for the GIL and the
-pool's two threads spent 0.41 ms of CPU each per request (measured per thread from /proc,
-endpoint mode at 500 req/s), more than the event loop's 0.64 ms for the rest of a request. `CoalescingInvoker` puts the rows of requests that queue up
-behind the calls in flight into one call.
+`EndpointClient` calls `invoke_endpoint` with tight timeouts and few retries (the API has its own
+deadline and fallback); a loopback endpoint (the local container) is called unsigned.
+`CoalescingInvoker` puts the rows of requests queued behind a call into the next one; the API
+makes its calls through `serving.endpoint_processes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
-import logging
-import os
-import signal
-import struct
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
-import orjson
-
-log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:  # the child process that runs EndpointClient loads no model code
-    from serving.holder import ModelHolder
-
-# The contract's reason codes per row (SageMaker custom attribute ``top_k``): client and container.
-DEFAULT_TOP_K = 3
-MAX_TOP_K = 20
-
-
-class EndpointError(RuntimeError):
-    """The endpoint could not be reached in time or did not answer with predictions."""
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """An endpoint's answer: the model version and one prediction per row, in order."""
-
-    model_version: str
-    predictions: list[dict[str, Any]]
-
-    @classmethod
-    def from_json(cls, payload: Mapping[str, Any], rows: int) -> "Invocation":
-        predictions = payload.get("predictions")
-        if not isinstance(predictions, list) or len(predictions) != rows:
-            raise EndpointError(f"the endpoint answered {payload!r:.200} for {rows} rows")
-        return cls(str(payload.get("model_version", "")), predictions)
-
-
-def invocation_body(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """The JSON body of an invocation: ``{"instances": [row, ...]}`` (NaN sent as null)."""
-    return orjson.dumps({"instances": [row if isinstance(row, dict) else dict(row)
-                                       for row in rows]}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def read_answer(answer: bytes, rows: int, endpoint_name: str) -> Invocation:
-    """An endpoint's answer for `rows` rows as an Invocation; EndpointError when unreadable."""
-    try:
-        payload = orjson.loads(answer)
-    except ValueError as error:
-        raise EndpointError(f"endpoint {endpoint_name} answered unreadable JSON: {error}") \
-            from error
-    if not isinstance(payload, Mapping):
-        raise EndpointError(f"endpoint {endpoint_name} answered {answer[:200]!r}")
-    return Invocation.from_json(payload, rows)
-
+from serving.contract import (
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    EndpointError,
+    Invocation,
+    invocation_body,
+    read_answer,
+)
 
 def is_loopback(url: str | None) -> bool:
     """Whether an endpoint URL points at this machine."""
@@ -124,8 +65,8 @@ class EndpointClient:
                         retries={"total_max_attempts": max_attempts, "mode": "standard"},
                         max_pool_connections=max_pool_connections,
                         parameter_validation=False,
-                        # A fixed User-Agent: botocore otherwise rebuilds its ~30-part string twice
-                        # per call (~80 of ~400 µs of the client's CPU per call, measured).
+                        # a fixed User-Agent: botocore otherwise rebuilds its long string twice
+                        # per call, a noticeable share of the client's CPU per call
                         user_agent=_user_agent(),
                         **({"signature_version": UNSIGNED} if unsigned else {}))
         self._client = boto3.session.Session().client(
@@ -151,195 +92,6 @@ class EndpointClient:
             raise EndpointError(f"endpoint {self.endpoint_name}: {error}") from error
 
 
-
-class InProcessClient:
-    """The same `invoke`, scored by the model this process holds."""
-
-    def __init__(self, holder: ModelHolder) -> None:
-        self.holder = holder
-
-    def invoke(self, rows: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> Invocation:
-        from serving.container import score_rows
-
-        artifact = self.holder.artifact
-        if artifact is None:
-            raise EndpointError("no model loaded in process")
-        return Invocation.from_json(score_rows(artifact, rows, top_k), len(rows))
-
-
-# Frames over a child's pipes. To the child: body length, top_k, then the invocation body. From
-# it: payload length, status, then the endpoint's answer (OK), an error message (FAILED) or
-# nothing (READY, once its client is built).
-_REQUEST = struct.Struct(">IH")
-_REPLY = struct.Struct(">IB")
-_OK, _FAILED, _READY = 0, 1, 2
-
-
-class EndpointProcesses:
-    """`EndpointClient.invoke` in child processes, awaited from an event loop without threads.
-
-    Up to `processes` children, each making one call at a time; a call waits for an idle child.
-    A child that exits (or whose call was abandoned half-way) is discarded and another started in
-    the background, so calls go on without a restart of the caller. Every failure is an
-    `EndpointError`. The children exit when their stdin closes (`close`, or the caller's death).
-    Start them with `start` before the first call, or the first call waits for one.
-    """
-
-    def __init__(self, endpoint_name: str, endpoint_url: str | None = None,
-                 region_name: str | None = None, processes: int = 1,
-                 connect_timeout_s: float = 0.05, read_timeout_s: float = 0.5,
-                 max_attempts: int = 2, start_timeout_s: float = 60.0) -> None:
-        if processes < 1:
-            raise ValueError("processes must be at least 1")
-        self.endpoint_name = endpoint_name
-        self.endpoint_url = endpoint_url
-        self.processes = processes
-        self.start_timeout_s = start_timeout_s
-        self._config = {"endpoint_name": endpoint_name, "endpoint_url": endpoint_url,
-                        "region_name": region_name, "connect_timeout_s": connect_timeout_s,
-                        "read_timeout_s": read_timeout_s, "max_attempts": max_attempts}
-        self._idle: deque[asyncio.subprocess.Process] = deque()
-        self._waiting: deque[asyncio.Future] = deque()
-        self._live = 0       # children started or starting, not yet discarded
-        self._pids: set[int] = set()  # children started, not yet discarded
-        self._tasks: set[asyncio.Future] = set()  # replacements starting
-        self._ended: set[asyncio.subprocess.Process] = set()  # discarded, maybe not reaped yet
-        self._closed = False
-        self.started = 0     # children started in all, restarts included
-
-    async def start(self) -> None:
-        """Start every child; EndpointError (with the child's reason) when one cannot start."""
-        missing = self.processes - self._live
-        children = await asyncio.gather(*(self._spawn() for _ in range(missing)))
-        for child in children:
-            self._release(child)
-
-    async def invoke(self, rows: Sequence[Mapping[str, Any]],
-                     top_k: int = DEFAULT_TOP_K) -> Invocation:
-        """Score rows on the endpoint through a child; EndpointError when it cannot."""
-        body = invocation_body(rows)
-        child = await self._acquire()
-        try:
-            child.stdin.write(_REQUEST.pack(len(body), min(max(int(top_k), 0), MAX_TOP_K)) + body)
-            length, status = _REPLY.unpack(await child.stdout.readexactly(_REPLY.size))
-            answer = await child.stdout.readexactly(length)
-        except (ConnectionError, asyncio.IncompleteReadError) as error:
-            self._discard(child)
-            self._replace()
-            raise EndpointError(f"the endpoint client process {child.pid} exited: {error!r}") \
-                from error
-        except BaseException:  # cancelled half-way: its reply would be read by the next call
-            self._discard(child)
-            self._replace()
-            raise
-        self._release(child)
-        if status != _OK:
-            raise EndpointError(answer.decode("utf-8", "replace"))
-        return read_answer(answer, len(rows), self.endpoint_name)
-
-    async def close(self) -> None:
-        """Close the children's stdin (they exit) and reap them."""
-        self._closed = True
-        children, self._idle = list(self._idle), deque()
-        for child in children:
-            self._discard(child)
-        for child in list(self._ended):
-            try:
-                await asyncio.wait_for(child.wait(), 5)
-            except asyncio.TimeoutError:
-                child.kill()
-                await child.wait()
-        self._ended.clear()
-
-    def to_json(self) -> dict[str, Any]:
-        """For /health: the children's pids, and how many were started (restarts included)."""
-        return {"client_pids": sorted(self._pids), "client_processes_started": self.started}
-
-    # -- children ------------------------------------------------------------------------------
-    async def _acquire(self) -> asyncio.subprocess.Process:
-        while self._idle:
-            child = self._idle.popleft()
-            if child.returncode is None:
-                return child
-            self._discard(child)  # exited while idle
-            self._replace()
-        if self._live < self.processes:
-            return await self._spawn()
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        return await waiter
-
-    def _release(self, child: asyncio.subprocess.Process) -> None:
-        if self._closed:  # a call that finished after close
-            self._discard(child)
-            return
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(child)
-                return
-        self._idle.append(child)
-
-    def _discard(self, child: asyncio.subprocess.Process) -> None:
-        self._live -= 1
-        self._pids.discard(child.pid)
-        self._end(child)
-
-    def _end(self, child: asyncio.subprocess.Process) -> None:
-        """Close the child's stdin (it exits); `close` reaps it."""
-        if child.returncode is None:
-            child.stdin.close()
-        self._ended = {c for c in self._ended if c.returncode is None}
-        self._ended.add(child)
-
-    def _replace(self) -> None:
-        """Start a child in the background for one that died (a waiting call gets it first)."""
-        task = asyncio.ensure_future(self._respawn())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _respawn(self) -> None:
-        try:
-            child = await self._spawn()
-        except EndpointError as error:
-            log.warning("endpoint client process not replaced: %s", error)
-            if self._live == 0:  # nothing left to serve the calls waiting for a child
-                while self._waiting:
-                    waiter = self._waiting.popleft()
-                    if not waiter.done():
-                        waiter.set_exception(error)
-            return
-        self._release(child)
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        self._live += 1
-        child = None
-        try:
-            child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "serving.endpoint", json.dumps(self._config),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-            length, status = _REPLY.unpack(await asyncio.wait_for(
-                child.stdout.readexactly(_REPLY.size), self.start_timeout_s))
-            message = await child.stdout.readexactly(length)
-        except BaseException as error:  # cancelled too: the count must not keep a dead child
-            self._live -= 1
-            if child is not None:
-                if child.returncode is None:
-                    child.kill()
-                self._end(child)
-            if isinstance(error, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
-                raise EndpointError(f"the endpoint client process did not start: {error!r}") \
-                    from error
-            raise
-        if status != _READY:
-            self._live -= 1
-            self._end(child)
-            raise EndpointError(message.decode("utf-8", "replace"))
-        self.started += 1
-        self._pids.add(child.pid)
-        return child
-
-
 @dataclass
 class _Waiting:
     rows: Sequence[Mapping[str, Any]]
@@ -349,15 +101,10 @@ class _Waiting:
 class CoalescingInvoker:
     """Endpoint calls from an event loop, several requests' rows per call when they queue up.
 
-    A request is sent at once while fewer than `max_in_flight` calls are out; otherwise it waits,
-    and when a call returns, every request that queued meanwhile goes out in one invocation (up
-    to `max_rows` rows) and each gets its own slice of the predictions back. A lone request thus
-    pays nothing extra, and under load the per-call cost (~0.3-0.6 ms of boto3 CPU per call to
-    the local container, HTTP included) is shared.
-
-    `call` is the client's coroutine (`EndpointProcesses.invoke`). A failed call fails every
-    request in it with the same `EndpointError`; a caller that stops waiting (its deadline)
-    leaves its rows in the call, and the answer is dropped.
+    A request goes out at once while fewer than `max_in_flight` calls are out; otherwise the
+    requests queued meanwhile go out together in the next call (up to `max_rows` rows), each
+    getting its own slice of the predictions back. A failed call fails every request in it with
+    the same `EndpointError`; a caller that stops waiting leaves its rows in the call.
     """
 
     def __init__(self, call: Callable[[Sequence[Mapping[str, Any]], int], Awaitable[Invocation]],
@@ -416,47 +163,3 @@ class CoalescingInvoker:
             start = end
         while self._queue and self._in_flight < self.max_in_flight:
             self._send()
-
-
-# -- the child process -------------------------------------------------------------------------
-
-def _serve_calls(config: Mapping[str, Any]) -> int:
-    """A child of `EndpointProcesses`: answer invocation frames on stdin until it closes."""
-    from serving.runtime import freeze_startup_heap
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C: it closes our stdin
-    frames = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything printed goes to stderr, never between frames
-
-    def reply(status: int, payload: bytes = b"") -> None:
-        frames.write(_REPLY.pack(len(payload), status) + payload)
-        frames.flush()
-
-    try:
-        client = EndpointClient(**config)
-    except Exception as error:  # noqa: BLE001 - the parent shows the reason
-        reply(_FAILED, f"could not build the endpoint client: {error!r}".encode())
-        return 1
-    # botocore's models are a big heap: a full collection of it stalled calls by ~40 ms (enough to
-    # trip the API's breaker a second after start); see serving.runtime
-    freeze_startup_heap()
-    reply(_READY)
-    read = sys.stdin.buffer.read
-    while True:
-        head = read(_REQUEST.size)
-        if len(head) < _REQUEST.size:
-            return 0  # the parent closed our stdin, or exited
-        length, top_k = _REQUEST.unpack(head)
-        body = read(length)
-        if len(body) < length:
-            return 0  # the parent went away half-way through a frame
-        try:
-            reply(_OK, client.invoke_raw(body, top_k))
-        except EndpointError as error:
-            reply(_FAILED, str(error).encode())
-        except Exception as error:  # noqa: BLE001 - a call's failure goes back to its caller
-            reply(_FAILED, f"endpoint {client.endpoint_name}: {error!r}".encode())
-
-
-if __name__ == "__main__":
-    sys.exit(_serve_calls(json.loads(sys.argv[1])))

@@ -1,37 +1,19 @@
-"""The online feature reader: user, product and session features in one pipelined Redis round trip.
+"""Where a model's online features live in Redis, and how one request's read is built and decoded.
 
-For a request (user_id, session_id, product_id or None) the reader sends three HMGETs in one write
-(a non-transactional pipeline) and reads the three replies: each fetches the fields of one feature
-view's features plus its ``_ts:<view>`` field from the entity's hash, exactly the keys and fields
-Feast 0.67's Redis online store reads (`streaming_jobs.online_layout` encodes that layout).
-
-Which features: the model's own feature list. A feature named ``user_*`` belongs to `user_fv`,
-``product_*`` to `product_fv`, ``session_*`` to `session_fv` (the FeatureService the model names
-is those three views); every command's bytes except the entity key are built once per model.
-
-What it returns equals `FeatureStore.get_online_features` for the same entities, value for value:
-a missing entity or a null value is None, and no TTL is applied — Feast 0.67's Redis read path
-returns whatever row is stored, however old (only a precomputed FeatureService checks max age).
-`OnlineFeatures.row()` then gives the model's row: None replaced by the model's default, and a
-flag per entity that had no row at all. A request without a product reads no product hash and
-flags the product as missing (Feast itself refuses a None join key).
-
-Two transports share the plan: `OnlineReader` (blocking, redis-py's pooled connection, for scripts,
-batch and benchmarks) and `AsyncOnlineReader` (one asyncio connection multiplexing concurrent
-requests by Redis' in-order replies, parsed by hiredis; what the API awaits under its deadline).
-No Feast import anywhere here.
+A request (user_id, session_id, product_id or None) is read as one pipelined write of HMGETs, one
+per feature view (``user_*`` features from `user_fv`, ``product_*`` from `product_fv`,
+``session_*`` from `session_fv`), each fetching the view's fields and its ``_ts:<view>`` field:
+the keys and fields Feast's Redis online store reads (`streaming_jobs.online_layout`). The values
+equal `FeatureStore.get_online_features` for the same entities (None when missing; no TTL, as
+Feast's Redis read path applies none). `serving.online_reader` sends it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 import struct
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from streaming_jobs.online_layout import (
     DEFAULT_PROJECT,
@@ -53,7 +35,8 @@ ENTITIES = tuple(entity for _, entity, _, _ in VIEWS)
 _F64 = struct.Struct("<d")
 
 
-def _bulk(data: bytes) -> bytes:
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
@@ -82,7 +65,7 @@ class ViewPlan:
     tail: bytes                    # RESP-encoded fields
 
     def command(self, key: bytes) -> bytes:
-        return self.head + _bulk(key) + self.tail
+        return self.head + bulk(key) + self.tail
 
 
 class FeatureLayout:
@@ -114,7 +97,7 @@ class FeatureLayout:
             plans.append(ViewPlan(
                 entity=entity, view=view, join_key=join_key, features=names, fields=fields,
                 head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),
-                tail=b"".join(_bulk(f) for f in fields)))
+                tail=b"".join(bulk(f) for f in fields)))
         self.views: tuple[ViewPlan, ...] = tuple(plans)
 
     @classmethod
@@ -180,175 +163,3 @@ class OnlineFeatures:
 def defaults_row(layout: FeatureLayout) -> dict[str, Any]:
     """The row of a request whose features could not be read at all (every entity missing)."""
     return {name: layout.defaults.get(name) for name in layout.feature_names}
-
-
-# -- blocking transport ------------------------------------------------------------------------
-
-class OnlineReader:
-    """Reads a request's features over a pooled redis-py connection: one write, one round trip."""
-
-    def __init__(self, layout: FeatureLayout, client) -> None:
-        self.layout = layout
-        self.pool = client.connection_pool
-
-    def read(self, user_id: str, session_id: str, product_id: str | None = None
-             ) -> OnlineFeatures:
-        layout = self.layout
-        payload, plans = layout.pipeline(user_id, session_id, product_id)
-        conn = self.pool.get_connection()
-        try:
-            conn.send_packed_command([payload], check_health=False)
-            replies = [conn.read_response() for _ in plans]
-        except BaseException:
-            conn.disconnect()  # a half-read reply must not reach the next caller
-            raise
-        finally:
-            self.pool.release(conn)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return layout.decode(plans, replies)
-
-
-# -- asyncio transport -------------------------------------------------------------------------
-
-class RedisUnavailable(ConnectionError):
-    """Redis could not be reached or answered with an error."""
-
-
-class _RespProtocol(asyncio.Protocol):
-    """One Redis connection; concurrent requests are pipelined and matched to in-order replies."""
-
-    def __init__(self) -> None:
-        import hiredis
-
-        self._parser = hiredis.Reader()
-        self._waiting: deque[tuple[asyncio.Future, int, list]] = deque()
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        parser = self._parser
-        parser.feed(data)
-        waiting = self._waiting
-        while True:
-            reply = parser.gets()
-            if reply is False:
-                return
-            if not waiting:
-                continue  # nobody asked (cannot happen unless Redis misbehaves)
-            future, expected, replies = waiting[0]
-            replies.append(reply)
-            if len(replies) == expected:
-                waiting.popleft()
-                if not future.done():
-                    future.set_result(replies)
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        error = RedisUnavailable(f"redis connection lost: {exc or 'closed by server'}")
-        while self._waiting:
-            future, _, _ = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
-
-    def request(self, payload: bytes, replies: int) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((future, replies, []))
-        self.transport.write(payload)
-        return future
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-
-
-def _pack(*args: bytes | str) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(_bulk(arg.encode() if isinstance(arg, str) else arg))
-    return b"".join(parts)
-
-
-class AsyncOnlineReader:
-    """Reads a request's features over one asyncio connection to Redis (URL as redis-py takes)."""
-
-    def __init__(self, layout: FeatureLayout, url: str, connect_timeout: float = 0.05) -> None:
-        self.layout = layout
-        self.url = url
-        self.connect_timeout = connect_timeout
-        parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "rediss"):
-            raise ValueError(f"not a redis:// or rediss:// URL: {url!r}")
-        self._host = parsed.hostname or "127.0.0.1"
-        self._port = parsed.port or 6379
-        self._tls = parsed.scheme == "rediss"
-        self._db = int(parsed.path.lstrip("/") or 0)
-        self._user = unquote(parsed.username) if parsed.username else None
-        self._password = unquote(parsed.password) if parsed.password else None
-        self._conn: _RespProtocol | None = None
-        self._connecting: asyncio.Lock | None = None
-
-    async def _connection(self) -> _RespProtocol:
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            return conn
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._conn is not None and not self._conn.closed:
-                return self._conn
-            loop = asyncio.get_running_loop()
-            try:
-                _, conn = await asyncio.wait_for(loop.create_connection(
-                    _RespProtocol, self._host, self._port,
-                    ssl=ssl.create_default_context() if self._tls else None),
-                    self.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as error:
-                raise RedisUnavailable(f"cannot connect to redis at {self._host}:{self._port}: "
-                                       f"{error!r}") from error
-            setup = []
-            if self._password is not None:
-                setup.append(_pack("AUTH", *([self._user] if self._user else []),
-                                   self._password))
-            if self._db:
-                setup.append(_pack("SELECT", str(self._db)))
-            if setup:
-                replies = await asyncio.wait_for(conn.request(b"".join(setup), len(setup)),
-                                                 self.connect_timeout)
-                for reply in replies:
-                    if isinstance(reply, Exception):
-                        conn.close()
-                        raise RedisUnavailable(f"redis refused the connection setup: {reply}")
-            self._conn = conn
-            return conn
-
-    async def read(self, user_id: str, session_id: str, product_id: str | None = None,
-                   timeout: float | None = None) -> OnlineFeatures:
-        """The features of one request; RedisUnavailable or asyncio.TimeoutError on failure.
-
-        A timed-out read closes the connection: replies still owed on it would otherwise be
-        matched to later requests' futures after a slow spell, and a fresh connection is cheap.
-        """
-        layout = self.layout  # a model swap may replace it meanwhile; decode with the same one
-        payload, plans = layout.pipeline(user_id, session_id, product_id)
-        conn = await self._connection()
-        future = conn.request(payload, len(plans))
-        try:
-            replies = await (asyncio.wait_for(future, timeout) if timeout is not None
-                             else future)
-        except asyncio.TimeoutError:
-            conn.close()
-            raise
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise RedisUnavailable(f"redis answered with an error: {reply}")
-        return layout.decode(plans, replies)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

@@ -1,36 +1,9 @@
 """The decision policy: a calibrated purchase probability becomes an on-site action by expected value.
 
-Three actions, each valued in expected margin relative to doing nothing (pure arithmetic, no I/O):
-
-- **leave alone**: EV 0 by definition.
-- **incentivize** (e.g. a discount of fraction ``d`` on the order): the incentive raises the purchase
-  probability by an uplift that is largest for shoppers on the fence and vanishes for those whose
-  mind is made up, ``u(p) = max_uplift * 4 p (1 - p)``. Every buyer, including those who would
-  have bought anyway, is paid the discount, and showing the incentive costs ``incentive_cost``::
-
-      EV_incentive(p) = AOV * [ (p + u(p)) * (m - d) - p * m ] - incentive_cost
-                      = AOV * [ u(p) * (m - d) - p * d ] - incentive_cost
-
-  i.e. expected uplift x margin x AOV beyond what the discount gives away to sure buyers,
-  minus the cost of the incentive. It is positive on an interval of p: the on-the-fence band.
-- **upsell** (recommend an add-on to a likely buyer): a buyer takes it with probability
-  ``upsell_take_rate`` adding ``upsell_value`` of revenue at margin m; the slot costs
-  ``upsell_cost`` (what else it could have shown)::
-
-      EV_upsell(p) = p * upsell_take_rate * upsell_value * m - upsell_cost
-
-  which grows with p, so upselling pays above a threshold probability.
-
-The action is the one with the highest positive EV (leave alone when none is positive). The band
-names where p sits relative to the incentive interval [p_lo, p_hi]: ``unlikely`` below it,
-``on_the_fence`` inside, ``likely`` above. The order value AOV defaults to `aov` and may be given
-per request (e.g. the cart value from the request context).
-
-The **rules policy** is what the shop ran before the model, and the A/B control: a hand-set
-rules band from the live session (`rules_band`: checkout, high-value cart, cart, engaged,
-browsing) maps to an action (`RULES_ACTIONS`: upsell at checkout, an incentive to carts, leave
-the rest alone). The same bands, scored by their training rates, are the rules baseline a
-model is evaluated against (`intent_assets.reports.baselines`).
+Leave alone (EV 0), incentivize (a discount whose uplift is largest on the fence) or upsell (an
+add-on for a likely buyer): the action with the highest positive expected margin. The rules
+policy (the shop's hand-set bands, the A/B control) maps the live session to an action instead.
+docs/serving.md gives the formulas.
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
-"""Process settings a low-latency scorer needs.
+"""Process settings a low-latency scorer needs: one OpenMP thread, and a frozen startup heap.
 
-LightGBM's predict calls may open OpenMP parallel regions despite the fast path's
-``num_threads=1``: on a busy 2-core box their threads spin against the server's other work and a
-call takes 2-4x longer (measured with the TreeSHAP call this path used to make). A server
-therefore limits OpenMP to one thread on the thread that scores (the event loop's), and its
-launchers also set ``OMP_NUM_THREADS=1`` for child processes.
-
-CPython's full (oldest-generation) garbage collection walks every container object the process
-holds: with the model, pandas, pydantic and botocore loaded that took 100-160 ms in the scoring
-API, a stall every few seconds under load that every request in flight waited out (measured with
-a `gc.callbacks` probe, endpoint mode at 1,000 req/s). A server therefore freezes what it built
-at startup (`freeze_startup_heap`): the collector skips it, and a full collection only walks what
-was allocated since. The cost: frozen objects are still freed by reference counting, but cyclic
-garbage among them is never collected; at most the model loaded at startup, once replaced.
+LightGBM may open OpenMP parallel regions even on its single-row path, and their threads spin
+against the server's other work: a server limits OpenMP to one thread on the thread that scores,
+and its launchers set ``OMP_NUM_THREADS=1`` for child processes. A full garbage collection walks
+every object the process holds (model, pandas, pydantic, botocore), ~90 ms in the scoring API
+that every request in flight waits out; a server freezes what it built at startup so the
+collector skips it, and a full collection then takes well under a millisecond
+(`python benchmarks/serving.py --sections gc`). Cyclic garbage among frozen objects is never
+freed: at most the startup model, once replaced.
 """
 
 from __future__ import annotations

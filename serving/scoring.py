@@ -1,32 +1,9 @@
 """The scoring engine behind the API: features, model, policy and fallbacks under one deadline.
 
-For each request (user, session, optional product, context):
-
-1. features: one pipelined Redis read (`serving.online.AsyncOnlineReader`) within
-   ``redis_timeout_s`` and what is left of the deadline. Redis down, slow or erroring — or its
-   circuit breaker open — gives the session-less row (every feature at the model's default),
-   flagged ``redis_unavailable``;
-2. model: in process (the champion artifact this process holds) by default, or through the
-   endpoint client (``mode="endpoint"``, boto3 in child processes, see
-   `serving.endpoint.EndpointProcesses`; requests that queue up behind the calls in flight share
-   one invocation, see `serving.endpoint.CoalescingInvoker`)
-   within what is left of the deadline minus a reserve for the fallback. Endpoint down, slow,
-   erroring or its breaker open gives the in-process champion's score, flagged
-   ``endpoint_unavailable``;
-3. no model at all (none loaded yet, or scoring failed) gives the prior (the base rate), flagged
-   ``prior``;
-4. the decision policy turns the probability into band and action; the decision is queued to the
-   decision log.
-
-With an experiment configured, each request's user (a logged-in id or the shop's stable
-anonymous id, whichever the request carries as ``user_id``) is assigned a variant by
-`intent_assets.experiments.assignment.assign` — the same hash the readout and any other service
-reproduce. The control variant acts by the rules policy (`serving.policy.decide_by_rules`), every
-other variant by the model's expected-value bands; the answer and the decision log carry the
-experiment, the variant, its designed share, the policy and the offer shown (the exposure log).
-
-A failure never becomes an exception to the caller: the answer says which fallback gave it.
-Breakers let a recovered Redis or endpoint back in without a restart (see `serving.breaker`).
+Per request: the online features (one pipelined Redis read), the model (in process, or through
+the endpoint), the decision policy (the rules policy for an experiment's control), the decision
+log. A failure never becomes an exception to the caller: the answer says which fallback gave it
+(docs/serving.md lists them); breakers let a recovered Redis or endpoint back in.
 """
 
 from __future__ import annotations
@@ -40,17 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.breaker import CircuitBreaker
-from serving.container import score_rows
+from serving.contract import EndpointError, score_rows
 from serving.decisions import DecisionLog
-from serving.endpoint import CoalescingInvoker, EndpointError, EndpointProcesses
+from serving.endpoint import CoalescingInvoker
+from serving.endpoint_processes import EndpointProcesses
+from serving.experiments import ExperimentDesign, assign
 from serving.holder import LoadedModel, ModelHolder
-from serving.online import (
-    AsyncOnlineReader,
-    FeatureLayout,
-    RedisUnavailable,
-    defaults_row,
-)
-from intent_assets.experiments.assignment import ExperimentDesign, assign
+from serving.online import FeatureLayout, defaults_row
+from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
@@ -76,8 +50,8 @@ class ScoringSettings:
     prior: float | None = None           # None: the model's base rate, else DEFAULT_PRIOR
     breaker_failures: int = 3
     # endpoint calls out at once (one boto3 client process each); requests arriving meanwhile
-    # share the next call. 1 suits a local container (less CPU per request: measured p99 at 500
-    # req/s 8.5-10.2 ms vs 9.4-16.1 with 2); a remote endpoint's longer calls may want 2-4.
+    # share the next call. 1 suits a local container; a remote endpoint's longer calls may want
+    # 2-4.
     endpoint_max_in_flight: int = 1
     breaker_reset_s: float = 1.0
     project: str = DEFAULT_PROJECT

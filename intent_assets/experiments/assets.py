@@ -26,7 +26,7 @@ from dagster import (
 import pandas as pd
 from pydantic import Field
 
-from intent_assets.experiments.assignment import ExperimentDesign
+from serving.experiments import ExperimentDesign
 from intent_assets.experiments.live import experiment_days, experiment_from_log
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment

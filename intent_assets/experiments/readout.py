@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
-from intent_assets.experiments.assignment import ExperimentDesign
+from serving.experiments import ExperimentDesign
 from intent_assets.experiments.stats import (
     Cuped,
     SampleRatio,

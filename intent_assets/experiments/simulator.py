@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from intent_assets.experiments.assignment import ExperimentDesign, assign_many
+from serving.experiments import ExperimentDesign, assign_many
 
 
 @dataclass(frozen=True)

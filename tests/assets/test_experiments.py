@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from intent_assets.experiments.assignment import ExperimentDesign, assign, assign_many
+from serving.experiments import ExperimentDesign, assign, assign_many
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
 from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)

@@ -26,9 +26,9 @@ from intent_resources.feast import FeastResource
 from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
-from serving.container import PayloadError, invoke, score_rows
-from serving.endpoint import (CoalescingInvoker, EndpointClient, EndpointError,
-                              EndpointProcesses, InProcessClient)
+from serving.contract import EndpointError, PayloadError, invoke, score_rows
+from serving.endpoint import CoalescingInvoker, EndpointClient
+from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.local import install_model, start_endpoint
 from serving.model import (
@@ -39,7 +39,8 @@ from serving.model import (
     explanation_summary,
     save_artifact,
 )
-from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
+from serving.online import FeatureLayout
+from serving.online_reader import AsyncOnlineReader
 from serving.policy import PolicyParams, band_of, decide, incentive_band, incentive_value
 from streaming_jobs import online_layout as layout
 from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
@@ -224,17 +225,13 @@ def test_online_read_equals_feast_get_online_features(feast_store, online_pool, 
     user = data.draw(st.sampled_from(online_pool["user_fv"]))
     session = data.draw(st.sampled_from(online_pool["session_fv"]))
     product = data.draw(st.one_of(st.none(), st.sampled_from(online_pool["product_fv"])))
-    reader = OnlineReader(plan, redis_lib.Redis.from_url(redis_url))
-    got = reader.read(user, session, product)
+    got = asyncio.run(_read_async(plan, redis_url, user, session, product))
     want = _feast_values(feast_store, user, session, product, artifact.feature_names)
     for name in artifact.feature_names:
         if product is None and name.startswith("product_"):
             assert got.values[name] is None
             continue
         assert _same(got.values[name], want[name]), (name, got.values[name], want[name])
-    # the asyncio transport decodes the same replies
-    got_async = asyncio.run(_read_async(plan, redis_url, user, session, product))
-    assert all(_same(got_async.values[n], got.values[n]) for n in artifact.feature_names)
     # flags: an entity is missing exactly when Feast has nothing for any of its features
     for entity, view in (("user", "user_fv"), ("session", "session_fv"), ("product", "product_fv")):
         names = [n for n, _ in VIEW_FEATURES[view]]
@@ -257,8 +254,7 @@ async def _read_async(plan, url, user, session, product):
 
 def test_row_fills_missing_entities_with_the_models_defaults(online_pool, redis_url, artifact):
     plan = FeatureLayout.from_artifact(artifact)
-    got = OnlineReader(plan, redis_lib.Redis.from_url(redis_url)).read(
-        "u-absent-0", "s-absent-0", "p-absent-0")
+    got = asyncio.run(_read_async(plan, redis_url, "u-absent-0", "s-absent-0", "p-absent-0"))
     assert got.missing == ["user", "product", "session"]
     row = got.row()
     assert row == {f.name: f.default for f in artifact.features}
@@ -411,11 +407,9 @@ def test_boto3_sagemaker_runtime_invokes_the_local_container(container, artifact
     remote = client.invoke(rows, top_k=2)
     holder = ModelHolder(artifacts_tarball(artifact))
     holder.reload()
-    in_process = InProcessClient(holder).invoke(rows, top_k=2)
-    assert remote.model_version == in_process.model_version == artifact.version
-    assert remote.predictions == json.loads(json.dumps(in_process.predictions))
-    with pytest.raises(EndpointError, match="no model loaded"):
-        InProcessClient(ModelHolder(None)).invoke(rows)
+    in_process = score_rows(holder.artifact, rows, top_k=2)
+    assert remote.model_version == in_process["model_version"] == artifact.version
+    assert remote.predictions == json.loads(json.dumps(in_process["predictions"]))
     with pytest.raises(EndpointError, match="Could not connect"):
         EndpointClient("intent-local", f"http://127.0.0.1:{free_port()}",
                        max_attempts=1).invoke(rows)

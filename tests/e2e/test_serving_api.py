@@ -110,6 +110,11 @@ def test_score_needs_the_bearer_token(tmp_path, model_dir, own_redis):
                            headers={"Authorization": TOKEN}).status_code == 401
         assert client.post("/score/batch", json={"requests": [body]}).status_code == 401
         assert client.post("/score", json=body, headers=AUTH).status_code == 200
+        metrics = _samples(client.get("/metrics").text)
+        assert metrics[("intent_score_requests_total",
+                        (("route", "/score"), ("status", "401")))] == 3
+        assert metrics[("intent_score_requests_total",
+                        (("route", "/score/batch"), ("status", "401")))] == 1
     with pytest.raises(ValueError, match="INTENT_API_TOKEN is not set"):
         ApiSettings.from_env({})
 
@@ -135,6 +140,20 @@ def test_invalid_requests_get_a_422_naming_each_bad_field(tmp_path, model_dir, o
         assert too_many.json()["detail"][0]["field"] == "requests"
         assert client.post("/score/batch", headers=AUTH,
                            json={"requests": []}).status_code == 422
+        metrics = _samples(client.get("/metrics").text)
+        for route in ("/score", "/score/batch"):
+            assert metrics[("intent_score_requests_total",
+                            (("route", route), ("status", "422")))] == 2
+        assert metrics[("intent_score_errors_total", (("kind", "validation"),))] == 4
+        # the schema declares both scoring routes with their request models
+        schema = client.get("/openapi.json").json()
+        for route, model in (("/score", "ScoreRequest"), ("/score/batch", "BatchRequest")):
+            post = schema["paths"][route]["post"]
+            assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"] \
+                .endswith(model)
+            assert {"401", "422"} <= set(post["responses"])
+        assert set(schema["components"]["schemas"]["ScoreRequest"]["properties"]) == {
+            "user_id", "session_id", "product_id", "context"}
 
 
 def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model_dir, own_redis,
@@ -193,7 +212,7 @@ def test_experiment_assigns_users_stably_control_acts_by_rules_and_exposures_are
         tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
     from dataclasses import replace
 
-    from intent_assets.experiments.assignment import ExperimentDesign, assign
+    from serving.experiments import ExperimentDesign, assign
     from serving.policy import OFFERS, RULES_ACTIONS, decide
 
     artifact = ModelArtifact.load(artifacts[0].tarball)
