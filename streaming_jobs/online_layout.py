@@ -19,7 +19,6 @@ Layout (entity_key_serialization_version 3, `feast/infra/key_encoding_utils.py` 
 
 from __future__ import annotations
 
-import datetime as dt
 import struct
 from typing import Any
 
@@ -36,7 +35,6 @@ _TAG_STRING = bytes([(_STRING << 3) | 2])
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
 _F32 = struct.Struct("<f")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def entity_key(join_key: str, value: str, project: str = DEFAULT_PROJECT) -> bytes:
@@ -174,27 +172,3 @@ def decode_timestamp(data: bytes | None) -> int | None:
         elif key >> 3 == 2:
             nanos = raw
     return seconds * 1_000_000 + nanos // 1000
-
-
-def micros_of(value: dt.datetime) -> int:
-    """Microseconds since the epoch of a datetime (naive means UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return (value - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-def encode_row(view: str, kinds: dict[str, str], values: dict[str, Any],
-               event_micros: int) -> dict[bytes, bytes]:
-    """The hash fields and values of one feature view row, as Feast would write them."""
-    mapping = {ts_field(view): encode_timestamp(event_micros)}
-    for name, kind in kinds.items():
-        mapping[field(view, name)] = encode_value(kind, values.get(name))
-    return mapping
-
-
-def decode_row(view: str, features: list[str], raw: list[bytes | None]) -> dict[str, Any]:
-    """Feature values from an HMGET of `features` plus the `_ts:` field (in that order)."""
-    out = {name: decode_value(value) for name, value in zip(features, raw)}
-    micros = decode_timestamp(raw[len(features)]) if len(raw) > len(features) else None
-    out["event_timestamp"] = micros
-    return out

@@ -10,6 +10,7 @@ import pytest
 
 from intent_resources.feast import FeastResource
 from streaming_jobs import online_layout as layout
+from tests import online_rows as rows
 from streaming_jobs.session_state import SESSION_FEATURES
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -46,7 +47,7 @@ def _decode_all(client, sid: str) -> dict:
     names = [name for name, _, _ in SESSION_FEATURES]
     raw = client.hmget(layout.entity_key("session_id", sid),
                        [layout.field(VIEW, n) for n in names] + [layout.ts_field(VIEW)])
-    return layout.decode_row(VIEW, names, raw)
+    return rows.decode_row(VIEW, names, raw)
 
 
 def test_feast_written_rows_are_byte_for_byte_what_the_encoder_writes(store, redis_client):
@@ -56,7 +57,7 @@ def test_feast_written_rows_are_byte_for_byte_what_the_encoder_writes(store, red
     for row in frame.to_dict("records"):
         key = layout.entity_key("session_id", row["session_id"])
         stored = redis_client.hgetall(key)
-        expected = layout.encode_row(VIEW, KINDS, row, layout.micros_of(row["event_timestamp"]))
+        expected = rows.encode_row(VIEW, KINDS, row, rows.micros_of(row["event_timestamp"]))
         assert stored == expected, row["session_id"]
 
 
@@ -66,7 +67,7 @@ def test_decoder_reads_feast_rows_back_exactly(store, redis_client):
     store.write_to_online_store(VIEW, frame)
     for row in frame.to_dict("records"):
         decoded = _decode_all(redis_client, row["session_id"])
-        assert decoded.pop("event_timestamp") == layout.micros_of(row["event_timestamp"])
+        assert decoded.pop("event_timestamp") == rows.micros_of(row["event_timestamp"])
         assert decoded == {name: row[name] for name in KINDS}
 
 
@@ -75,7 +76,7 @@ def test_rows_written_with_the_encoder_are_what_feast_serves(store, redis_client
     stamp = pd.Timestamp.now(tz="UTC").floor("ms")
     frame = _rows(stamp)
     for row in frame.to_dict("records"):
-        mapping = layout.encode_row(VIEW, KINDS, row, layout.micros_of(row["event_timestamp"]))
+        mapping = rows.encode_row(VIEW, KINDS, row, rows.micros_of(row["event_timestamp"]))
         mapping[layout.field(VIEW, "session_cart_value")] = layout.encode_value("float", None)
         redis_client.hset(layout.entity_key("session_id", row["session_id"]), mapping=mapping)
     served = store.get_online_features(
@@ -105,7 +106,7 @@ def test_timestamp_matches_protobuf_for_a_datetime():
     when = dt.datetime(2024, 2, 29, 23, 59, 59, 654321, tzinfo=dt.timezone.utc)
     ts = Timestamp()
     ts.FromDatetime(when)
-    assert layout.encode_timestamp(layout.micros_of(when)) == ts.SerializeToString()
+    assert layout.encode_timestamp(rows.micros_of(when)) == ts.SerializeToString()
 
 
 def test_unknown_kind_is_refused():

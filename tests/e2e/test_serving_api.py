@@ -22,6 +22,7 @@ from serving.local import install_model, start_endpoint
 from serving.model import ModelArtifact
 from serving.scoring import ScoringSettings
 from streaming_jobs import online_layout as layout
+from tests import online_rows as rows
 from streaming_jobs.session_state import SESSION_FEATURES
 from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)
 
@@ -80,8 +81,8 @@ def _write_session(url: str, session_id: str, values: dict) -> None:
     import redis
 
     row = {name: values.get(name) for name in SESSION_KINDS}
-    mapping = layout.encode_row("session_fv", SESSION_KINDS, row,
-                                layout.micros_of(dt.datetime.now(dt.timezone.utc)))
+    mapping = rows.encode_row("session_fv", SESSION_KINDS, row,
+                                rows.micros_of(dt.datetime.now(dt.timezone.utc)))
     redis.Redis.from_url(url).hset(layout.entity_key("session_id", session_id), mapping=mapping)
 
 

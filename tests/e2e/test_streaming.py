@@ -19,6 +19,7 @@ import pytest
 
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
+from tests import online_rows as rows
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
@@ -56,7 +57,7 @@ def redis_row(client, session_id: str) -> dict | None:
                        + [layout.ts_field(VIEW), layout.version_field(VIEW)])
     if raw[-2] is None:
         return None
-    row = layout.decode_row(VIEW, names, raw[:-1])
+    row = rows.decode_row(VIEW, names, raw[:-1])
     row["version"] = raw[-1].decode()
     return row
 
