@@ -1,23 +1,14 @@
 """Training examples: sessions cut at scoring moments, with the session features as of each cut.
 
-The model is used mid-session, so an example is a session seen up to a decision point (DESIGN,
-"Scoring moments"). Features come from `streaming_jobs.session_state.replay`, the same code the
-streaming job runs, and each row is the state after the cut event, built from that event and the
-ones before it only. The label is the session's: a purchase in the session or within the grace
-window. Every cut precedes the session's first purchase, so that label is always about what
-happens after the cut.
+An example is a session seen up to a decision point (DESIGN, "Scoring moments"); its features
+come from `streaming_jobs.session_state.replay`, the code the streaming job runs, as the state
+after the cut event. The label is the session's (a purchase in it or within the grace window);
+every cut precedes the first purchase, so the label is about what happens after the cut.
 
-Sampling never looks past a cut. A cut is kept when blake2b(seed, event_id) falls under
-`keep_rate` (a property of the cut event alone) and fewer than `max_per_session` cuts of its
-session were kept before it (a property of the past). So whether a cut is a training example is
-decided by what a live scorer could know at that moment, and P(label | features) in the training
-set is the one the API meets at every scoring moment. Measured on the simulator, the earlier rule
-(the K lowest hashes among all of a session's cuts, weighted 1/K) made the true probabilities look
-miscalibrated by half (mean 0.126 vs an observed 0.089), because how many cuts a session has
-depends on whether it buys. Training rows therefore weigh 1 (`weight`). Nothing derived from
-the number of cuts a session ends up with is stored on a row: it knows the future (a column
-1 / cuts-kept once leaked into the model and let it "beat" the oracle). To read results per
-session, group by `session_id`.
+Sampling never looks past a cut: a cut is kept when blake2b(seed, event_id) falls under
+`keep_rate` and fewer than `max_per_session` of its session's cuts were kept before it, both
+known to a live scorer at that moment. Rows weigh 1 (`weight`) and carry nothing derived from
+how many cuts a session ends up with, which depends on whether it buys (docs/model.md).
 """
 
 from __future__ import annotations
