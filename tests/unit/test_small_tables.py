@@ -44,7 +44,8 @@ def test_small_tables_are_cross_validated_and_the_booster_sees_every_non_test_ro
     development = development_rows(splits)
     assert tuned.regime == "cross_validated"
     assert tuned.rows["fitted"] == tuned.rows["development"] == len(table) - len(splits.test)
-    assert set(development["snapshot_id"]) == set(table["snapshot_id"]) - set(splits.test["snapshot_id"])
+    assert set(development["snapshot_id"]) == \
+        set(table["snapshot_id"]) - set(splits.test["snapshot_id"])
     X = Vectorizer(tuned.features).frame(table)
     # the shipped booster is the one a fit on all non-test rows gives, tree count from the folds
     assert tuned.booster.current_iteration() == tuned.tuning.best_iteration
