@@ -299,9 +299,8 @@ def synthetic_model(directory: Path) -> Path:
     import lightgbm as lgb
     import pandas as pd
 
-    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
     from serving.model import Calibrator, Feature, Vectorizer, explanation_summary, save_artifact
-    from streaming_jobs.session_state import SESSION_FEATURES
+    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
     rng = np.random.default_rng(0)
     features, data = [], {}
@@ -332,8 +331,7 @@ def fill_online_store(store, rng) -> dict[str, list[str]]:
     """Write N users, products and sessions through Feast; ids include some never written."""
     import pandas as pd
 
-    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
-    from streaming_jobs.session_state import SESSION_FEATURES
+    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
     now = pd.Timestamp.now(tz="UTC")
     ids = {}

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day  # noqa: E402
 from intent_resources.redis import start_redis_server, stop_redis_server  # noqa: E402
 from streaming_jobs.replay import json_lines  # noqa: E402
-from streaming_jobs.session_job import LATENCY_BUCKET_MS  # noqa: E402
+from streaming_jobs.sinks import LATENCY_BUCKET_MS  # noqa: E402
 
 PLACEHOLDER = "2000-01-01T00:00:00.000000Z"
 TICK_S = 0.1

@@ -19,10 +19,9 @@ from data_sources import (
 )
 from entities import product, session, user
 
-# One definition of each feature: the modules that compute them (batch Spark features, the
-# session state machine) declare names and kinds; the views are built from those lists.
-from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
-from streaming_jobs.session_state import SESSION_FEATURES
+# One definition of each feature, in the Spark-free spec that the batch Spark features and the
+# session state machine compute; the views are built from its lists.
+from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
 FEAST_TYPES = {"int": Int64, "float": Float64, "string": String}
 

@@ -16,6 +16,7 @@ from intent_assets.ingest.definitions import defs as ingest_defs
 from intent_assets.monitoring.definitions import defs as monitoring_defs
 from intent_assets.monitoring.freshness import with_freshness_policies
 from intent_assets.publication.definitions import defs as publication_defs
+from intent_assets.reports.definitions import defs as report_defs
 from intent_assets.streaming.definitions import defs as streaming_defs
 from intent_assets.training.definitions import defs as training_defs
 from intent_resources.environments import resources_for
@@ -28,7 +29,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
     # Global policy, applied once: freshness of the feature and model assets.
     return with_freshness_policies(Definitions.merge(
-        ingest_defs, feature_defs, training_defs, publication_defs, streaming_defs,
+        ingest_defs, feature_defs, training_defs, report_defs, publication_defs, streaming_defs,
         experiment_defs, monitoring_defs, Definitions(resources=resources)))
 
 

@@ -29,14 +29,15 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
     from dagster import AssetObservation
 
     from intent_assets.ingest.simulator import events_on
+    from intent_assets.ingest.source import simulator_config
     from intent_assets.streaming.health import assess_stream, heartbeat_age_s
-    from intent_assets.streaming.process import start, stop
     from intent_assets.streaming.sensors import observation_metadata
+    from intent_resources.streaming import start, stop
     from streaming_jobs.replay import write_landing
 
     streaming = defs.resources["streaming"]
     stream = streaming.local_stream()
-    events = events_on(defs.resources["clickstream"].simulator_config(), day).iloc[:n_events]
+    events = events_on(simulator_config(defs.resources["clickstream"]), day).iloc[:n_events]
     write_landing(events, stream.landing, batch_size=2_000, stamp_received=True)
     sessions = events["session_id"].dropna().unique()
     client = defs.resources["redis"].client()

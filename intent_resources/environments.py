@@ -14,11 +14,14 @@ from dagster import EnvVar, FilesystemIOManager
 
 from intent_resources.alerts import AlertsResource
 from intent_resources.clickstream import ClickstreamSource
+from intent_resources.decision_log import DecisionLogReader
+from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
-from intent_resources.sagemaker import SageMakerResource
 from intent_resources.redis import RedisResource
+from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import ArtifactStore, LakeStorage
+from intent_resources.streaming import StreamingJobResource
 from serving.project import intent_home
 from serving.project import redis_url as project_redis_url
 
@@ -31,10 +34,6 @@ def feature_repo_path() -> str:
 
 def resources_for(env: str) -> dict:
     """The resources of an environment, by resource key."""
-    from intent_assets.monitoring.resources import DecisionLogReader
-    from intent_assets.publication.resources import ModelEndpointResource
-    from intent_assets.streaming.resources import StreamingJobResource
-
     if env == "local":
         home = intent_home()
         redis_url = project_redis_url(home)
@@ -71,15 +70,14 @@ def resources_for(env: str) -> dict:
             "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", "/tmp/intent/models")),
             "model_endpoint": ModelEndpointResource(
                 target="sagemaker", endpoint_name=os.environ.get("INTENT_ENDPOINT_NAME", "intent"),
-                sagemaker=SageMakerResource(
+                sagemaker=SageMakerEndpointResource(
                     role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"),
-                    training_image=EnvVar("INTENT_TRAINING_IMAGE"),
                     inference_image=EnvVar("INTENT_INFERENCE_IMAGE"),
                     bucket=EnvVar("INTENT_MODEL_BUCKET"))),
             "model_io_manager": FilesystemIOManager(
                 base_dir=os.environ.get("INTENT_DAGSTER_STORAGE", "/tmp/intent/dagster_storage")),
             # EMR settings (bucket, script, checkpoint) come with the EMR deployment; see
-            # intent_assets/streaming/resources.py.
+            # intent_resources/streaming.py.
             "streaming": StreamingJobResource(mode="emr", redis_url=EnvVar("REDIS_URL"),
                                               lake=EnvVar("INTENT_LAKE_URI")),
             "alerts": AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),

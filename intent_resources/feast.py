@@ -24,9 +24,8 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 from urllib.parse import parse_qsl, unquote, urlparse
 
 from dagster import ConfigurableResource
@@ -211,18 +210,6 @@ class FeastResource(ConfigurableResource):
         for obj in objects:
             summary.setdefault(type(obj).__name__, []).append(obj.name)
         return {kind: sorted(names) for kind, names in summary.items()}
-
-    def materialize(self, start: datetime, end: datetime,
-                    views: Optional[Sequence[str]] = None) -> None:
-        """Copy the offline rows stamped in [start, end] of `views` (all if None) into Redis."""
-        self.store().materialize(start_date=start, end_date=end,
-                                 feature_views=list(views) if views is not None else None)
-
-    def historical_features(self, entity_df, feature_service_name: str):
-        """Point-in-time join of a feature service's features onto `entity_df` (a DataFrame)."""
-        store = self.store()
-        service = store.get_feature_service(feature_service_name)
-        return store.get_historical_features(entity_df=entity_df, features=service).to_df()
 
     def online_features(self, entity_rows: list[dict[str, Any]],
                         feature_service_name: str) -> dict[str, list[Any]]:

@@ -47,6 +47,3 @@ class SparkResource(PySparkResource):
         prepare_spark_environment()
         super().setup_for_execution(context)
 
-
-def local_spark(master: str = "local[*]", **overrides: Any) -> SparkResource:
-    return SparkResource(spark_config={**LOCAL_SPARK_CONFIG, "spark.master": master, **overrides})

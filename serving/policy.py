@@ -91,6 +91,26 @@ class PolicyParams:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def rules(self) -> "RulesPolicy":
+        """The shop's rules policy these economics go with (the A/B control)."""
+        return RulesPolicy(cart_value=self.rules_cart_value)
+
+
+@dataclass(frozen=True)
+class RulesPolicy:
+    """The shop's pre-model rules: one object for the A/B control and the rules baseline."""
+
+    cart_value: float = PolicyParams.rules_cart_value  # a cart at or above this is "high value"
+
+    def bands(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The rules band (one of RULE_BANDS) of every row."""
+        return rules_band(columns, self.cart_value)
+
+    def action(self, row: Mapping[str, Any]) -> str:
+        """The rules' action for one live session's feature row."""
+        return RULES_ACTIONS[self.bands({c: [row.get(c)] for c in RULES_COLUMNS})[0]]
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -209,7 +229,6 @@ def decide_by_rules(row: Mapping[str, Any], p: float, params: PolicyParams,
                     order_value: float | None = None) -> Decision:
     """The rules policy's action for one live session; band and expected values still say what
     the model thinks (so the log shows what either policy would have done)."""
-    rules = rules_band({c: [row.get(c)] for c in RULES_COLUMNS}, params.rules_cart_value)[0]
     by_model = decide(p, params, order_value)
-    return Decision(band=by_model.band, action=RULES_ACTIONS[rules], probability=p,
+    return Decision(band=by_model.band, action=params.rules.action(row), probability=p,
                     expected_values=by_model.expected_values)

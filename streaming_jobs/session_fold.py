@@ -32,7 +32,7 @@ from typing import Iterable, Optional
 from streaming_jobs.contract import COLUMNS
 from streaming_jobs.session_state import SessionState, _apply, _row, from_dict, new_state, to_dict
 
-# Position of each contract column in a packed record (see `pack_events` in the job).
+# Position of each contract column in a packed record (see `prepare.pack_events`).
 REC = {name: i for i, name in enumerate(COLUMNS)}
 _ID, _T, _TYPE, _USER = REC["event_id"], REC["event_time"], REC["event_type"], REC["user_id"]
 _PROD, _CAT, _PRICE = REC["product_id"], REC["category_id"], REC["price"]

@@ -1,9 +1,8 @@
 """The session state machine: one definition of every session feature, updated event by event.
 
-The streaming job applies live events with `apply_event` and keeps `to_dict(state)` in Spark
-state; training snapshots and batch backfills call `replay` on stored events; serving reads the
-rows either one produced. All three run `_apply` below, so a feature cannot mean one thing online
-and another offline.
+The streaming job (through `session_fold`, keeping `to_dict(state)` in Spark state) and `replay`
+(training snapshots, batch backfills) both run `_apply` below, and serving reads the rows either
+one produced, so a feature cannot mean one thing online and another offline.
 
 Ordering rule: the events of one session must be applied in (event_time, event_id) order.
 `apply_event` raises `OutOfOrderEvent` for an event that sorts at or before the last one
@@ -464,18 +463,6 @@ def replay(events: pd.DataFrame) -> pd.DataFrame:
         apply(state, sid, eid, t, etype, uid, pid, cid, price, dev, ctry, src, page)
         extend(row(state))
     return _to_frame(flat)
-
-
-def apply_frame(state: SessionState, events: pd.DataFrame) -> None:
-    """Apply one session's events (a DataFrame, any order) to its state, in place.
-
-    For the streaming job's per-session batches: the events are sorted, then go through the
-    same `_apply` as everything else. An event out of order relative to the state raises
-    `OutOfOrderEvent`, with the events before it already applied.
-    """
-    for sid, eid, t, etype, uid, pid, cid, price, dev, ctry, src, page in zip(
-            *_sorted_columns(events)):
-        _apply(state, sid, eid, t, etype, uid, pid, cid, price, dev, ctry, src, page)
 
 
 # -- serialization ---------------------------------------------------------------------------------

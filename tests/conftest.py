@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from intent_resources.redis import start_redis_server, stop_redis_server
-from intent_resources.spark import local_spark, prepare_spark_environment
+from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource, prepare_spark_environment
 from intent_resources.storage import LakeStorage
 
 
@@ -32,7 +32,8 @@ def pytest_collection_modifyitems(items) -> None:
 def spark_resource():
     """The run's single Spark session (local[2]), shared by every Spark test."""
     prepare_spark_environment()
-    resource = local_spark("local[2]", **{"spark.sql.shuffle.partitions": "4",
+    resource = SparkResource(spark_config={**LOCAL_SPARK_CONFIG, "spark.master": "local[2]",
+                                           "spark.sql.shuffle.partitions": "4",
                                           "spark.driver.memory": "2g"})
     from dagster import build_init_resource_context
 

@@ -31,8 +31,8 @@ from intent_assets.experiments.live import experiment_days, experiment_from_log
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
 from intent_assets.experiments.stats import user_table
-from intent_assets.monitoring.resources import DecisionLogReader
 from intent_assets.partitions import experiment_partitions
+from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 
 GROUP = "experiments"

@@ -20,6 +20,9 @@ from pyspark.sql import functions as F
 
 from intent_assets.ingest import checks
 from intent_assets.ingest.sessionize import build_orders, build_sessions, order_lines
+from intent_assets.ingest.simulator import oracle_on
+from intent_assets.ingest.simulator_world import build_world
+from intent_assets.ingest.source import arrived_events, simulator_config
 from intent_assets.partitions import daily, neighbouring_days
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.spark import SparkResource
@@ -60,7 +63,7 @@ def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: L
     read = written = quarantined = distinct = 0
     reasons: dict[str, int] = {}
     for day in context.partition_keys:
-        events, quarantine = ingest_day(clickstream.events_on(day, lake))
+        events, quarantine = ingest_day(arrived_events(clickstream, day, lake))
         lake.write(events, "raw_clickstream", day, schema=arrow_schema())
         lake.write(quarantine.assign(source=clickstream.kind), "quarantine_clickstream", day)
         if clickstream.kind == "simulator":
@@ -82,9 +85,7 @@ def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: L
 
 def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: LakeStorage, day: str) -> None:
     """The simulator's truth for sessions starting on `day`, and its catalog (margins)."""
-    from intent_assets.ingest.simulator import build_world, oracle_on
-
-    config = clickstream.simulator_config()
+    config = simulator_config(clickstream)
     per_event, per_session = oracle_on(config, dt.date.fromisoformat(day))
     oracle.write(per_event, "oracle_events", day)
     oracle.write(per_session, "oracle_sessions", day)

@@ -80,7 +80,6 @@ QUARANTINE_TABLE = "quarantine_rees46"
 UNKNOWN_PARTITION = "unknown"
 SOURCE_COLUMNS = ("source_file", "source_line")
 MALFORMED_ROW = "malformed CSV row (not 9 fields)"
-DEFAULT_LAKE = ".intent/lake"
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIELD_SEP = "\x1f"  # joins a row's fields for its key: a character no REES46 field holds
@@ -397,8 +396,8 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="REES46 CSV files, plain or gzip")
-    parser.add_argument("--out", default=DEFAULT_LAKE,
-                        help=f"lake root, a directory or s3:// URI (default: {DEFAULT_LAKE})")
+    parser.add_argument("--out", default=None,
+                        help="lake root, a directory or s3:// URI (default: $INTENT_HOME/lake)")
     parser.add_argument("--chunk-rows", type=positive_int, default=500_000,
                         help="rows read at a time (default: 500000)")
     parser.set_defaults(handler=run)
@@ -407,9 +406,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """The `import-rees46` command: import, print the report, exit 0 (or 2 on bad input)."""
     from intent_resources.storage import LakeStorage
+    from serving.project import intent_home
 
+    lake = LakeStorage(root=args.out or str(intent_home() / "lake"))
     try:
-        report = import_rees46(args.paths, LakeStorage(root=args.out), args.chunk_rows)
+        report = import_rees46(args.paths, lake, args.chunk_rows)
     except Rees46InputError as exc:
         print(f"intent import-rees46: error: {exc}", file=sys.stderr)
         return 2

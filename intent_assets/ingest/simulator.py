@@ -11,7 +11,8 @@ each event is exact: the prior times the likelihood ratio of the events so far. 
 written apart from the clickstream; the model never reads it.
 
 Everything is deterministic given (config, day): the world (catalog, users) depends on the seed
-only, and a day's sessions on the seed and the day.
+only, and a day's sessions on the seed and the day. The world is built in `simulator_world`;
+bots and how events arrive (late, twice, garbled) in `simulator_noise`.
 """
 
 from __future__ import annotations
@@ -23,41 +24,24 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from streaming_jobs.contract import COLUMNS
-
-COUNTRIES = np.array(["US", "GB", "DE", "FR", "PL", "BR", "IN"])
-COUNTRY_WEIGHTS = np.array([0.30, 0.14, 0.14, 0.10, 0.10, 0.12, 0.10])
-COUNTRY_EFFECT = np.array([0.15, 0.10, 0.20, 0.0, -0.05, -0.25, -0.35])
-
-DEVICES = np.array(["desktop", "mobile", "tablet"])
-DEVICE_WEIGHTS = np.array([0.38, 0.52, 0.10])
-DEVICE_EFFECT = np.array([0.30, -0.25, 0.0])
-
-SOURCES = np.array(["direct", "organic", "paid_search", "paid_social", "email", "referral"])
-SOURCE_WEIGHTS = np.array([0.22, 0.30, 0.18, 0.14, 0.08, 0.08])
-SOURCE_EFFECT = np.array([0.25, 0.0, 0.10, -0.45, 0.40, -0.05])
-
-# Share of sessions starting in each UTC hour: a night trough, a lunch bump, an evening peak.
-HOUR_WEIGHTS = np.array([1.2, 0.8, 0.5, 0.4, 0.4, 0.5, 0.9, 1.6, 2.6, 3.4, 3.8, 4.2,
-                         4.8, 4.6, 4.2, 4.0, 4.2, 4.6, 5.2, 6.0, 6.4, 6.0, 4.4, 2.4])
-HOUR_EFFECT = np.where((np.arange(24) >= 18) & (np.arange(24) <= 22), 0.15,
-                       np.where(np.arange(24) <= 5, -0.20, 0.0))
-# Monday..Sunday: traffic volume and conversion effect.
-WEEKDAY_VOLUME = np.array([0.95, 0.97, 1.0, 1.0, 1.03, 1.12, 1.15])
-WEEKDAY_EFFECT = np.array([0.0, 0.0, 0.0, 0.02, 0.05, 0.10, 0.12])
-
-CATEGORIES = (
-    # code, median price, margin, conversion effect
-    ("electronics.smartphone", 420.0, 0.08, -0.35), ("electronics.audio.headphone", 90.0, 0.22, 0.05),
-    ("electronics.video.tv", 610.0, 0.07, -0.45), ("computers.notebook", 850.0, 0.06, -0.55),
-    ("computers.peripherals.mouse", 30.0, 0.30, 0.25), ("appliances.kitchen.kettle", 45.0, 0.28, 0.15),
-    ("appliances.environment.vacuum", 210.0, 0.18, -0.15), ("apparel.shoes", 75.0, 0.45, 0.10),
-    ("apparel.tshirt", 22.0, 0.55, 0.30), ("apparel.jacket", 130.0, 0.48, -0.05),
-    ("furniture.living_room.sofa", 540.0, 0.35, -0.60), ("furniture.bedroom.pillow", 28.0, 0.50, 0.20),
-    ("beauty.skincare", 35.0, 0.60, 0.35), ("beauty.fragrance", 68.0, 0.55, 0.10),
-    ("sport.bicycle", 480.0, 0.25, -0.40), ("sport.fitness.yoga", 32.0, 0.50, 0.20),
-    ("kids.toys", 40.0, 0.40, 0.15), ("books.fiction", 14.0, 0.30, 0.40),
-    ("auto.accessories", 55.0, 0.35, -0.10), ("country_yard.garden", 80.0, 0.38, -0.05),
+from intent_assets.ingest.simulator_noise import arrival_noise, bot_events
+from intent_assets.ingest.simulator_world import (
+    CATEGORIES,
+    COUNTRIES,
+    COUNTRY_EFFECT,
+    DEVICE_EFFECT,
+    DEVICE_WEIGHTS,
+    DEVICES,
+    HOUR_EFFECT,
+    HOUR_WEIGHTS,
+    SOURCE_EFFECT,
+    SOURCE_WEIGHTS,
+    SOURCES,
+    WEEKDAY_EFFECT,
+    WEEKDAY_VOLUME,
+    SimulatorConfig,
+    build_world,
+    string_ids,
 )
 
 # Event chain. States are what the session did last; actions what it does next.
@@ -93,33 +77,6 @@ COMEBACK_SHARE = 0.12
 
 
 @dataclass(frozen=True)
-class SimulatorConfig:
-    """Knobs of the simulated marketplace. Sessions per day sets the scale."""
-
-    seed: int = 7
-    sessions_per_day: int = 20_000
-    n_users: int = 0              # 0: 2.5 users per daily session
-    n_products: int = 4_000
-    base_logit: float = -3.8
-    intent_sd: float = 0.55       # hidden intent: the part of the prior no feature can see
-    propensity_sd: float = 0.85   # lasting per-user propensity: shows in purchase history
-    bot_share: float = 0.012
-    late_share: float = 0.01      # events that reach us 1-15 minutes after they happened
-    duplicate_share: float = 0.004
-    malformed_share: float = 0.001
-
-    @property
-    def users(self) -> int:
-        return self.n_users or int(self.sessions_per_day * 2.5)
-
-
-@dataclass(frozen=True)
-class World:
-    products: pd.DataFrame
-    users: pd.DataFrame
-
-
-@dataclass(frozen=True)
 class SimulatedDay:
     """One day of sessions (keyed by the day they start on)."""
 
@@ -129,58 +86,8 @@ class SimulatedDay:
     oracle_sessions: pd.DataFrame  # per session: prior, hidden outcome
 
 
-def _ids(prefix: str, numbers, width: int = 7, suffix=None) -> np.ndarray:
-    """Deterministic string ids: prefix + zero-padded number (+ suffix)."""
-    out = prefix + pd.Series(np.asarray(numbers)).astype(str).str.zfill(width)
-    if suffix is not None:
-        out = out + pd.Series(np.asarray(suffix)).astype(str).str.zfill(3)
-    return out.to_numpy(dtype=object)
-
-
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-@lru_cache(maxsize=8)
-def build_world(config: SimulatorConfig) -> World:
-    rng = np.random.default_rng([config.seed, 0])
-    n_cat = len(CATEGORIES)
-    cat_codes = np.array([c[0] for c in CATEGORIES])
-    cat_ids = np.array([str(2_053_013_550_000_000_000 + 7_919 * (i + 1)) for i in range(n_cat)])
-    brands_per_cat = 4
-    brand_names = np.array([f"{c.split('.')[-1][:6]}brand{j}" for c in cat_codes
-                            for j in range(brands_per_cat)])
-
-    n = config.n_products
-    cat = rng.integers(0, n_cat, n)
-    median = np.array([c[1] for c in CATEGORIES])[cat]
-    price = np.round(median * rng.lognormal(0.0, 0.45, n), 2)
-    brand = brand_names[cat * brands_per_cat + rng.integers(0, brands_per_cat, n)]
-    margin = np.clip(np.array([c[2] for c in CATEGORIES])[cat] + rng.normal(0, 0.04, n), 0.02, 0.8)
-    rel = price / median
-    band = np.where(rel < 0.8, "low", np.where(rel > 1.25, "high", "mid"))
-    products = pd.DataFrame({
-        "product_id": (1_000_000 + np.arange(n)).astype(str),
-        "category_idx": cat, "category_id": cat_ids[cat], "category_code": cat_codes[cat],
-        "brand": brand, "price": price, "price_band": band, "margin": np.round(margin, 3),
-        # popularity within the category: a few products take most views
-        "popularity": rng.pareto(1.3, n) + 0.05,
-    })
-
-    u = config.users
-    logged_in = rng.random(u) < 0.7
-    ids = np.where(logged_in, (500_000_000 + np.arange(u)).astype(str).astype(object),
-                   _ids("anon-", np.arange(u) * 7_919 % 10 ** 8, 8))
-    users = pd.DataFrame({
-        "user_id": ids,
-        "country_idx": rng.choice(len(COUNTRIES), u, p=COUNTRY_WEIGHTS),
-        "device_idx": rng.choice(len(DEVICES), u, p=DEVICE_WEIGHTS),
-        "favorite_category": rng.integers(0, n_cat, u),
-        "propensity": rng.normal(0.0, config.propensity_sd, u),
-        "coupon_affinity": rng.beta(1.2, 5.0, u),
-        "activity": rng.lognormal(0.0, 1.0, u),
-    })
-    return World(products=products, users=users)
 
 
 def _category_product_tables(products: pd.DataFrame):
@@ -363,7 +270,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     has_p = prod_idx >= 0
     pi = np.where(has_p, prod_idx, 0)
     action = np.array(ACTIONS)[frame["a"].to_numpy()]
-    sess_ids = _ids(f"{tag}-", frame["s"])
+    sess_ids = string_ids(f"{tag}-", frame["s"])
     event_time = midnight + pd.to_timedelta(np.round(frame["t"].to_numpy(), 3), unit="s")
 
     prev_action = np.concatenate([["start"], action[:-1]])
@@ -383,10 +290,10 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     depth = COUPON_DEPTHS[rng.integers(0, len(COUPON_DEPTHS), n + len(cb))]
     discount = np.where(coupon_use, depth, 0.0)[order_sess]
     price = np.where(has_p, products["price"].to_numpy()[pi], np.nan)
-    order_id = np.where(buy, _ids(f"o{tag}-", order_sess), None)
+    order_id = np.where(buy, string_ids(f"o{tag}-", order_sess), None)
 
     events = pd.DataFrame({
-        "event_id": _ids(f"e{tag}-", frame["s"]) + "-" + _ids("", frame["step"], 3),
+        "event_id": string_ids(f"e{tag}-", frame["s"]) + "-" + string_ids("", frame["step"], 3),
         "event_time": event_time,
         "event_type": action,
         "user_id": users["user_id"].to_numpy()[u[origin]],
@@ -411,12 +318,12 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         "step": frame["step"].to_numpy(), "p_true": frame["p_true"].to_numpy(),
     })
     oracle_sessions = pd.DataFrame({
-        "session_id": _ids(f"{tag}-", np.arange(n)),
+        "session_id": string_ids(f"{tag}-", np.arange(n)),
         "user_id": users["user_id"].to_numpy()[u],
         "prior": p_convert, "hidden_intent": intent, "outcome": outcome, "is_bot": False,
     })
 
-    bots, bot_sessions = _bots(config, rng, day, n, n_bots, products)
+    bots, bot_sessions = bot_events(config, rng, day, n, n_bots, products)
     events = pd.concat([events, bots], ignore_index=True)
     oracle_events = pd.concat([oracle_events, bots[["event_id", "session_id", "event_time", "event_type"]]
                                .assign(step=bots.groupby("session_id").cumcount(), p_true=0.0)],
@@ -428,68 +335,9 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
               .agg(user_id=("user_id", "first"), session_id=("session_id", "first"),
                    order_time=("event_time", "min"), n_items=("event_id", "size"),
                    revenue=("revenue", "sum"), discount=("discount", "max")))
-    events = _arrival(config, rng, events)
+    events = arrival_noise(config, rng, events)
     return SimulatedDay(events=events, orders=orders, oracle_events=oracle_events,
                         oracle_sessions=oracle_sessions)
-
-
-def _bots(config, rng, day, offset, n_bots, products):
-    """Scrapers: long runs of fast product views, no cart, never a purchase."""
-    tag = day.strftime("%Y%m%d")
-    midnight = pd.Timestamp(day, tz="UTC")
-    lengths = rng.integers(40, 240, n_bots)
-    sess = np.repeat(np.arange(n_bots), lengths)
-    step = np.concatenate([np.arange(k) for k in lengths]) if n_bots else np.array([], int)
-    start = rng.random(n_bots) * 86_000.0
-    gaps = rng.uniform(0.4, 2.5, len(sess))
-    t = start[sess] + pd.Series(gaps).groupby(sess).cumsum().to_numpy() - gaps[0] * 0
-    pi = rng.integers(0, len(products), len(sess))
-    sid = _ids(f"{tag}-", offset + 900_000 + sess)
-    frame = pd.DataFrame({
-        "event_id": _ids(f"e{tag}-b", sess) + "-" + _ids("", step, 3),
-        "event_time": midnight + pd.to_timedelta(np.round(t, 3), unit="s"),
-        "event_type": "view",
-        "user_id": _ids("anon-bot", sess % 97, 2),
-        "session_id": sid,
-        "product_id": products["product_id"].to_numpy()[pi],
-        "category_id": products["category_id"].to_numpy()[pi],
-        "category_code": products["category_code"].to_numpy()[pi],
-        "brand": products["brand"].to_numpy()[pi],
-        "price": products["price"].to_numpy()[pi],
-        "device": "desktop", "country": "US", "traffic_source": "direct",
-        "order_id": None, "revenue": np.nan, "discount": np.nan, "page_type": None,
-    })
-    sessions = pd.DataFrame({"session_id": np.unique(sid), "user_id": None, "prior": 0.0,
-                             "hidden_intent": 0.0, "outcome": 0, "is_bot": True})
-    return frame, sessions
-
-
-def _arrival(config, rng, events: pd.DataFrame) -> pd.DataFrame:
-    """When events reach us: mostly within seconds, some late, some twice, a few garbled."""
-    n = len(events)
-    delay = rng.uniform(0.05, 2.0, n)
-    late = rng.random(n) < config.late_share
-    delay[late] = rng.uniform(60.0, 900.0, late.sum())
-    events = events.assign(received_time=events["event_time"] + pd.to_timedelta(delay, unit="s"))
-
-    dup = events[rng.random(n) < config.duplicate_share]
-    dup = dup.assign(received_time=dup["received_time"]
-                     + pd.to_timedelta(rng.uniform(1.0, 600.0, len(dup)), unit="s"))
-
-    # Garbled copies under fresh ids: they must land in quarantine, never in the clean stream.
-    bad = events[rng.random(n) < config.malformed_share].copy()
-    if len(bad):
-        kind = rng.integers(0, 4, len(bad))
-        bad["event_id"] = bad["event_id"] + "-x"
-        bad["event_type"] = np.where(kind == 0, "VIEWED", bad["event_type"])
-        bad["session_id"] = np.where(kind == 1, None, bad["session_id"])
-        bad["price"] = np.where(kind == 2, -1.0, bad["price"])
-        bad["event_time"] = np.where(kind == 3, pd.NaT, bad["event_time"])
-        bad["event_time"] = pd.to_datetime(bad["event_time"], utc=True)
-    out = pd.concat([events, dup, bad], ignore_index=True)
-    out = out.sort_values("received_time", kind="stable").reset_index(drop=True)
-    out["extra"] = None
-    return out[list(COLUMNS)]
 
 
 def events_on(config: SimulatorConfig, day: dt.date) -> pd.DataFrame:

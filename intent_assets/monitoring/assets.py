@@ -20,9 +20,9 @@ from intent_assets.monitoring.performance import (
     score_distribution,
     served_scores as model_scores,
 )
-from intent_assets.monitoring.resources import DecisionLogReader
 from intent_assets.partitions import daily, daily_partitions, last_30_days
 from intent_resources.alerts import AlertsResource
+from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import LakeSlice, LakeStorage
 
 GROUP = "monitoring"

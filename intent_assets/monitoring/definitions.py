@@ -2,15 +2,9 @@ from dagster import Definitions
 
 from intent_assets.monitoring.assets import served_scores, session_anomalies
 from intent_assets.monitoring.checks import feature_drift
-from intent_assets.monitoring.jobs import (
-    daily_reports_job,
-    daily_reports_job_schedule,
-    nightly_features_job,
-    nightly_features_job_schedule,
-)
+from intent_assets.monitoring.jobs import daily_reports_job, daily_reports_job_schedule
 from intent_assets.monitoring.sensors import run_failure_alert_sensor
 
 defs = Definitions(assets=[session_anomalies, served_scores], asset_checks=[feature_drift],
-                   jobs=[nightly_features_job, daily_reports_job],
-                   schedules=[nightly_features_job_schedule, daily_reports_job_schedule],
+                   jobs=[daily_reports_job], schedules=[daily_reports_job_schedule],
                    sensors=[run_failure_alert_sensor])

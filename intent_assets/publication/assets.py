@@ -14,7 +14,7 @@ from dagster import (
 
 from intent_assets.features.feast_ops import build_training_set
 from intent_assets.partitions import daily
-from intent_assets.publication.resources import ModelEndpointResource
+from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.storage import LakeSlice, LakeStorage
 

@@ -18,8 +18,11 @@ from dagster import (
 
 from intent_assets.publication.assets import CALIBRATED_MODEL
 from intent_assets.publication.jobs import publish_model_job
+from intent_assets.training.checks import GATES
 
-BLOCKING_CHECKS = ("pr_auc_gate", "ece_gate", "beats_logistic_gate", "no_leakage_gate")
+# The names of the blocking gates on calibrated_model, as the training domain defines them.
+BLOCKING_CHECKS = tuple(spec.name for gate in GATES for spec in gate.check_specs
+                        if spec.blocking and spec.asset_key == CALIBRATED_MODEL)
 BATCH = 25
 
 

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from serving.policy import MANY_PRODUCT_VIEWS, REPEAT_PRODUCT_VIEWS, RULE_BANDS as BANDS, rules_band
+from serving.policy import MANY_PRODUCT_VIEWS, REPEAT_PRODUCT_VIEWS, RULE_BANDS as BANDS, RulesPolicy
 
 # Pulls a band's rate toward the base rate by this much weight (one session), so a band never
 # seen in training, or seen only without buyers, still gets a usable probability.
@@ -57,7 +57,7 @@ class RulesBaseline:
 
     def bands(self, df: pd.DataFrame) -> np.ndarray:
         """The band of every row."""
-        return rules_band(df, self.cart_value_threshold)
+        return RulesPolicy(cart_value=self.cart_value_threshold).bands(df)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """The purchase probability of every row: its band's observed training rate."""
@@ -78,22 +78,14 @@ class RulesBaseline:
 
 def fit_rules_baseline(train_df: pd.DataFrame, label: str = "label",
                        weight_column: str | None = None,
-                       cart_value_threshold: float | None = None) -> RulesBaseline:
-    """Fit the rules control's band rates on the training split.
-
-    "High cart value" means at or above `cart_value_threshold`; by default the median cart value
-    of training rows with a non-empty cart, so the rule reads the same on any currency or shop.
-    """
+                       rules: RulesPolicy = RulesPolicy()) -> RulesBaseline:
+    """Fit the band rates of `rules` (the A/B control's policy) on the training split."""
     if len(train_df) == 0:
         raise ValueError("no training rows")
     y = _labels(train_df, label)
     w = _weights(train_df, weight_column)
-    if cart_value_threshold is None:
-        carts = pd.to_numeric(train_df["session_cart_value"], errors="coerce")
-        carts = carts[(pd.to_numeric(train_df["session_cart_items"], errors="coerce") > 0)
-                      & carts.notna()]
-        cart_value_threshold = float(carts.median()) if len(carts) else 0.0
-    bands = rules_band(train_df, cart_value_threshold)
+    cart_value_threshold = rules.cart_value
+    bands = rules.bands(train_df)
     base = float(np.average(y, weights=w)) if w.sum() > 0 else float(y.mean())
     rates, stats = {}, {}
     for b in BANDS:

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def _stream(args=None):
-    from intent_assets.streaming.process import LocalStream
+    from intent_resources.streaming import LocalStream
     from serving.project import intent_home, redis_url
 
     home = intent_home()
@@ -88,7 +88,7 @@ def _replay(args) -> int:
 
 
 def _start(args) -> int:
-    from intent_assets.streaming.process import start
+    from intent_resources.streaming import start
     from intent_resources.redis import ensure_local_redis
 
     stream = _stream(args)
@@ -101,16 +101,16 @@ def _start(args) -> int:
 
 
 def _stop(args) -> int:
-    from intent_assets.streaming.process import stop
+    from intent_resources.streaming import stop
 
     print("stopped" if stop(_stream()) else "not running")
     return 0
 
 
 def _status(args) -> int:
-    from intent_assets.streaming.health import Thresholds, assess_stream, heartbeat_age_s
-    from intent_assets.streaming.process import pid_alive, read_pid
-    from streaming_jobs.session_job import read_heartbeat
+    from intent_assets.streaming.health import assess_stream, heartbeat_age_s
+    from intent_resources.streaming import Thresholds, pid_alive, read_pid
+    from streaming_jobs.heartbeat import read_heartbeat
 
     stream = _stream()
     heartbeat = read_heartbeat(stream.heartbeat)

@@ -25,12 +25,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Optional
 
-@dataclass(frozen=True)
-class Thresholds:
-    """How old a heartbeat may get. Spark reports progress at least every 10 s even when idle."""
-
-    stale_after_s: float = 120.0
-    startup_grace_s: float = 300.0
+from intent_resources.streaming import Thresholds
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 
 from dagster import Config, OpExecutionContext, job, op
 
-from intent_assets.streaming.process import restart
-from intent_assets.streaming.resources import StreamingJobResource
+from intent_resources.streaming import StreamingJobResource, restart
 
 
 class StartStreamConfig(Config):

@@ -15,7 +15,7 @@ from dagster import (
 from intent_assets.streaming.assets import session_features_stream
 from intent_assets.streaming.health import assess_stream, heartbeat_age_s, incident_key
 from intent_assets.streaming.jobs import start_streaming_job
-from intent_assets.streaming.resources import StreamingJobResource
+from intent_resources.streaming import StreamingJobResource
 
 # heartbeat fields reported as observation metadata, under the same names
 _FIGURES = ("batch_id", "input_rows", "input_rows_per_second", "processed_rows_per_second",

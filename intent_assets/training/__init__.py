@@ -1,5 +1,7 @@
-"""Modelling: splits, tuning, calibration and training of the purchase-intent model.
+"""Modelling: splits, tuning, calibration and training of the purchase-intent model, and the
+gates a candidate must pass before publication.
 
-Pure functions only (no Dagster import): the assets and `intent train` / `intent predict` call
-them. The artifact format and scoring live in `serving.model`.
+The modelling and gate rules are pure functions (`train`, `gates`, ...) that the assets, the
+checks and `intent train` / `intent predict` call. The artifact format and scoring live in
+`serving.model`.
 """

@@ -1,7 +1,7 @@
-"""The publication gates: blocking checks on `calibrated_model`.
+"""The publication gates as blocking checks on `calibrated_model` (the rules are in `gates`).
 
 A model that fails any of them stops its run there; the publication sensor only ever sees
-models whose four gates passed.
+models whose gates (`GATES`) all passed.
 """
 
 import json
@@ -10,17 +10,13 @@ import pandas as pd
 
 from dagster import AssetCheckResult, AssetIn, asset_check
 
-from intent_assets.reports import gates as rules
+from intent_assets.reports.metrics import pr_auc
+from intent_assets.training import gates as rules
 from intent_assets.training.assets import LABEL, TIME_COLUMN, calibrated_model
 from intent_assets.training.train import training_splits
-from intent_assets.publication.resources import ModelEndpointResource
-from intent_assets.reports.metrics import pr_auc
+from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.storage import LakeSlice
 from serving.model import ModelArtifact
-
-PR_AUC_TOLERANCE = 0.01
-MAX_ECE = 0.02
-MAX_SEGMENT_ECE = 0.05
 
 
 def _result(gate) -> AssetCheckResult:
@@ -52,18 +48,14 @@ def pr_auc_gate(calibrated_model: dict, training_set: LakeSlice,
     """Test PR-AUC not worse than the serving champion's (same test rows) beyond a tolerance."""
     champion = champion_pr_auc(model_endpoint.served_model_path(), calibrated_model,
                                training_set.pandas())
-    return _result(rules.pr_auc_gate(calibrated_model["metrics"]["pr_auc"], champion,
-                                     PR_AUC_TOLERANCE))
+    return _result(rules.pr_auc_gate(calibrated_model["metrics"]["pr_auc"], champion))
 
 
 @asset_check(asset=calibrated_model, blocking=True)
 def ece_gate(calibrated_model: dict) -> AssetCheckResult:
     """ECE ≤ 0.02 overall, and every segment with enough data within bounds."""
-    return _result(ece_gate_rule(calibrated_model))
-
-
-def ece_gate_rule(model: dict):
-    return rules.ece_gate(model["metrics"]["ece"], model["segments"], MAX_ECE, MAX_SEGMENT_ECE)
+    return _result(rules.ece_gate(calibrated_model["metrics"]["ece"],
+                                  calibrated_model["segments"]))
 
 
 @asset_check(asset=calibrated_model, blocking=True,

@@ -27,8 +27,7 @@ def project_feature_defaults() -> dict[str, Any]:
     User and product features default to missing (None): a user or product without a feature
     row is joined as null in the training set, so "no row" at serving must look the same.
     """
-    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
-    from streaming_jobs.session_state import SESSION_FEATURES
+    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
     defaults: dict[str, Any] = {name: default for name, _, default in SESSION_FEATURES}
     defaults.update({name: None for name, _, _ in USER_FEATURES + PRODUCT_FEATURES})

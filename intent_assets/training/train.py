@@ -209,7 +209,7 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     if backend not in TUNING_BACKENDS:
         raise ValueError(f"backend must be one of {TUNING_BACKENDS}, got {backend!r}")
     if backend == "sagemaker" and tuner is None:
-        raise ValueError("the sagemaker backend needs a tuner (see intent_resources.sagemaker)")
+        raise ValueError("the sagemaker backend needs a tuner (see intent_resources.sagemaker_tuning)")
     search = tuner or tune_optuna
     if df.empty:
         raise ValueError("the table is empty")

@@ -11,9 +11,9 @@ import math
 import pandas as pd
 import pytest
 
-from intent_assets.features.batch import (
-    PRODUCT_FEATURES, USER_FEATURES, product_features, user_features)
+from intent_assets.features.batch import product_features, user_features
 from streaming_jobs.contract import COLUMNS
+from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
 
 D1, D2 = "2024-03-10", "2024-03-11"
 CUT1, CUT2 = pd.Timestamp("2024-03-11", tz="UTC"), pd.Timestamp("2024-03-12", tz="UTC")

@@ -188,7 +188,7 @@ def _materialize_readout(lake, tmp_path, experiment: str, data_config: dict, pla
     from dagster import DagsterInstance, materialize
 
     from intent_assets.experiments.assets import ab_readout, experiment_data
-    from intent_assets.monitoring.resources import DecisionLogReader
+    from intent_resources.decision_log import DecisionLogReader
     from intent_assets.partitions import experiment_partitions
     from intent_resources.storage import ArtifactStore, LakeIOManager
 

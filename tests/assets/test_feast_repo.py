@@ -293,8 +293,7 @@ def test_prod_environment_applies_to_an_s3_registry_and_s3_lake(moto_endpoint, r
 def test_feature_view_schemas_match_the_feature_definitions(feast_resource):
     from feast.types import Float64, Int64, String
 
-    from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
-    from streaming_jobs.session_state import SESSION_FEATURES
+    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
 
     kinds = {"int": Int64, "float": Float64, "string": String}
     store = feast_resource.store()

@@ -97,7 +97,7 @@ def _chain(lake, feast, root_models, base):
     from intent_assets.training.checks import GATES
     from intent_resources.storage import ArtifactStore
 
-    from intent_assets.publication.resources import ModelEndpointResource
+    from intent_resources.endpoint import ModelEndpointResource
 
     resources = {**base, "models": ArtifactStore(root=str(root_models)),
                  "model_endpoint": ModelEndpointResource(target="local", home=str(root_models),
@@ -159,7 +159,7 @@ def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path)
 
 def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
     from intent_assets.publication.assets import batch_scores, published_model
-    from intent_assets.publication.resources import ModelEndpointResource
+    from intent_resources.endpoint import ModelEndpointResource
     from intent_assets.training.train import train_model
     from serving.local import install_model, local_model_dir
     from serving.model import ModelArtifact

@@ -295,7 +295,7 @@ def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
     )
 
     from intent_assets.monitoring.assets import served_scores as served_scores_asset
-    from intent_assets.monitoring.resources import DecisionLogReader
+    from intent_resources.decision_log import DecisionLogReader
     from intent_assets.partitions import daily_partitions
     from intent_resources.storage import LakeIOManager
 

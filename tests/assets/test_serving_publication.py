@@ -22,16 +22,16 @@ from dagster import (
 
 from intent_assets.publication.assets import published_model
 from intent_assets.publication.jobs import publish_model_job
-from intent_assets.publication.resources import ModelEndpointResource
+from intent_resources.endpoint import ModelEndpointResource
 from intent_assets.publication.sensors import (
     BLOCKING_CHECKS,
     model_publication_sensor,
     publication_verdict,
 )
-from serving.project import free_port
-from intent_resources.sagemaker import SageMakerResource
+from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
 from serving.local import install_model, local_model_dir, start_endpoint
-from tests.e2e.test_sagemaker import INFERENCE_IMAGE, ROLE, TRAINING_IMAGE, moto_update_endpoint  # noqa: F401
+from serving.project import free_port
+from tests.e2e.test_sagemaker import INFERENCE_IMAGE, ROLE, moto_update_endpoint  # noqa: F401
 from tests.e2e.test_serving import artifacts, build_artifact  # noqa: F401
 
 
@@ -122,9 +122,9 @@ def _run_config(saved) -> dict:
 def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, artifacts,  # noqa: F811
                                                                   moto_update_endpoint,  # noqa: F811
                                                                   tmp_path):
-    sagemaker = SageMakerResource(endpoint_url=moto_endpoint, role_arn=ROLE,
-                                  training_image=TRAINING_IMAGE, inference_image=INFERENCE_IMAGE,
-                                  bucket=f"intent-models-{uuid.uuid4().hex[:8]}")
+    sagemaker = SageMakerEndpointResource(endpoint_url=moto_endpoint, role_arn=ROLE,
+                                          inference_image=INFERENCE_IMAGE,
+                                          bucket=f"intent-models-{uuid.uuid4().hex[:8]}")
     sagemaker.s3.create_bucket(Bucket=sagemaker.bucket)
     endpoint = f"intent-ep-{uuid.uuid4().hex[:8]}"
     resource = ModelEndpointResource(target="sagemaker", endpoint_name=endpoint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,11 @@ def test_installed_intent_command_round_trip(tmp_path, repo_root):
 
 def test_the_installed_console_script_imports_into_the_default_lake(tmp_path, files):
     script = Path(sys.executable).with_name("intent")
+    # no INTENT_HOME (make exports one): the default home is `.intent` under the working directory
+    env = {k: v for k, v in os.environ.items() if k != "INTENT_HOME"}
 
     done = subprocess.run([str(script), "import-rees46", *map(str, files)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
     assert done.returncode == 0, done.stderr
     assert "read: 12" in done.stdout.splitlines()
@@ -38,6 +41,6 @@ def test_the_installed_console_script_imports_into_the_default_lake(tmp_path, fi
     assert default.partitions(LANDING_TABLE) == ["2019-10-01", "2019-10-02"]
 
     bad = subprocess.run([str(script), "import-rees46", str(tmp_path / "nope.csv.gz")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode != 0
     assert "nope.csv.gz: no such file" in bad.stderr

@@ -26,13 +26,12 @@ import pytest
 
 from intent_assets.training.sagemaker_entry import main as entry_main
 from intent_assets.training.sagemaker_entry import metric_line, parse_hyperparameters
-from intent_resources.sagemaker import (
+from intent_resources.sagemaker_common import SageMakerError, sagemaker_name
+from intent_resources.sagemaker_endpoint import SageMakerEndpointResource, endpoint_ready
+from intent_resources.sagemaker_tuning import (
     OBJECTIVE_METRIC,
-    SageMakerError,
-    SageMakerResource,
-    endpoint_ready,
+    SageMakerTuningResource,
     metric_regex,
-    sagemaker_name,
     tuning_result,
 )
 
@@ -65,10 +64,19 @@ def _moto_backend():
 
 
 @pytest.fixture
-def sagemaker(moto_endpoint) -> SageMakerResource:
-    resource = SageMakerResource(endpoint_url=moto_endpoint, role_arn=ROLE,
-                                 training_image=TRAINING_IMAGE, inference_image=INFERENCE_IMAGE,
-                                 bucket=_unique("intent-models"))
+def sagemaker(moto_endpoint) -> SageMakerEndpointResource:
+    resource = SageMakerEndpointResource(endpoint_url=moto_endpoint, role_arn=ROLE,
+                                         inference_image=INFERENCE_IMAGE,
+                                         bucket=_unique("intent-models"))
+    resource.s3.create_bucket(Bucket=resource.bucket)
+    return resource
+
+
+@pytest.fixture
+def tuning(moto_endpoint) -> SageMakerTuningResource:
+    resource = SageMakerTuningResource(endpoint_url=moto_endpoint, role_arn=ROLE,
+                                       training_image=TRAINING_IMAGE,
+                                       bucket=_unique("intent-models"))
     resource.s3.create_bucket(Bucket=resource.bucket)
     return resource
 
@@ -171,14 +179,14 @@ def test_endpoint_ready_waits_through_transitions_and_reports_failures_and_rollb
 
 # -- tuning against moto ------------------------------------------------------------------------
 
-def test_tuning_job_is_created_bayesian_with_the_ranges_sent(sagemaker):
+def test_tuning_job_is_created_bayesian_with_the_ranges_sent(tuning):
     name = _unique("tune")
-    arn = sagemaker.start_tuning_job(
+    arn = tuning.start_tuning_job(
         name, "s3://data/train/", "s3://data/validation/", RANGES, max_jobs=20, max_parallel=2,
         static_hyperparameters={"label": "label", "num_iterations": 2000}, seed=11)
     assert arn.endswith(f"hyper-parameter-tuning-job/{name}")
 
-    described = sagemaker.sagemaker.describe_hyper_parameter_tuning_job(
+    described = tuning.sagemaker.describe_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=name)
     config = described["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian"
@@ -199,71 +207,71 @@ def test_tuning_job_is_created_bayesian_with_the_ranges_sent(sagemaker):
     assert definition["RoleArn"] == ROLE
 
 
-def test_bad_tuning_requests_fail_before_reaching_sagemaker(sagemaker):
+def test_bad_tuning_requests_fail_before_reaching_sagemaker(tuning):
     with pytest.raises(ValueError, match="nothing to tune"):
-        sagemaker.start_tuning_job("t-empty", "s3://d/t/", "s3://d/v/", {}, 4, 1)
+        tuning.start_tuning_job("t-empty", "s3://d/t/", "s3://d/v/", {}, 4, 1)
     with pytest.raises(ValueError, match="unknown parameter range kinds"):
-        sagemaker.start_tuning_job("t-kind", "s3://d/t/", "s3://d/v/",
-                                   {"IntegerRanges": []}, 4, 1)
+        tuning.start_tuning_job("t-kind", "s3://d/t/", "s3://d/v/",
+                                {"IntegerRanges": []}, 4, 1)
     with pytest.raises(ValueError, match="both tuned and static"):
-        sagemaker.start_tuning_job("t-clash", "s3://d/t/", "s3://d/v/", RANGES, 4, 1,
-                                   static_hyperparameters={"num_leaves": 31})
+        tuning.start_tuning_job("t-clash", "s3://d/t/", "s3://d/v/", RANGES, 4, 1,
+                                static_hyperparameters={"num_leaves": 31})
     with pytest.raises(ValueError, match="max_parallel"):
-        sagemaker.start_tuning_job("t-par", "s3://d/t/", "s3://d/v/", RANGES, 2, 3)
+        tuning.start_tuning_job("t-par", "s3://d/t/", "s3://d/v/", RANGES, 2, 3)
     with pytest.raises(ValueError, match="not valid for SageMaker"):
-        sagemaker.start_tuning_job("tuning_job.1", "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
+        tuning.start_tuning_job("tuning_job.1", "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
     with pytest.raises(ValueError, match="not an s3:// URI"):
-        sagemaker.start_tuning_job("t-uri", "/local/train", "s3://d/v/", RANGES, 4, 1)
+        tuning.start_tuning_job("t-uri", "/local/train", "s3://d/v/", RANGES, 4, 1)
 
 
-def test_a_second_tuning_job_with_the_same_name_is_refused_clearly(sagemaker):
+def test_a_second_tuning_job_with_the_same_name_is_refused_clearly(tuning):
     name = _unique("dup")
-    sagemaker.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
+    tuning.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
     with pytest.raises(SageMakerError,
                        match=f"could not start tuning job {name}: .*already exists"):
-        sagemaker.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
+        tuning.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
 
 
-def test_wait_tuning_job_returns_the_best_trial_moto_reports(sagemaker):
+def test_wait_tuning_job_returns_the_best_trial_moto_reports(tuning):
     # moto completes a tuning job at once with a canned best trial; the values checked are the ones
     # DescribeHyperParameterTuningJob returns, plus what we sent (static values, output path).
     name = _unique("wait")
-    sagemaker.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1,
-                               static_hyperparameters={"label": "label", "seed": 42})
-    described = sagemaker.describe_tuning_job(name)
+    tuning.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1,
+                            static_hyperparameters={"label": "label", "seed": 42})
+    described = tuning.describe_tuning_job(name)
     best = described["BestTrainingJob"]
 
-    result = sagemaker.wait_tuning_job(name, poll_s=0, timeout_s=5)
+    result = tuning.wait_tuning_job(name, poll_s=0, timeout_s=5)
     assert result["status"] == "Completed"
     assert result["best_training_job_name"] == best["TrainingJobName"]
     assert result["objective_value"] == float(
         best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
     assert result["hyperparameters"]["label"] == "label"
     assert result["hyperparameters"]["seed"] == 42
-    assert result["model_data_uri"] == (f"s3://{sagemaker.bucket}/intent/tuning/{name}/output/"
+    assert result["model_data_uri"] == (f"s3://{tuning.bucket}/intent/tuning/{name}/output/"
                                         f"{best['TrainingJobName']}/output/model.tar.gz")
 
 
-def test_wait_tuning_job_raises_the_failure_reason_of_a_failed_job(sagemaker):
+def test_wait_tuning_job_raises_the_failure_reason_of_a_failed_job(tuning):
     name = _unique("fail")
-    sagemaker.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
+    tuning.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
     # moto never fails a job by itself: set the state SageMaker would report.
     job = _moto_backend().hyper_parameter_tuning_jobs[name]
     job.hyper_parameter_tuning_job_status = "Failed"
     job.failure_reason = "All training jobs failed. AlgorithmError: no label column"
     with pytest.raises(SageMakerError, match="ended Failed: All training jobs failed"):
-        sagemaker.wait_tuning_job(name, poll_s=0, timeout_s=5)
+        tuning.wait_tuning_job(name, poll_s=0, timeout_s=5)
     with pytest.raises(SageMakerError, match="Could not find"):
-        sagemaker.wait_tuning_job(_unique("missing"), poll_s=0, timeout_s=5)
+        tuning.wait_tuning_job(_unique("missing"), poll_s=0, timeout_s=5)
 
 
-def test_wait_tuning_job_times_out_on_a_job_still_running(sagemaker):
+def test_wait_tuning_job_times_out_on_a_job_still_running(tuning):
     name = _unique("slow")
-    sagemaker.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
+    tuning.start_tuning_job(name, "s3://d/t/", "s3://d/v/", RANGES, 4, 1)
     _moto_backend().hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = \
         "InProgress"
     with pytest.raises(TimeoutError, match="still InProgress"):
-        sagemaker.wait_tuning_job(name, poll_s=0, timeout_s=0)
+        tuning.wait_tuning_job(name, poll_s=0, timeout_s=0)
 
 
 # -- S3 artifacts and channels ------------------------------------------------------------------
@@ -288,22 +296,22 @@ def test_upload_artifact_refuses_what_cannot_be_served(sagemaker, tmp_path):
     not_tar.write_text("not an archive")
     with pytest.raises(SageMakerError, match="not a tar archive"):
         sagemaker.upload_artifact(str(not_tar), "v1")
-    elsewhere = SageMakerResource(endpoint_url=sagemaker.endpoint_url, role_arn=ROLE,
-                                  training_image=TRAINING_IMAGE, inference_image=INFERENCE_IMAGE,
-                                  bucket=_unique("no-such-bucket"))
+    elsewhere = SageMakerEndpointResource(endpoint_url=sagemaker.endpoint_url, role_arn=ROLE,
+                                          inference_image=INFERENCE_IMAGE,
+                                          bucket=_unique("no-such-bucket"))
     with pytest.raises(SageMakerError, match="NoSuchBucket"):
         elsewhere.upload_artifact(_model_tarball(tmp_path / "ok.tar.gz", "v1"), "v1")
 
 
-def test_upload_channel_puts_every_file_under_the_channel_prefix(sagemaker, tmp_path):
+def test_upload_channel_puts_every_file_under_the_channel_prefix(tuning, tmp_path):
     channel = tmp_path / "train"
     (channel / "date=2024-01-01").mkdir(parents=True)
     (channel / "date=2024-01-01" / "part-0.parquet").write_bytes(b"a")
     (channel / "part-1.parquet").write_bytes(b"b")
-    uri = sagemaker.upload_channel(str(channel), "run1", "train")
-    assert uri == f"s3://{sagemaker.bucket}/intent/tuning/run1/input/train/"
-    listed = sagemaker.s3.list_objects_v2(Bucket=sagemaker.bucket,
-                                          Prefix="intent/tuning/run1/input/train/")
+    uri = tuning.upload_channel(str(channel), "run1", "train")
+    assert uri == f"s3://{tuning.bucket}/intent/tuning/run1/input/train/"
+    listed = tuning.s3.list_objects_v2(Bucket=tuning.bucket,
+                                       Prefix="intent/tuning/run1/input/train/")
     assert sorted(o["Key"] for o in listed["Contents"]) == [
         "intent/tuning/run1/input/train/date=2024-01-01/part-0.parquet",
         "intent/tuning/run1/input/train/part-1.parquet"]

@@ -22,7 +22,6 @@ import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from intent_assets.features.batch import PRODUCT_FEATURES, USER_FEATURES
 from intent_resources.feast import FeastResource
 from serving.project import free_port
 from serving.batch import score_snapshots
@@ -43,6 +42,7 @@ from serving.model import (
 from serving.online import AsyncOnlineReader, FeatureLayout, OnlineReader
 from serving.policy import PolicyParams, band_of, decide, incentive_band, incentive_value
 from streaming_jobs import online_layout as layout
+from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
 from streaming_jobs.session_state import SESSION_FEATURES
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"

@@ -20,14 +20,11 @@ import pytest
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
 from streaming_jobs.contract import split_duplicates, validate_events
+from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
+from streaming_jobs.job_config import JobConfig
 from streaming_jobs.replay import json_lines, kinesis_client, put_kinesis, write_landing
-from streaming_jobs.session_job import (
-    JobConfig,
-    heartbeat_payload,
-    read_heartbeat,
-    start_query,
-)
 from streaming_jobs.session_state import FEATURE_NAMES, replay
+from streaming_jobs.spark_app import start_query
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEW = "session_fv"
@@ -113,7 +110,7 @@ def out_of_order_arrivals(events: pd.DataFrame) -> int:
 # -- the per-session fold (pure) ------------------------------------------------------------------
 def _packed(frame: pd.DataFrame) -> list[list]:
     """Valid events as the stateful step receives them: packed, through JSON and back."""
-    from streaming_jobs.session_job import pack_events
+    from streaming_jobs.prepare import pack_events
 
     return [json.loads(json.dumps(r)) for r in pack_events(validate_events(frame).events)]
 
@@ -337,7 +334,7 @@ def test_a_checkpoint_refuses_another_state_bucket_count(spark, redis_client, re
     assert redis_row(redis_client, "A")["session_n_events"] == 2
 
     # a checkpoint from before the job hashed sessions itself (Spark's xxhash64) is refused too
-    from streaming_jobs.session_job import STATE_LAYOUT_FILE
+    from streaming_jobs.spark_app import STATE_LAYOUT_FILE
 
     checkpoint = Path(cfg.checkpoint)
     (checkpoint / STATE_LAYOUT_FILE).write_text(json.dumps({"state_buckets": 4}))
@@ -520,7 +517,8 @@ def _heartbeat(age_s: float, status: str = "running", **extra) -> dict:
 
 
 def test_supervisor_decision_covers_healthy_stale_dead_and_no_heartbeat():
-    from intent_assets.streaming.health import Thresholds, assess_stream
+    from intent_assets.streaming.health import assess_stream
+    from intent_resources.streaming import Thresholds
 
     limits = Thresholds(stale_after_s=60, startup_grace_s=300)
     verdict = lambda hb, alive: assess_stream(hb, NOW, alive, limits)  # noqa: E731
@@ -543,7 +541,7 @@ def test_supervisor_decision_covers_healthy_stale_dead_and_no_heartbeat():
 
 
 def _resource(tmp_path: Path, **overrides):
-    from intent_assets.streaming.resources import StreamingJobResource
+    from intent_resources.streaming import StreamingJobResource
 
     return StreamingJobResource(home=str(tmp_path), redis_url="redis://127.0.0.1:1/0",
                                 stale_after_s=60, **overrides)
@@ -612,7 +610,7 @@ def test_sensor_restarts_a_stale_job_once_per_incident_and_alerts(tmp_path):
 
 def test_start_streaming_job_starts_the_local_process(tmp_path, redis_url):
     from intent_assets.streaming.jobs import start_streaming_job
-    from intent_assets.streaming.process import pid_alive, read_pid, stop
+    from intent_resources.streaming import pid_alive, read_pid, stop
 
     resource = _resource(tmp_path, lake=str(tmp_path / "lake"))
     resource = resource.model_copy(update={"redis_url": redis_url})
@@ -631,7 +629,7 @@ def test_start_streaming_job_starts_the_local_process(tmp_path, redis_url):
 def test_emr_mode_builds_a_pipes_client_and_a_spark_step(moto_endpoint):
     from dagster_aws.pipes import PipesEMRClient
 
-    from intent_assets.streaming.resources import StreamingJobResource
+    from intent_resources.streaming import StreamingJobResource
 
     resource = StreamingJobResource(
         mode="emr", emr_pipes_bucket="intent-pipes", emr_log_uri="s3://intent-logs/emr/",

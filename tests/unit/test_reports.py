@@ -12,11 +12,10 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from intent_assets.reports import metrics
-from intent_assets.reports.baselines import (BANDS, fit_logistic_baseline, fit_rules_baseline,
-                                             rules_band)
-from intent_assets.reports.gates import (beats_baseline_gate, ece_gate, feature_separation,
-                                         leakage_flags, leakage_gate, pr_auc_gate)
+from intent_assets.reports.baselines import BANDS, fit_logistic_baseline, fit_rules_baseline
 from intent_assets.reports.report import build_report
+from intent_assets.training.gates import (beats_baseline_gate, ece_gate, feature_separation,
+                                          leakage_flags, leakage_gate, pr_auc_gate)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -228,7 +227,7 @@ def test_report_without_oracle_has_no_ratios():
 def test_rules_baseline_bands_and_rates():
     train, test = _sessions(6000, 23), _sessions(3000, 29)
     rules = fit_rules_baseline(train, weight_column="weight")
-    bands = rules_band(train, rules.cart_value_threshold)
+    bands = rules.bands(train)
     assert set(bands) <= set(BANDS)
     checkout = train["session_funnel_stage"] >= 3
     assert (bands[checkout.to_numpy()] == "checkout").all()
@@ -244,6 +243,23 @@ def test_rules_baseline_bands_and_rates():
     d = rules.to_dict()
     assert [b["band"] for b in d["bands"]] == list(BANDS)
     json.dumps(d, allow_nan=False)
+
+
+def test_the_rules_baseline_and_the_ab_control_are_one_policy():
+    from serving.policy import RULES_ACTIONS, PolicyParams, decide_by_rules
+
+    train = _sessions(3000, 41)
+    for params in (PolicyParams(), PolicyParams(rules_cart_value=25.0)):
+        baseline = fit_rules_baseline(train, weight_column="weight", rules=params.rules)
+        assert baseline.cart_value_threshold == params.rules_cart_value
+        bands = baseline.bands(train)
+        rows = train.to_dict("records")
+        served = [decide_by_rules(row, 0.5, params).action for row in rows[:400]]
+        assert served == [RULES_ACTIONS[b] for b in bands[:400]]
+    # the threshold matters: some cart is high value under one and not the other
+    assert (fit_rules_baseline(train, weight_column="weight").bands(train)
+            != fit_rules_baseline(train, weight_column="weight",
+                                  rules=PolicyParams(rules_cart_value=25.0).rules).bands(train)).any()
 
 
 def test_logistic_baseline_learns_beats_random_and_handles_strings_and_nulls():

@@ -333,22 +333,3 @@ def test_replay_equals_the_streaming_path_on_simulated_sessions(simulated_events
     expected = pd.DataFrame(rows)[list(ss.OUTPUT_COLUMNS)]
     got = out[out["session_id"].isin(some)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
-
-
-def test_apply_frame_continues_a_state(simulated_events):
-    sid = simulated_events["session_id"].value_counts().index[0]
-    events = simulated_events[simulated_events["session_id"] == sid].sample(frac=1.0, random_state=1)
-    ordered = events.sort_values(["event_time", "event_id"])
-    state = ss.new_state()
-    ss.apply_frame(state, ordered.iloc[:5].sample(frac=1.0, random_state=2))
-    ss.apply_frame(state, ordered.iloc[5:])
-    assert ss.features(state) == ss.features(_applied(ordered))
-    with pytest.raises(ss.OutOfOrderEvent):
-        ss.apply_frame(state, ordered.iloc[:1])
-
-
-def _applied(frame):
-    state = ss.new_state()
-    for record in frame.to_dict("records"):
-        ss.apply_event(state, record)
-    return state

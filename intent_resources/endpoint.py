@@ -5,9 +5,9 @@ atomically into the local endpoint's model directory (``$INTENT_HOME/endpoint/mo
 running server is asked to reload (started first if none answers and `start_local` is set);
 the server swaps models without failing a request.
 
-``target="sagemaker"``: the nested `SageMakerResource` uploads the archive to S3, creates the
-model and endpoint config, creates or updates (blue/green) the endpoint and waits until it is
-InService on the new config.
+``target="sagemaker"``: the nested `SageMakerEndpointResource` uploads the archive to S3, creates
+the model and endpoint config, creates or updates (blue/green) the endpoint and waits until it
+is InService on the new config.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from dagster import ConfigurableResource
 
-from intent_resources.sagemaker import SageMakerResource
+from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
 
 TARGETS = ("local", "sagemaker")
 
@@ -33,7 +33,7 @@ class ModelEndpointResource(ConfigurableResource):
     local_url: Optional[str] = None
     start_local: bool = True
     # sagemaker
-    sagemaker: Optional[SageMakerResource] = None
+    sagemaker: Optional[SageMakerEndpointResource] = None
     poll_s: float = 15.0
     timeout_s: float = 3600.0
 
@@ -52,7 +52,7 @@ class ModelEndpointResource(ConfigurableResource):
             served = local_model_dir(home) / "model.tar.gz"
             return served if served.exists() else None
         if self.sagemaker is None:
-            raise ValueError("the sagemaker target needs a SageMakerResource")
+            raise ValueError("the sagemaker target needs a SageMakerEndpointResource")
         uri = self.sagemaker.served_model_data_uri(self.endpoint_name)
         if uri is None:
             return None
@@ -70,7 +70,7 @@ class ModelEndpointResource(ConfigurableResource):
             raise FileNotFoundError(f"model archive {tar_path} does not exist")
         if self.target == "sagemaker":
             if self.sagemaker is None:
-                raise ValueError("the sagemaker target needs a SageMakerResource")
+                raise ValueError("the sagemaker target needs a SageMakerEndpointResource")
             uri = self.sagemaker.upload_artifact(tar_path, version)
             result = self.sagemaker.publish(version, uri, self.endpoint_name, self.poll_s,
                                             self.timeout_s)

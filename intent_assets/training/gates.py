@@ -1,6 +1,7 @@
 """The publication gates: what a calibrated model must pass before it may replace the champion.
 
-Each gate is a pure function returning `(passed, metadata)`; the blocking asset checks wrap them.
+Each gate is a pure function returning `(passed, metadata)`; the blocking asset checks in
+`checks` wrap them.
 A gate never passes on a metric it could not evaluate (None or NaN fails).
 """
 

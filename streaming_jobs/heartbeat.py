@@ -1,0 +1,135 @@
+"""The heartbeat: the job's state as one JSON file, which the Dagster supervisor reads.
+
+The sink writes it before Spark commits each batch (so its counters stay exact across kills),
+`supervise` refreshes it with Spark's progress figures after the batch, and every few seconds
+while the query idles, so a hung batch shows as a stale heartbeat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from streaming_jobs.job_config import QUERY_NAME, JobConfig
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    """Replace `path` with `payload` in one rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, default=str, indent=1))
+    os.replace(tmp, path)
+
+
+def read_heartbeat(path: str | Path) -> Optional[dict]:
+    """The last heartbeat written at `path`, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def heartbeat_payload(progress: Optional[dict], sink, status: str,
+                      cfg: JobConfig, error: Optional[str] = None) -> dict:
+    """The supervisor's view of the job: progress of the last batch, sink figures, counters.
+
+    `sink` is the job's `sinks.SessionSink` (its batch figures, counters and live sessions).
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    p = progress_dict(progress)
+    batch_id = p.get("batchId")
+    stats = sink.by_batch.get(batch_id) if batch_id is not None else None
+    stats = stats or sink.last
+    state_ops = p.get("stateOperators") or []
+    durations = p.get("durationMs") or {}
+    return {
+        "status": status,
+        "pid": os.getpid(),
+        "query_name": QUERY_NAME,
+        "query_id": p.get("id"),
+        "run_id": p.get("runId"),
+        "source": cfg.source,
+        "checkpoint": cfg.checkpoint,
+        "batch_id": batch_id,
+        "batch_time": p.get("timestamp"),
+        "input_rows": p.get("numInputRows"),
+        "input_rows_per_second": _finite(p.get("inputRowsPerSecond")),
+        "processed_rows_per_second": _finite(p.get("processedRowsPerSecond")),
+        "batch_duration_ms": durations.get("triggerExecution"),
+        "watermark": (p.get("eventTime") or {}).get("watermark"),
+        # Spark's state rows are buckets of sessions (see `stateful`); the sessions live in
+        # them are counted by the buckets themselves
+        "state_buckets": cfg.state_buckets,
+        "state_rows": sum(int(op.get("numRowsTotal", 0)) for op in state_ops),
+        "live_sessions": sum(sink.live.values()),
+        "live_sessions_by_bucket": {str(k): v for k, v in sorted(sink.live.items())},
+        "state_memory_bytes": sum(int(op.get("memoryUsedBytes", 0)) for op in state_ops),
+        "sessions_written": stats.sessions_written if stats else None,
+        "sessions_closed": stats.sessions_closed if stats else None,
+        "latency_p50_ms": stats.latency_p50_ms if stats else None,
+        "latency_p95_ms": stats.latency_p95_ms if stats else None,
+        # the counters' ledger: the last batch the sink finished and what it refused
+        "sink_batch_id": sink.last.batch_id if sink.last else None,
+        "quarantine_batch": dict(sink.last.quarantine) if sink.last else {},
+        "quarantine_total": dict(sink.totals),
+        "late_events_total": sink.totals.get("late beyond watermark", 0),
+        "last_update_time": now.isoformat(),
+        "error": error,
+    }
+
+
+def progress_dict(progress) -> dict:
+    """A query progress as plain JSON values (PySpark 4 hands out an object with UUIDs)."""
+    if progress is None:
+        return {}
+    if hasattr(progress, "json"):
+        return json.loads(progress.json)
+    return json.loads(json.dumps(dict(progress), default=str))
+
+
+def _finite(value) -> Optional[float]:
+    return round(float(value), 1) if value is not None and math.isfinite(value) else None
+
+
+def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
+              poll_seconds: float = 0.25, idle_refresh_seconds: float = 5.0) -> int:
+    """Write a heartbeat after every batch until the query ends; the exit code of the job.
+
+    An idle query (waiting for data, no batch running) refreshes its heartbeat every few
+    seconds, so the supervisor tells idle from hung: a batch that never finishes stops the
+    heartbeat, and it goes stale.
+    """
+    last_seen = None
+    last_write = time.monotonic()
+    write_json_atomic(cfg.heartbeat, heartbeat_payload(None, sink, "starting", cfg))
+    while query.isActive:
+        if stop.is_set():
+            query.stop()
+            break
+        progress = query.lastProgress
+        fresh = progress is not None and progress.get("timestamp") != last_seen
+        if fresh:
+            sink.progress = progress
+        idle = (not fresh and progress is not None
+                and time.monotonic() - last_write >= idle_refresh_seconds
+                and not query.status.get("isTriggerActive", True))
+        if fresh or idle:
+            last_seen = progress.get("timestamp")
+            last_write = time.monotonic()
+            with sink.lock:
+                write_json_atomic(cfg.heartbeat, heartbeat_payload(
+                    progress, sink, "running" if fresh else "idle", cfg))
+        query.awaitTermination(poll_seconds)
+    error = query.exception()
+    status = "failed" if error else "stopped"
+    with sink.lock:
+        write_json_atomic(cfg.heartbeat, heartbeat_payload(
+            query.lastProgress, sink, status, cfg, error=str(error) if error else None))
+    return 1 if error else 0
