@@ -1,4 +1,5 @@
-"""Turning raw margins into probabilities: Platt or isotonic, fitted on the calibration split.
+"""Turning raw margins into probabilities: Platt or isotonic, fitted on the calibration split
+(or, on small tables, on the out-of-fold margins of `crossval`).
 
 Platt is a weighted logistic regression of the label on the raw margin (two numbers). Isotonic
 is a weighted monotone step fit, stored as breakpoints for np.interp; it is only considered with

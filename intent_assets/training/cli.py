@@ -28,6 +28,11 @@ def register(subparsers) -> None:
     train.add_argument("--group-column", default="session_id",
                        help="rows kept in one split together, when the table has the column "
                             "(default: session_id)")
+    train.add_argument("--regime", choices=("auto", "holdout", "cross_validated"),
+                       default="auto",
+                       help="auto (default): cross-validated tuning and calibration, then a "
+                            "refit on every non-test row, below 100,000 rows; the fixed "
+                            "60/15/10/15 holdout splits above")
     train.add_argument("--feature-service", default="intent_model_v1",
                        help="FeatureService name recorded in the manifest")
     train.add_argument("--out", required=True, type=Path, help="artifact directory")
@@ -60,7 +65,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = train_model(df, args.label, out_dir=args.out, time_column=args.time_column,
                              feature_service=args.feature_service, n_trials=args.trials,
                              seed=args.seed, weight_column=args.weight_column,
-                             group_column=args.group_column)
+                             group_column=args.group_column, regime=args.regime)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"intent train: error: {exc}", file=sys.stderr)
         return 2
@@ -69,7 +74,8 @@ def run_train(args: argparse.Namespace) -> int:
         "artifact": str(result.artifact_dir),
         "tarball": str(result.tar_path),
         "version": result.version,
-        "rows": {name: len(part) for name, part in result.splits.items()},
+        "regime": result.manifest["regime"]["name"],
+        "rows": result.manifest["regime"]["rows"],
         "split": result.splits.method,
         "features": len(result.features),
         "calibrator": result.calibration.method,

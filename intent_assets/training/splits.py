@@ -8,6 +8,10 @@ each label stratum (a session is positive if any of its rows is) and cut the sam
 split gets about the same positive rate.
 
 Rows without a group column are their own groups.
+
+`time_folds` and `stratified_folds` cut the rows left after the test split into cross-validation
+folds by the same rules: with time, forward chaining (each validation block later than every row
+its model is trained on); without, shuffled groups per label stratum. Groups stay whole.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import pandas as pd
 
 SPLIT_NAMES = ("train", "validation", "calibration", "test")
 DEFAULT_FRACTIONS = (0.6, 0.15, 0.1, 0.15)
+CV_FOLDS = 5
+# Time folds: the earliest half is only ever trained on (a model needs a past to learn from);
+# the later half is cut into CV_FOLDS blocks, each validated by a model of everything before it.
+TIME_FIRST_TRAIN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,22 +48,54 @@ class Splits:
         """Rows, groups, positives and time range per split (for metadata)."""
         out: dict = {"method": self.method, "boundaries": self.boundaries}
         for name, df in self.items():
-            info: dict = {"rows": int(len(df))}
-            if group_column and group_column in df.columns:
-                info["groups"] = int(df[group_column].nunique())
-            if label and label in df.columns:
-                info["positives"] = int((df[label] == 1).sum())
-            if time_column and time_column in df.columns and len(df):
-                info["time_min"] = str(df[time_column].min())
-                info["time_max"] = str(df[time_column].max())
-            out[name] = info
+            out[name] = part_summary(df, label, group_column, time_column)
         return out
 
 
-def _check_fractions(fractions) -> np.ndarray:
+def part_summary(df: pd.DataFrame, label: str | None = None, group_column: str | None = None,
+                 time_column: str | None = None) -> dict:
+    """Rows, groups, positives and time range of one part of a table."""
+    info: dict = {"rows": int(len(df))}
+    if group_column and group_column in df.columns:
+        info["groups"] = int(df[group_column].nunique())
+    if label and label in df.columns:
+        info["positives"] = int((df[label] == 1).sum())
+    if time_column and time_column in df.columns and len(df):
+        info["time_min"] = str(df[time_column].min())
+        info["time_max"] = str(df[time_column].max())
+    return info
+
+
+@dataclass(frozen=True)
+class Folds:
+    """A fold number per row (-1: trained on by every fold, never validated) and the method.
+
+    Fold k validates on its own rows; "time" folds train on every row before them (fold < k),
+    "stratified" ones on every other fold.
+    """
+
+    fold: np.ndarray
+    method: str
+    k: int
+
+    def train_mask(self, k: int) -> np.ndarray:
+        return self.fold < k if self.method == "time" else (self.fold != k)
+
+    def valid_mask(self, k: int) -> np.ndarray:
+        return self.fold == k
+
+    def summary(self) -> dict:
+        counts = {int(k): int((self.fold == k).sum()) for k in range(-1, self.k)}
+        return {"method": self.method, "folds": self.k,
+                "trained_on_only": counts.pop(-1),
+                "validation_rows": [counts[k] for k in range(self.k)],
+                "train_rows": [int(self.train_mask(k).sum()) for k in range(self.k)]}
+
+
+def _check_fractions(fractions, n: int = 4) -> np.ndarray:
     f = np.asarray(fractions, dtype=np.float64)
-    if f.shape != (4,) or (f <= 0).any():
-        raise ValueError(f"need four positive fractions, got {fractions}")
+    if f.shape != (n,) or (f <= 0).any():
+        raise ValueError(f"need {n} positive fractions, got {fractions}")
     return f / f.sum()
 
 
@@ -86,24 +126,33 @@ def _build(df: pd.DataFrame, keys: pd.Series, group_split: pd.Series, method: st
     return Splits(**parts, method=method, boundaries=boundaries)
 
 
-def time_splits(df: pd.DataFrame, time_column: str, fractions=DEFAULT_FRACTIONS,
-                group_column: str | None = "session_id") -> Splits:
-    """Split in time order on each group's start; no group in two splits, no start overlap."""
-    f = _check_fractions(fractions)
+def _groups_in_time(df: pd.DataFrame, time_column: str, keys: pd.Series) -> pd.DataFrame:
+    """One row per group (key, start, rows), ordered by start; ties broken by key."""
     if time_column not in df.columns:
         raise KeyError(f"time column {time_column!r} is not in the table")
     times = df[time_column]
     if times.isna().any():
         raise ValueError(f"time column {time_column!r} has nulls")
-    keys = _group_keys(df, group_column)
     starts = times.groupby(keys.to_numpy()).min()
     rows = keys.value_counts()
     groups = pd.DataFrame({"start": starts, "rows": rows.reindex(starts.index)})
     # ties on start broken by key, so reruns agree
-    groups = groups.reset_index(names="key").sort_values(["start", "key"], kind="mergesort")
+    return groups.reset_index(names="key").sort_values(["start", "key"], kind="mergesort")
+
+
+def _assign_in_time(groups: pd.DataFrame, f: np.ndarray) -> np.ndarray:
+    """Block per time-ordered group; groups starting at the same instant share the earliest."""
     split = _assign(groups["rows"].to_numpy(), f)
-    # groups starting at the same instant go to the earliest split any of them got
-    split = pd.Series(split).groupby(groups["start"].to_numpy()).transform("min").to_numpy()
+    return pd.Series(split).groupby(groups["start"].to_numpy()).transform("min").to_numpy()
+
+
+def time_splits(df: pd.DataFrame, time_column: str, fractions=DEFAULT_FRACTIONS,
+                group_column: str | None = "session_id") -> Splits:
+    """Split in time order on each group's start; no group in two splits, no start overlap."""
+    f = _check_fractions(fractions)
+    keys = _group_keys(df, group_column)
+    groups = _groups_in_time(df, time_column, keys)
+    split = _assign_in_time(groups, f)
     group_split = pd.Series(split, index=groups["key"].to_numpy())
     boundaries = {}
     for i, name in enumerate(SPLIT_NAMES):
@@ -114,13 +163,11 @@ def time_splits(df: pd.DataFrame, time_column: str, fractions=DEFAULT_FRACTIONS,
     return _build(df, keys, group_split, "time", boundaries)
 
 
-def stratified_splits(df: pd.DataFrame, label: str, group_column: str | None = None,
-                      seed: int = 0, fractions=DEFAULT_FRACTIONS) -> Splits:
-    """Split shuffled groups within each label stratum (a group is positive if any row is)."""
-    f = _check_fractions(fractions)
+def _shuffled_in_strata(df: pd.DataFrame, label: str, keys: pd.Series, f: np.ndarray,
+                        seed: int) -> pd.Series:
+    """Block per group: groups shuffled with `seed` within each label stratum, then cut."""
     if label not in df.columns:
         raise KeyError(f"label column {label!r} is not in the table")
-    keys = _group_keys(df, group_column)
     by_group = pd.DataFrame({"y": df[label].to_numpy(), "key": keys.to_numpy()}).groupby("key")
     groups = pd.DataFrame({"y": by_group["y"].max(), "rows": by_group.size()})
     groups = groups.sort_index()
@@ -130,5 +177,45 @@ def stratified_splits(df: pd.DataFrame, label: str, group_column: str | None = N
         shuffled = stratum.iloc[rng.permutation(len(stratum))]
         assigned.append(pd.Series(_assign(shuffled["rows"].to_numpy(), f),
                                   index=shuffled.index))
-    group_split = pd.concat(assigned)
+    return pd.concat(assigned)
+
+
+def stratified_splits(df: pd.DataFrame, label: str, group_column: str | None = None,
+                      seed: int = 0, fractions=DEFAULT_FRACTIONS) -> Splits:
+    """Split shuffled groups within each label stratum (a group is positive if any row is)."""
+    f = _check_fractions(fractions)
+    keys = _group_keys(df, group_column)
+    group_split = _shuffled_in_strata(df, label, keys, f, seed)
     return _build(df, keys, group_split, "stratified", {"seed": int(seed)})
+
+
+def _folds(df: pd.DataFrame, keys: pd.Series, group_block: pd.Series, offset: int,
+           method: str, k: int) -> Folds:
+    fold = keys.map(group_block).to_numpy().astype(np.int64) - offset
+    empty = [i for i in range(k) if not (fold == i).any()]
+    if empty:
+        raise ValueError(f"too few rows or sessions for {k} folds: folds {empty} would be empty")
+    return Folds(fold, method, k)
+
+
+def time_folds(df: pd.DataFrame, time_column: str, group_column: str | None = "session_id",
+               folds: int = CV_FOLDS, first_train_share: float = TIME_FIRST_TRAIN_SHARE
+               ) -> Folds:
+    """Forward-chaining folds in time order of group starts; the first share is never validated."""
+    if not 0 < first_train_share < 1:
+        raise ValueError(f"first_train_share must be in (0, 1), got {first_train_share}")
+    f = _check_fractions([first_train_share] + [(1 - first_train_share) / folds] * folds,
+                         folds + 1)
+    keys = _group_keys(df, group_column)
+    groups = _groups_in_time(df, time_column, keys)
+    block = pd.Series(_assign_in_time(groups, f), index=groups["key"].to_numpy())
+    return _folds(df, keys, block, 1, "time", folds)
+
+
+def stratified_folds(df: pd.DataFrame, label: str, group_column: str | None = None,
+                     folds: int = CV_FOLDS, seed: int = 0) -> Folds:
+    """K folds of shuffled groups per label stratum: every row validated exactly once."""
+    f = _check_fractions([1.0] * folds, folds)
+    keys = _group_keys(df, group_column)
+    block = _shuffled_in_strata(df, label, keys, f, seed)
+    return _folds(df, keys, block, 0, "stratified", folds)

@@ -13,6 +13,11 @@
 6. Platt or isotonic chosen on the calibration split;
 7. test-split metrics, TreeSHAP global importance, and the artifact (directory + model.tar.gz).
 
+That is the "holdout" regime. Below `crossval.SMALL_TABLE_ROWS` rows the "cross_validated" one
+keeps the same test split and uses every other row: folds instead of steps 3-4, the calibrator
+fitted on out-of-fold margins (step 6), the booster refitted on all non-test rows (step 5).
+The manifest's `regime` says which ran and how many rows each role got.
+
 Steps 1-5 are `fit_tuned` (a `TunedModel`, saved between assets), 6-7 `finish_model`; both
 recompute the same deterministic splits from the table, and `finish_model` refuses a table
 whose splits differ from the ones the model was tuned on.
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -39,14 +43,36 @@ import pandas as pd
 
 from intent_assets.training.calibration import CalibrationResult, calibrate
 from intent_assets.reports.metrics import classification_metrics
-from intent_assets.training.splits import Splits, stratified_splits, time_splits
+from intent_assets.training.crossval import (
+    SMALL_TABLE_ROWS,
+    FoldData,
+    choose_regime,
+    tune_cv,
+)
+from intent_assets.training.table import (
+    design,
+    id_columns,
+    infer_features,
+    label_values,
+    project_feature_defaults,
+    row_weights,
+)
+from intent_assets.training.splits import (
+    CV_FOLDS,
+    Splits,
+    part_summary,
+    stratified_folds,
+    stratified_splits,
+    time_folds,
+    time_splits,
+)
 from intent_assets.training.tuning import (
     SEARCH_SPACE,
-    DesignMatrix,
     Param,
     TuningResult,
     fit,
     lgb_params,
+    neg_pos_ratio,
     space_to_json,
     tune_optuna,
     tuning_from_json,
@@ -63,112 +89,8 @@ from serving.model import (
 )
 
 DEFAULT_FEATURE_SERVICE = "intent_model_v1"
-ID_COLUMN_NAMES = ("date", "event_timestamp")
-# Categories seen in training, most frequent first; rarer ones are read as missing.
-MAX_CATEGORIES = 200
 # Rows of the test split the global importance is averaged over.
 EXPLANATION_ROWS = 5_000
-
-
-def project_feature_defaults() -> dict[str, Any]:
-    """What a scorer assumes for an absent project feature: the state of an empty session.
-
-    User and product features default to missing (None): a user or product without a feature
-    row is joined as null in the training set, so "no row" at serving must look the same.
-    """
-    from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
-
-    defaults: dict[str, Any] = {name: default for name, _, default in SESSION_FEATURES}
-    defaults.update({name: None for name, _, _ in USER_FEATURES + PRODUCT_FEATURES})
-    return defaults
-
-
-def id_columns(columns, label: str, time_column: str | None = None,
-               weight_column: str | None = "weight") -> list[str]:
-    """Columns that are not features: `*_id`, label, time column, date, event_timestamp, and any
-    weight column: a weight describes how a row was sampled, and sampling weights can encode
-    the future (how many examples a session ended up giving)."""
-    skip = {label, *ID_COLUMN_NAMES}
-    if weight_column:
-        skip.add(weight_column)
-    if time_column:
-        skip.add(time_column)
-    return [c for c in columns
-            if c in skip or str(c).endswith("_id") or "weight" in str(c).lower()]
-
-
-def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
-                   ) -> tuple[list[Feature], dict[str, str]]:
-    """Feature specs from the train split, and the columns left out with the reason."""
-    defaults = dict(defaults or {})
-    features: list[Feature] = []
-    dropped: dict[str, str] = {}
-    for name in columns:
-        col = train[name]
-        default = defaults.get(name)
-        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_integer_dtype(col):
-            features.append(Feature(name, "int", _number_or_none(default)))
-            continue
-        if pd.api.types.is_float_dtype(col):
-            if col.notna().any():
-                features.append(Feature(name, "float", _number_or_none(default)))
-            else:
-                dropped[name] = "no values in the train split"
-            continue
-        if (pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col)):
-            dropped[name] = "timestamps are not features"
-            continue
-        values = col.dropna()
-        if values.empty:
-            dropped[name] = "no values in the train split"
-            continue
-        numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().all() and not values.map(lambda v: isinstance(v, str)).any():
-            features.append(Feature(name, "float", _number_or_none(default)))
-            continue
-        counts = values.map(lambda v: v if isinstance(v, str) else str(v)).value_counts()
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CATEGORIES]
-        features.append(Feature(name, "categorical",
-                                None if default is None else str(default),
-                                tuple(value for value, _ in ranked)))
-    return features, dropped
-
-
-def _number_or_none(value: Any) -> float | int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def _labels(df: pd.DataFrame, label: str) -> np.ndarray:
-    if label not in df.columns:
-        raise KeyError(f"label column {label!r} is not in the table")
-    y = df[label]
-    if y.isna().any():
-        raise ValueError(f"label column {label!r} has nulls")
-    values = pd.to_numeric(y.astype("int64") if y.dtype == bool else y, errors="coerce")
-    if values.isna().any() or not values.isin([0, 1]).all():
-        raise ValueError(f"label column {label!r} must hold only 0 and 1")
-    return values.to_numpy(dtype=np.float64)
-
-
-def _weights(df: pd.DataFrame, weight_column: str | None) -> np.ndarray:
-    if weight_column and weight_column in df.columns:
-        w = df[weight_column].to_numpy(dtype=np.float64)
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError(f"weight column {weight_column!r} must be finite and >= 0")
-        return w
-    return np.ones(len(df))
-
-
-def design(vectorizer: Vectorizer, df: pd.DataFrame, label: str, weight_column: str | None,
-           normalize: bool = False) -> DesignMatrix:
-    """A split as a DesignMatrix; `normalize` scales weights to mean 1 (for fitting)."""
-    w = _weights(df, weight_column)
-    if normalize and len(w):
-        w = w / w.mean()
-    return DesignMatrix(vectorizer.frame(df), _labels(df, label), w, vectorizer.feature_names,
-                        vectorizer.categorical_indices)
 
 
 def make_splits(df: pd.DataFrame, label: str, time_column: str | None,
@@ -222,9 +144,14 @@ class TunedModel:
     dropped_columns: dict
     refit_on_validation: bool
     split_fingerprint: dict
+    # "holdout" or "cross_validated"; the latter carries its folds and out-of-fold margins
+    regime: str = "holdout"
+    folds: dict = field(default_factory=dict)
+    out_of_fold: pd.DataFrame | None = None
+    small_table_rows: int = SMALL_TABLE_ROWS
 
     def save(self, directory: str | Path) -> Path:
-        """Write `booster.txt` and `tuned.json` into `directory`."""
+        """Write `booster.txt`, `tuned.json` (and `out_of_fold.parquet`) into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "booster.txt").write_text(self.booster.model_to_string())
@@ -232,6 +159,8 @@ class TunedModel:
         state["features"] = [f.to_json() for f in self.features]
         state["tuning"] = tuning_to_json(self.tuning)
         (directory / "tuned.json").write_text(json.dumps(state, indent=2, default=_plain))
+        if self.out_of_fold is not None:
+            self.out_of_fold.to_parquet(directory / "out_of_fold.parquet", index=False)
         return directory
 
     @classmethod
@@ -239,14 +168,17 @@ class TunedModel:
         directory = Path(directory)
         state = json.loads((directory / "tuned.json").read_text())
         booster = lgb.Booster(model_str=(directory / "booster.txt").read_text())
+        oof = directory / "out_of_fold.parquet"
         return cls(booster=booster,
                    features=[Feature.from_json(f) for f in state.pop("features")],
-                   tuning=tuning_from_json(state.pop("tuning")), **state)
+                   tuning=tuning_from_json(state.pop("tuning")),
+                   out_of_fold=pd.read_parquet(oof) if oof.exists() else None, **state)
 
 
 _TUNED_FIELDS = ("params", "label", "time_column", "group_column", "weight_column", "key_column",
                  "feature_service", "seed", "backend", "rows", "seconds", "downsampling",
-                 "dropped_columns", "refit_on_validation", "split_fingerprint")
+                 "dropped_columns", "refit_on_validation", "split_fingerprint", "regime",
+                 "folds", "small_table_rows")
 
 
 def _plain(value: Any) -> Any:
@@ -262,13 +194,16 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
               defaults: Mapping[str, Any] | None = None,
               space: tuple[Param, ...] = SEARCH_SPACE,
               bounce_keep_rate: float = BOUNCE_KEEP_RATE, refit_on_validation: bool = True,
-              backend: str = "optuna", tuner: Tuner | None = None) -> TunedModel:
+              backend: str = "optuna", tuner: Tuner | None = None, regime: str = "auto",
+              small_table_rows: int = SMALL_TABLE_ROWS) -> TunedModel:
     """Split, pick features, downsample bounces, search hyperparameters, fit the final booster.
 
     `backend` "optuna" searches in process; "sagemaker" needs `tuner`, a function with the
     signature of `tuning.tune_optuna` (train, valid, space, n_trials=, seed=) that runs the
     search elsewhere and returns a TuningResult. `defaults` maps feature names to what scorers
     assume for an absent value (default: `project_feature_defaults()`; unknown names: missing).
+    `regime` "auto" cross-validates below `small_table_rows` rows with the optuna backend
+    (see `crossval`), else keeps the holdout splits.
     """
     started = time.perf_counter()
     if backend not in TUNING_BACKENDS:
@@ -278,7 +213,7 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     search = tuner or tune_optuna
     if df.empty:
         raise ValueError("the table is empty")
-    _labels(df, label)
+    label_values(df, label)
     if time_column and time_column not in df.columns:
         raise KeyError(f"time column {time_column!r} is not in the table")
     defaults = project_feature_defaults() if defaults is None else dict(defaults)
@@ -286,11 +221,21 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     group = group_column if group_column and group_column in df.columns else None
 
     splits = make_splits(df, label, time_column, group, seed)
+    chosen = choose_regime(len(df), regime, small_table_rows, backend)
     for name, part in splits.items():
-        if not (_labels(part, label) == 1).any():
+        if (chosen == "holdout" or name == "test") and not (label_values(part, label) == 1).any():
             raise ValueError(f"the {name} split has no positives; the table is too small")
     candidates = [c for c in df.columns if c not in id_columns(df.columns, label, time_column,
                                                               weight_column)]
+    common = dict(label=label, time_column=time_column, group_column=group,
+                  weight_column=weight_column if weight_column in df.columns else None,
+                  key_column=key_column, feature_service=feature_service, seed=seed,
+                  backend=backend, refit_on_validation=refit_on_validation,
+                  split_fingerprint=splits_fingerprint(splits, key_column),
+                  small_table_rows=small_table_rows)
+    if chosen == "cross_validated":
+        return _fit_cross_validated(splits, candidates, defaults, common, space, n_trials,
+                                    started)
     features, dropped = infer_features(splits.train, candidates, defaults)
     if not features:
         raise ValueError("the table has no usable feature columns")
@@ -320,16 +265,71 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
                 validation_after_downsampling=int(len(valid_ds.frame)),
                 fitted=int(len(fit_on.y)))
     return TunedModel(
-        booster=booster, features=features, tuning=tuning, params=params, label=label,
-        time_column=time_column, group_column=group,
-        weight_column=weight_column if weight_column in df.columns else None,
-        key_column=key_column, feature_service=feature_service, seed=seed, backend=backend,
-        rows=rows,
+        booster=booster, features=features, tuning=tuning, params=params, rows=rows,
         seconds={"prepare": round(prepared - started, 3), "tuning": round(searched - prepared, 3),
                  "final_fit": round(fitted - searched, 3)},
         downsampling={"train": train_ds.info, "validation": valid_ds.info},
-        dropped_columns=dropped, refit_on_validation=refit_on_validation,
-        split_fingerprint=splits_fingerprint(splits, key_column))
+        dropped_columns=dropped, **common)
+
+
+def development_rows(splits: Splits) -> pd.DataFrame:
+    """Every row but the test split's: what the cross-validated regime learns from."""
+    return pd.concat([splits.train, splits.validation, splits.calibration])
+
+
+def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mapping[str, Any],
+                         common: dict, space: tuple[Param, ...], n_trials: int,
+                         started: float) -> TunedModel:
+    """Tune on folds of the non-test rows, keep out-of-fold margins, refit on them all.
+
+    No bounce downsampling here: it buys speed on large tables, and a small table's point is
+    to use every row.
+    """
+    label, group, seed = common["label"], common["group_column"], common["seed"]
+    weight_column, time_column = common["weight_column"], common["time_column"]
+    dev = development_rows(splits)
+    features, dropped = infer_features(dev, candidates, defaults)
+    if not features:
+        raise ValueError("the table has no usable feature columns")
+    vectorizer = Vectorizer(features)
+    folds = (time_folds(dev, time_column, group) if time_column
+             else stratified_folds(dev, label, group, CV_FOLDS, seed))
+    fold_data = [FoldData(design(vectorizer, dev[folds.train_mask(k)], label, weight_column,
+                                 normalize=True),
+                          design(vectorizer, dev[folds.valid_mask(k)], label, weight_column),
+                          np.flatnonzero(folds.valid_mask(k)))
+                 for k in range(folds.k)]
+    dev_m = design(vectorizer, dev, label, weight_column, normalize=True)
+    prepared = time.perf_counter()
+
+    cv = tune_cv(fold_data, len(dev), neg_pos_ratio(dev_m.y, dev_m.w), space,
+                 n_trials=n_trials, seed=seed)
+    searched = time.perf_counter()
+    params = lgb_params(cv.tuning.best_params, seed)
+    booster = fit(params, dev_m)
+    fitted = time.perf_counter()
+
+    validated = cv.oof_fold >= 0
+    key_column = common["key_column"]
+    out_of_fold = pd.DataFrame({
+        "key": (dev[key_column].astype(str).to_numpy() if key_column
+                else np.arange(len(dev)).astype(str))[validated],
+        "fold": cv.oof_fold[validated], "margin": cv.oof_margin[validated],
+        "label": label_values(dev, label)[validated],
+        "weight": row_weights(dev, weight_column)[validated],
+        "group": (dev[group].astype(str).to_numpy()[validated] if group else None)})
+    rows = {"test": int(len(splits.test)), "development": int(len(dev)),
+            "out_of_fold": int(validated.sum()), "fitted": int(len(dev_m.y))}
+    not_applied = {"applied": False, "rows_in": int(len(dev)), "rows_out": int(len(dev)),
+                   "reason": "small table: every row is kept"}
+    return TunedModel(
+        booster=booster, features=features, tuning=cv.tuning, params=params, rows=rows,
+        seconds={"prepare": round(prepared - started, 3), "tuning": round(searched - prepared, 3),
+                 "final_fit": round(fitted - searched, 3)},
+        downsampling={"development": not_applied}, dropped_columns=dropped,
+        regime="cross_validated",
+        folds={**folds.summary(), "fold_pr_auc": [round(s, 5) for s in cv.fold_pr_auc]},
+        out_of_fold=out_of_fold, **common)
 
 
 @dataclass(frozen=True)
@@ -351,6 +351,39 @@ class TrainResult:
     manifest: dict = field(default_factory=dict)
 
 
+def _calibrate(tuned: TunedModel, splits: Splits, vectorizer: Vectorizer
+               ) -> tuple[CalibrationResult, dict]:
+    """The calibrator, and the regime's record: which rows each role got.
+
+    Holdout: fitted on the calibration split's margins. Cross-validated: on the out-of-fold
+    margins, each from a fold booster that never saw its row.
+    """
+    if tuned.regime == "cross_validated":
+        oof = tuned.out_of_fold
+        if oof is None:
+            raise ValueError("a cross-validated model needs its out-of-fold margins")
+        groups = oof["group"].to_numpy() if tuned.group_column else None
+        calibration = calibrate(oof["margin"].to_numpy(), oof["label"].to_numpy(),
+                                oof["weight"].to_numpy(), groups)
+        roles = {"tuning_folds": tuned.rows["development"],
+                 "calibration_out_of_fold": int(len(oof)), "final_fit": tuned.rows["fitted"],
+                 "test": int(len(splits.test))}
+        development = part_summary(development_rows(splits), tuned.label, tuned.group_column,
+                                   tuned.time_column)
+        return calibration, {"name": "cross_validated", "rows": roles, "folds": tuned.folds,
+                             "development": development,
+                             "small_table_rows": tuned.small_table_rows}
+    calib_m = design(vectorizer, splits.calibration, tuned.label, tuned.weight_column)
+    groups = splits.calibration[tuned.group_column].to_numpy() if tuned.group_column else None
+    calibration = calibrate(tuned.booster.predict(calib_m.X, raw_score=True), calib_m.y,
+                            calib_m.w, groups)
+    roles = {"tuning_train": tuned.rows["train"], "tuning_validation": tuned.rows["validation"],
+             "calibration": int(len(splits.calibration)), "final_fit": tuned.rows["fitted"],
+             "test": int(len(splits.test))}
+    return calibration, {"name": "holdout", "rows": roles,
+                         "small_table_rows": tuned.small_table_rows}
+
+
 def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
                  versioned: bool = True, created_at: dt.datetime | None = None) -> TrainResult:
     """Calibrate a tuned model, measure it on the test split, explain it, save the artifact.
@@ -366,10 +399,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
     vectorizer = Vectorizer(tuned.features)
     booster = tuned.booster
 
-    calib_m = design(vectorizer, splits.calibration, label, weight_column)
-    groups = splits.calibration[tuned.group_column].to_numpy() if tuned.group_column else None
-    calibration = calibrate(booster.predict(calib_m.X, raw_score=True), calib_m.y, calib_m.w,
-                            groups)
+    calibration, regime = _calibrate(tuned, splits, vectorizer)
 
     test_m = design(vectorizer, splits.test, label, weight_column)
     test_raw = booster.predict(test_m.X, raw_score=True)
@@ -387,6 +417,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
         "calibration_log_loss": calibration.log_losses,
     }
     seconds = {**tuned.seconds, "calibrate_and_evaluate": round(time.perf_counter() - started, 3)}
+    cross_validated = tuned.regime == "cross_validated"
     manifest = {
         "label": label,
         "time_column": tuned.time_column,
@@ -400,9 +431,12 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
         "refit_on_validation": tuned.refit_on_validation,
         "tuning": {"method": "optuna-tpe" if tuned.backend == "optuna" else tuned.backend,
                    "seed": tuned.seed, "n_trials": len(tuned.tuning.history),
-                   "objective": "weighted average precision on validation",
+                   "objective": ("mean weighted average precision over the validation folds"
+                                 if cross_validated else
+                                 "weighted average precision on validation"),
                    "best_pr_auc": tuned.tuning.best_pr_auc,
                    "space": space_to_json(tuned.tuning.space), "history": tuned.tuning.history},
+        "regime": regime,
         "downsampling": tuned.downsampling,
         "splits": splits.summary(label, tuned.group_column, tuned.time_column),
         "split_fingerprint": tuned.split_fingerprint,
@@ -436,10 +470,12 @@ def train_model(df: pd.DataFrame, label: str, *, out_dir: str | Path,
                 space: tuple[Param, ...] = SEARCH_SPACE,
                 bounce_keep_rate: float = BOUNCE_KEEP_RATE,
                 refit_on_validation: bool = True,
-                created_at: dt.datetime | None = None) -> TrainResult:
+                created_at: dt.datetime | None = None, regime: str = "auto",
+                small_table_rows: int = SMALL_TABLE_ROWS) -> TrainResult:
     """Train the tuned, calibrated model on `df`; its artifact goes straight into `out_dir`."""
     tuned = fit_tuned(df, label, time_column=time_column, feature_service=feature_service,
                       n_trials=n_trials, seed=seed, weight_column=weight_column,
                       group_column=group_column, defaults=defaults, space=space,
-                      bounce_keep_rate=bounce_keep_rate, refit_on_validation=refit_on_validation)
+                      bounce_keep_rate=bounce_keep_rate, refit_on_validation=refit_on_validation,
+                      regime=regime, small_table_rows=small_table_rows)
     return finish_model(tuned, df, out_dir, versioned=False, created_at=created_at)
