@@ -122,8 +122,10 @@ def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[
 @asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
 def calibrated_model(context: AssetExecutionContext, tuned_model: dict, training_set: LakeSlice,
                      models: ArtifactStore) -> Output[dict]:
-    """The tuned booster with Platt or isotonic calibration (the lower log loss on the
-    calibration split), packed as one artifact directory and model.tar.gz for serving."""
+    """The tuned booster with Platt or isotonic calibration, packed for serving.
+
+    The calibrator is the one with the lower log loss out of fold (small tables) or on the
+    calibration split; one artifact directory and model.tar.gz."""
     frame = training_set.pandas()
     tuned = TunedModel.load(Path(tuned_model["dir"]))
     result = finish_model(tuned, frame, out_dir=models.directory("artifacts"))
