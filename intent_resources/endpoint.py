@@ -81,6 +81,7 @@ class ModelEndpointResource(ConfigurableResource):
         from serving.local import (
             ensure_local_endpoint,
             install_model,
+            local_admin_token,
             local_model_dir,
             ping,
             recorded_endpoint,
@@ -96,7 +97,7 @@ class ModelEndpointResource(ConfigurableResource):
         if url is None:
             return {"target": "local", "endpoint_name": self.endpoint_name, "version": version,
                     "model_data_uri": str(installed), "status": "staged", "action": "staged"}
-        answer = reload_endpoint(url, str(model_dir))
+        answer = reload_endpoint(url, str(model_dir), local_admin_token(home))
         if answer.get("model_version") != version:
             raise RuntimeError(f"the local endpoint at {url} serves "
                                f"{answer.get('model_version')} after reloading, not {version}")

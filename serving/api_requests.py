@@ -6,7 +6,6 @@ are refused); a refusal is a 422 whose ``detail`` names each bad field.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -62,12 +61,6 @@ def error_list(error: ValidationError) -> list[dict[str, Any]]:
 
 UNAUTHORIZED = {"error": "a valid bearer token is required"}
 CHALLENGE = (b"www-authenticate", b'Bearer realm="intent"')
-
-
-def bearer_ok(header: bytes, token: bytes) -> bool:
-    """Whether an Authorization header presents `token` as a bearer token."""
-    scheme, _, presented = header.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), token)
 
 
 def invalid(error: ValidationError) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The inference container: an HTTP server speaking SageMaker's real-time inference contract.
 
 `GET /ping`, `POST /invocations` (and the same at `/endpoints/{name}/invocations`, where boto3's
-``sagemaker-runtime`` client posts), `POST /reload`, `GET /model`; a bare ASGI app under uvicorn.
+``sagemaker-runtime`` client posts), `POST /reload` (only with the admin token in
+`INTENT_ADMIN_TOKEN`), `GET /model`; a bare ASGI app under uvicorn.
 SageMaker starts the image as ``docker run <image> serve``. docs/serving.md describes the routes.
 """
 
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from serving.contract import PayloadError, invoke, read_body, send_json
+from serving.contract import PayloadError, bearer_ok, invoke, read_body, send_json
 from serving.holder import ModelHolder
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 
@@ -23,15 +24,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
+ADMIN_TOKEN_VARIABLE = "INTENT_ADMIN_TOKEN"
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 
 
 class InferenceApp:
     """The container's ASGI application around a `ModelHolder`."""
 
-    def __init__(self, holder: ModelHolder, watch_interval_s: float = 1.0) -> None:
+    def __init__(self, holder: ModelHolder, watch_interval_s: float = 1.0,
+                 admin_token: str | None = None) -> None:
         self.holder = holder
         self.watch_interval_s = watch_interval_s
+        # /reload loads whatever path it is given: only with the admin token, never open
+        self.admin_token = admin_token.encode() if admin_token else None
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -57,6 +62,16 @@ class InferenceApp:
             await self._invocations(scope, receive, send)
             return
         if path == "/reload" and method == "POST":
+            if self.admin_token is None:
+                await read_body(receive)
+                await send_json(send, 403, {"error": f"reload is disabled: start the server "
+                                                     f"with {ADMIN_TOKEN_VARIABLE} set"})
+                return
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not bearer_ok(header, self.admin_token):
+                await read_body(receive)
+                await send_json(send, 401, {"error": "reload needs the admin bearer token"})
+                return
             await self._reload(receive, send)
             return
         if path == "/model" and method == "GET":
@@ -128,9 +143,10 @@ class InferenceApp:
                 return
 
 
-def create_app(model_path: str | None, watch_interval_s: float = 1.0) -> InferenceApp:
+def create_app(model_path: str | None, watch_interval_s: float = 1.0,
+               admin_token: str | None = None) -> InferenceApp:
     """The container app for the model at `model_path` (loaded at startup)."""
-    return InferenceApp(ModelHolder(model_path), watch_interval_s)
+    return InferenceApp(ModelHolder(model_path), watch_interval_s, admin_token)
 
 
 def default_model_dir() -> str:
@@ -147,7 +163,8 @@ def serve(model_path: str, host: str = "0.0.0.0", port: int | None = None,
     import uvicorn
 
     # no Server or Date header: nothing in the contract reads them, and every client parses them
-    uvicorn.run(create_app(model_path, watch_interval_s), host=host, port=port or default_port(),
+    app = create_app(model_path, watch_interval_s, os.environ.get(ADMIN_TOKEN_VARIABLE) or None)
+    uvicorn.run(app, host=host, port=port or default_port(),
                 loop="uvloop", http="httptools", lifespan="on", access_log=False,
                 log_level=log_level, server_header=False, date_header=False)
 

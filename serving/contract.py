@@ -9,6 +9,7 @@ both servers use. Loads no model code of its own: the endpoint client's process 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import json
 import math
@@ -43,6 +44,12 @@ class EndpointError(RuntimeError):
 
 
 # -- payloads ----------------------------------------------------------------------------------
+
+def bearer_ok(header: bytes, token: bytes) -> bool:
+    """Whether an Authorization header presents `token` as a bearer token (constant time)."""
+    scheme, _, presented = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), token)
+
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None

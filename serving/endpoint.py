@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 from serving.contract import (
     DEFAULT_TOP_K,
-    MAX_TOP_K,
     EndpointError,
     Invocation,
     invocation_body,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from serving.container import ADMIN_TOKEN_VARIABLE
 from serving.model import TARBALL
 from serving.project import free_port, intent_home
 from serving.runtime import SERVER_ENVIRONMENT
@@ -49,11 +51,12 @@ def install_model(tar_path: str | Path, model_dir: str | Path) -> Path:
     return target
 
 
-def _http_json(method: str, url: str, body: dict | None = None, timeout: float = 5.0
-               ) -> tuple[int, dict]:
+def _http_json(method: str, url: str, body: dict | None = None, timeout: float = 5.0,
+               headers: dict[str, str] | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json",
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -83,10 +86,24 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def reload_endpoint(url: str, path: str | None = None, timeout: float = 60.0) -> dict:
+def local_admin_token(home: Path | None = None) -> str:
+    """The local endpoint's admin token (for `/reload`), created on first use, readable by the
+    owner only."""
+    directory = endpoint_home(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    token_file = directory / "admin_token"
+    if not token_file.exists():
+        descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return token_file.read_text().strip()
+
+
+def reload_endpoint(url: str, path: str | None, token: str, timeout: float = 60.0) -> dict:
     """Ask a running endpoint to reload its model; its answer (version before and after)."""
     status, payload = _http_json("POST", f"{url.rstrip('/')}/reload",
-                                 {"path": path} if path else {}, timeout=timeout)
+                                 {"path": path} if path else {}, timeout=timeout,
+                                 headers={"authorization": f"Bearer {token}"})
     if status != 200:
         raise RuntimeError(f"endpoint {url} did not reload: {payload.get('error', status)}")
     return payload
@@ -94,9 +111,15 @@ def reload_endpoint(url: str, path: str | None = None, timeout: float = 60.0) ->
 
 def start_endpoint(model_dir: str | Path, port: int, log_path: str | Path,
                    host: str = "127.0.0.1", timeout_s: float = 60.0,
-                   watch_interval_s: float = 1.0) -> tuple[subprocess.Popen, str]:
-    """Start the container's server as a child process; (process, URL) once it answers."""
+                   watch_interval_s: float = 1.0,
+                   admin_token: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the container's server as a child process; (process, URL) once it answers.
+
+    Without `admin_token` its `/reload` is disabled."""
     env = {**os.environ, **SERVER_ENVIRONMENT}
+    env.pop(ADMIN_TOKEN_VARIABLE, None)
+    if admin_token:
+        env[ADMIN_TOKEN_VARIABLE] = admin_token
     log_file = open(log_path, "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "serving.container", "serve", "--model-dir", str(model_dir),
@@ -138,7 +161,8 @@ def ensure_local_endpoint(home: Path | None = None, port: int | None = None) -> 
     if port is None:
         port = DEFAULT_LOCAL_PORT if not answers(f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}") \
             else free_port()
-    process, url = start_endpoint(local_model_dir(home), port, directory / "server.log")
+    process, url = start_endpoint(local_model_dir(home), port, directory / "server.log",
+                                  admin_token=local_admin_token(home))
     (directory / "pid").write_text(f"{process.pid}\n")
     url_file.write_text(url + "\n")
     return url

@@ -21,10 +21,9 @@ from serving.api_requests import (
     UNAUTHORIZED,
     BatchRequest,
     ScoreRequest,
-    bearer_ok,
     invalid,
 )
-from serving.contract import read_body, send_json
+from serving.contract import bearer_ok, read_body, send_json
 from serving.scoring import ScoreInput
 
 _UNAUTHORIZED = orjson.dumps(UNAUTHORIZED)

@@ -29,7 +29,7 @@ from intent_assets.publication.sensors import (
     publication_verdict,
 )
 from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
-from serving.local import install_model, local_model_dir, start_endpoint
+from serving.local import install_model, local_admin_token, local_model_dir, start_endpoint
 from serving.project import free_port
 from tests.e2e.test_sagemaker import INFERENCE_IMAGE, ROLE, moto_update_endpoint  # noqa: F401
 from tests.e2e.test_serving import artifacts, build_artifact  # noqa: F401
@@ -171,7 +171,7 @@ def test_local_publication_swaps_the_running_container_without_a_failed_request(
     v1, v2 = artifacts
     install_model(v1.tarball, local_model_dir(tmp_path))
     process, url = start_endpoint(local_model_dir(tmp_path), free_port(), tmp_path / "log",
-                                  watch_interval_s=0)
+                                  watch_interval_s=0, admin_token=local_admin_token(tmp_path))
     failures: list[str] = []
     versions: list[str] = []
     answers: list[tuple[float, float, str]] = []   # (sent, answered, version)

@@ -388,6 +388,42 @@ def test_container_refuses_bad_payloads_with_the_reason(container):
     assert _post(f"{container}/invocations", b"<x/>", "application/xml").status_code == 415
 
 
+def test_container_reload_needs_the_admin_token_and_is_off_without_one(container, artifacts,
+                                                                       tmp_path):
+    v1, v2 = artifacts
+    other = tmp_path / "elsewhere"
+    install_model(v2.tarball, other)
+    body = json.dumps({"path": str(other)}).encode()
+    # started without a token: nobody may make it load a path
+    off = _post(f"{container}/reload", body, "application/json")
+    assert off.status_code == 403 and "INTENT_ADMIN_TOKEN" in off.json()["error"]
+    assert httpx_get_version(container) == v1.version
+
+    model_dir = tmp_path / "model"
+    install_model(v1.tarball, model_dir)
+    process, url = start_endpoint(model_dir, free_port(), tmp_path / "log", watch_interval_s=0,
+                                  admin_token="s3cret-admin")
+    try:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-admin"},
+                        {"authorization": "Bearer s3cret-admin-and-more"}):
+            refused = _post(f"{url}/reload", body, "application/json", headers)
+            assert refused.status_code == 401, headers
+            assert httpx_get_version(url) == v1.version
+        done = _post(f"{url}/reload", body, "application/json",
+                     {"authorization": "Bearer s3cret-admin"})
+        assert done.status_code == 200 and done.json()["model_version"] == v2.version
+        assert httpx_get_version(url) == v2.version
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def httpx_get_version(url: str) -> str:
+    import httpx
+
+    return httpx.get(f"{url}/ping", timeout=5).json()["model_version"]
+
+
 def test_boto3_sagemaker_runtime_invokes_the_local_container(container, artifact):
     import boto3
     from botocore import UNSIGNED
