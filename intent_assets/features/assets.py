@@ -51,13 +51,16 @@ def _spark_feature_result(frame, lake: LakeStorage, table: str, days: list[str],
     })
 
 
-@asset(**DAILY, pool="spark", ins={"orders": AssetIn(partition_mapping=history_to_date),
-                                   "sessions": AssetIn(partition_mapping=history_to_date),
-                                   "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"},
+       ins={"orders": AssetIn(partition_mapping=history_to_date),
+            "sessions": AssetIn(partition_mapping=history_to_date),
+            "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
 def user_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
                   orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice) -> MaterializeResult:
-    """Per user, as of the end of each day from data strictly before it: purchase counts,
-    recency, AOV, sessions, conversion, category/brand affinity, discount sensitivity."""
+    """Batch features per user as of the end of each day, for Feast's user view.
+
+    From data strictly before the day: purchase counts, recency, AOV, sessions, conversion,
+    category/brand affinity, discount sensitivity."""
     session = spark.spark_session
     days = list(context.partition_keys)
     frame = compute_user_features(orders.spark(session), sessions.spark(session),
@@ -65,12 +68,15 @@ def user_features(context: AssetExecutionContext, spark: SparkResource, lake: La
     return _spark_feature_result(frame, lake, "user_features", days, "user_id")
 
 
-@asset(**DAILY, pool="spark", ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
-                                   "sessions": AssetIn(partition_mapping=last_30_days)})
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"},
+       ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
+            "sessions": AssetIn(partition_mapping=last_30_days)})
 def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
                      raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
-    """Per product, as of the end of each day: smoothed view/cart→purchase rates (7 d, 30 d),
-    recent demand, price band and price against the category median, margin."""
+    """Batch features per product as of the end of each day, for Feast's product view.
+
+    Smoothed view/cart→purchase rates (7 d, 30 d), recent demand, price band and price against
+    the category median, margin."""
     session = spark.spark_session
     days = list(context.partition_keys)
     # The catalog comes with the simulated clickstream; imported data has none (margin is null).
@@ -89,15 +95,14 @@ class SnapshotConfig(Config):
     seed: int = 0
 
 
-@asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days),
-                     "sessions": AssetIn()})
+@asset(**DAILY, kinds={"pandas", "parquet"},
+       ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days), "sessions": AssetIn()})
 def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
                       raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
-    """Training examples: sessions cut at scoring moments before their first purchase (sampled
-    without looking ahead), features replayed up to the cut by the session state machine, label
-    from what follows.
+    """Training examples: sessions cut at scoring moments, with the session features at the cut.
 
-    Also writes `session_features`, each session's features at its last event: the offline
+    Cuts are sampled before the first purchase without looking ahead; the features are replayed
+    up to the cut by the session state machine, the label comes from what follows. Also writes `session_features`, each session's features at its last event: the offline
     log of Feast's session view (the streaming job appends the same rows live)."""
     events = raw_clickstream.pandas()
     all_sessions = sessions.pandas()
@@ -130,9 +135,9 @@ def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
             [["session_id", "event_timestamp", *FEATURE_NAMES]].reset_index(drop=True))
 
 
-@asset(**DAILY, deps=["user_features", "product_features"])
+@asset(**DAILY, deps=["user_features", "product_features"], kinds={"feast", "redis"})
 def online_features(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-    """The day's user and product features, materialized into the Redis online store by Feast.
+    """The day's user and product features in the Redis online store, materialized by Feast.
 
     The online store keeps the latest row per entity, so a multi-day backfill writes only its
     last day: the earlier days would be overwritten at once."""
@@ -149,10 +154,13 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
 
 
 @asset(group_name="features", deps=["user_features", "product_features"],
+       kinds={"feast", "pandas", "parquet"},
        ins={"session_snapshots": AssetIn()})
 def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: LakeSlice) -> MaterializeResult:
-    """Snapshots joined point-in-time (Feast) to user and product features as of the day before
-    the cut; one parquet table with row count, label rate and feature null rates."""
+    """The training table: every snapshot joined point-in-time to user and product features.
+
+    Feast joins the features as of the day before the cut; one parquet table, with its label
+    rate and feature null rates as metadata."""
     feast.apply()
     snapshots = session_snapshots.pandas()
     frame = build_training_set(feast, snapshots)

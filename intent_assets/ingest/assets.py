@@ -51,7 +51,8 @@ def ingest_day(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return deduped.events, quarantine
 
 
-@asset(**DAILY, check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
+@asset(**DAILY, kinds={"pandas", "parquet"},
+       check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
                              AssetCheckSpec("unique_event_ids", asset="raw_clickstream")])
 def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: LakeStorage,
                     clickstream: ClickstreamSource) -> MaterializeResult:
@@ -94,7 +95,7 @@ def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: Lak
                "catalog")
 
 
-@asset(**DAILY, ins={"raw_clickstream": AssetIn()}, pool="spark",
+@asset(**DAILY, ins={"raw_clickstream": AssetIn()}, pool="spark", kinds={"spark", "parquet"},
        check_specs=[AssetCheckSpec("orders_reconcile_with_purchases", asset="orders")])
 def orders(context: AssetExecutionContext, spark: SparkResource,
            raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
@@ -119,11 +120,14 @@ def orders(context: AssetExecutionContext, spark: SparkResource,
 
 
 @asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days)}, pool="spark",
+       kinds={"spark", "parquet"},
        check_specs=[AssetCheckSpec("label_rate_within_bounds", asset="sessions")])
 def sessions(context: AssetExecutionContext, spark: SparkResource,
              raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
-    """One row per session (by start day): counts, context, label with a 30-minute grace window,
-    and bot / single-heartbeat flags."""
+    """One row per session, by the day it starts: event counts, context, label and bot flags.
+
+    The label looks a 30-minute grace window past the session's end; bot and single-heartbeat
+    sessions are flagged, not dropped."""
     days = list(context.partition_keys)
     table = build_sessions(raw_clickstream.spark(spark.spark_session), days).cache()
     write_spark_partitions(table, lake, "sessions", days)

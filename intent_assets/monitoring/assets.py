@@ -28,11 +28,14 @@ from intent_resources.storage import LakeSlice, LakeStorage
 GROUP = "monitoring"
 
 
-@asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)})
+@asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)},
+       kinds={"pandas", "parquet"})
 def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
                       alerts: AlertsResource) -> MaterializeResult:
-    """Bot- and fraud-like sessions and sudden drops in traffic, engagement or conversion by
-    segment, for each day against the 30 days before; alert-level findings are sent on."""
+    """The day's anomalies: bot- and fraud-like sessions, sudden drops by segment.
+
+    Drops in traffic, engagement or conversion, each day against the 30 days before;
+    alert-level findings are sent on."""
     frame = sessions.pandas()
     found: list[pd.DataFrame] = []
     urgent_total = 0
@@ -61,7 +64,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
     })
 
 
-@asset(group_name=GROUP, partitions_def=daily_partitions,
+@asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
        ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
        deps=["decision_log"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
@@ -71,8 +74,10 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
                                                "vs the model's test metrics.")])
 def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessions: LakeSlice,
                   decision_log: DecisionLogReader, lake: LakeStorage) -> MaterializeResult:
-    """The day's scores served by the current model (from the decision log), with their labels
-    once the day's sessions are built: the prediction-distribution and performance-decay checks."""
+    """The day's scores served by the current model, with their labels once sessions are built.
+
+    Read from the decision log; the prediction-distribution and performance-decay checks
+    judge them against the model's test predictions."""
     day = context.partition_key
     scores = model_scores(decision_log.read_day(day))
     version = calibrated_model["version"]

@@ -48,11 +48,13 @@ def publication_metadata(result: dict) -> dict:
     return {k: v for k, v in meta.items() if v is not None}
 
 
-@asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker"})
+@asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker", "s3"})
 def published_model(context: AssetExecutionContext, config: PublicationConfig,
                     model_endpoint: ModelEndpointResource) -> MaterializeResult:
-    """The gated model version the endpoint serves (S3 artifact + endpoint, or the local
-    container), published only after every blocking check on calibrated_model passed."""
+    """The model version the endpoint serves, published once its blocking gates passed.
+
+    An S3 artifact and a SageMaker endpoint, or the local container; only a calibrated_model
+    whose every blocking check passed gets here."""
     from serving.model import ModelArtifact
 
     tar = Path(config.tar_path)
@@ -66,13 +68,14 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
     return MaterializeResult(metadata=publication_metadata(result))
 
 
-@asset(**daily("publication"),
+@asset(**daily("publication"), kinds={"pandas", "feast", "parquet"},
        deps=["published_model", "user_features", "product_features"],
        ins={"session_snapshots": AssetIn()})
 def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,
                  feast: FeastResource, model_endpoint: ModelEndpointResource) -> MaterializeResult:
-    """A day's scoring moments scored in bulk by the published model (the artifact the endpoint
-    serves), with the same features the online path reads: probability, band and action."""
+    """A day's scoring moments scored in bulk by the published model: probability, band, action.
+
+    The artifact the endpoint serves, with the same features the online path reads."""
     from serving.batch import score_snapshots
     from serving.model import ModelArtifact
 
