@@ -105,7 +105,7 @@ def experiment_data(context: AssetExecutionContext, config: ExperimentSourceConf
     for table, frame in zip(TABLES, (assignments, simulated.exposures, simulated.orders)):
         lake.write(frame, table, name)
         yield MaterializeResult(asset_key=table, metadata={
-            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
+            "dagster/row_count": len(frame), "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
 
 
 def _live_tables(context: AssetExecutionContext, config: ExperimentSourceConfig,
@@ -124,7 +124,7 @@ def _live_tables(context: AssetExecutionContext, config: ExperimentSourceConfig,
     for table, frame in zip(TABLES, (data.assignments, data.exposures, data.orders)):
         lake.write(frame, table, name)
         yield MaterializeResult(asset_key=table, metadata={
-            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name)),
+            "dagster/row_count": len(frame), "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name)),
             "source": "decision_log", **counts,
             "order_days_missing": ", ".join(missing) or "none"})
 

@@ -21,6 +21,7 @@ from intent_assets.monitoring.performance import (
     served_scores as model_scores,
 )
 from intent_assets.partitions import daily, daily_partitions, last_30_days
+from intent_assets.tables import record_row_counts
 from intent_resources.alerts import AlertsResource
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -53,6 +54,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
             alerts.send(*findings_alert("session_anomalies", day, urgent.to_dict("records")))
         found.append(findings.assign(day=day))
         baseline_days = int(history["date"].nunique())
+    record_row_counts(context, dict(zip(context.partition_keys, map(len, found))))
     findings = pd.concat(found, ignore_index=True)
     return MaterializeResult(metadata={
         "findings": len(findings), "alerts": urgent_total, "days": len(context.partition_keys),
@@ -83,7 +85,8 @@ def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessio
     version = calibrated_model["version"]
     current = scores[scores["model_version"] == version]
     labelled = labelled_scores(current, sessions.pandas()) if len(current) else current.assign(label=[])
-    lake.write(labelled if len(labelled) else current, "served_scores", day)
+    written = labelled if len(labelled) else current
+    lake.write(written, "served_scores", day)
     reference = pd.read_parquet(calibrated_model["test_predictions"])["probability"].to_numpy()
     checks = []
     if len(current):
@@ -110,6 +113,7 @@ def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessio
                                        severity=AssetCheckSeverity.WARN,
                                        metadata={"status": "labels not arrived (or one class only)"}))
     return MaterializeResult(
-        metadata={"served": len(scores), "by_current_model": len(current), "labelled": len(labelled),
+        metadata={"dagster/row_count": len(written), "served": len(scores),
+                  "by_current_model": len(current), "labelled": len(labelled),
                   "model_version": version, "path": MetadataValue.path(lake.uri("served_scores", day))},
         check_results=checks)

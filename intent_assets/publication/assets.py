@@ -14,6 +14,7 @@ from dagster import (
 
 from intent_assets.features.feast_ops import build_training_set
 from intent_assets.partitions import daily
+from intent_assets.tables import record_row_counts
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -85,6 +86,7 @@ def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, l
     artifact = ModelArtifact.load(served)
     feast.apply()
     rows = 0
+    per_day: dict[str, int] = {}
     bands: dict[str, int] = {}
     all_snapshots = session_snapshots.pandas()
     for day in context.partition_keys:
@@ -92,8 +94,10 @@ def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, l
         scored = score_snapshots(artifact, build_training_set(feast, snapshots))
         lake.write(scored, "batch_scores", day)
         rows += len(scored)
+        per_day[day] = len(scored)
         for band, n in scored["band"].value_counts().items():
             bands[band] = bands.get(band, 0) + int(n)
+    record_row_counts(context, per_day)
     return MaterializeResult(metadata={
         "rows": rows, "model_version": artifact.version, "days": len(context.partition_keys),
         **{f"band: {k}": v for k, v in sorted(bands.items())},

@@ -89,6 +89,22 @@ def test_every_asset_is_catalogued():
     assert "lightgbm" in kinds["tuned_model"] and "sagemaker" in kinds["published_model"]
 
 
+def test_table_assets_publish_their_column_schema_from_the_spec_and_the_contract():
+    from streaming_jobs.contract import COLUMNS
+    from streaming_jobs.feature_spec import FEATURE_DESCRIPTIONS, USER_FEATURES
+
+    specs = {s.key.to_user_string(): s for s in build_definitions("local").resolve_all_asset_specs()}
+    tables = ("raw_clickstream", "orders", "sessions", "user_features", "product_features",
+              "session_snapshots", "training_set")
+    schemas = {t: specs[t].metadata["dagster/column_schema"] for t in tables}
+    for table, schema in schemas.items():
+        assert schema.columns and all(c.type and c.description for c in schema.columns), table
+    assert [c.name for c in schemas["raw_clickstream"].columns] == [*COLUMNS, "date"]
+    user = {c.name: c for c in schemas["user_features"].columns}
+    for name, _, _ in USER_FEATURES:
+        assert user[name].description == FEATURE_DESCRIPTIONS[name]
+
+
 def test_code_references_link_to_git_when_the_repository_is_given():
     from intent_assets.catalog import with_code_references
     from intent_assets.ingest.assets import sessions
