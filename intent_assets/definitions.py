@@ -10,6 +10,7 @@ import os
 
 from dagster import Definitions, definitions
 
+from intent_assets.automation import with_automation
 from intent_assets.catalog import catalogued
 from intent_assets.experiments.definitions import defs as experiment_defs
 from intent_assets.features.definitions import defs as feature_defs
@@ -28,11 +29,11 @@ def build_definitions(env: str | None = None) -> Definitions:
     env = env or os.environ.get("INTENT_ENV", "local")
     resources = resources_for(env)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
-    # Global policy, applied once: owners, domain tags and code links on every asset, and the
-    # freshness of the feature and model assets.
-    return with_freshness_policies(catalogued(Definitions.merge(
+    # Global policy, applied once: owners, domain tags and code links on every asset, the
+    # nightly chain's automation, and the freshness of the feature and model assets.
+    return with_freshness_policies(with_automation(catalogued(Definitions.merge(
         ingest_defs, feature_defs, training_defs, report_defs, publication_defs, streaming_defs,
-        experiment_defs, monitoring_defs, Definitions(resources=resources))))
+        experiment_defs, monitoring_defs, Definitions(resources=resources)))))
 
 
 @definitions

@@ -369,9 +369,8 @@ def test_asset_lineage_is_visible(webserver, browser):
 
 def test_sensors_and_schedules_are_listed(webserver, browser):
     browser.goto(f"{webserver}/automation")
-    text = browser.wait_for_text("run_failure_alert_sensor", "nightly_features_job_schedule",
-                                 "daily_reports_job_schedule", "retrain_job_schedule",
-                                 timeout=LOAD_TIMEOUT_S)
+    text = browser.wait_for_text("run_failure_alert_sensor", "automation_condition_sensor",
+                                 "retrain_job_schedule", timeout=LOAD_TIMEOUT_S)
     browser.screenshot("automation")
     assert "run_failure_alert_sensor" in text
 
