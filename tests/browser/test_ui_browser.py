@@ -427,6 +427,42 @@ def test_a_partition_materialized_from_the_ui_succeeds(webserver, browser, ui_en
     assert (lake / f"date={ONE_DAY}").is_dir()
 
 
+def test_a_table_asset_shows_its_schema_row_count_owner_and_kinds(webserver, browser, ui_env):
+    # the day materialized from the UI (the test above) or, run alone, from the CLI
+    query = """query($days: [String!]) { assetOrError(assetKey: {path: ["raw_clickstream"]}) {
+        ... on Asset { assetMaterializations(partitions: $days) { partition metadataEntries {
+        label ... on IntMetadataEntry { intValue } } } } } }"""
+    if not graphql(webserver, query, days=[ONE_DAY])["assetOrError"]["assetMaterializations"]:
+        subprocess.run([str(VENV_BIN / "dagster"), "asset", "materialize", "-m",
+                        "intent_assets.definitions", "--select", "raw_clickstream",
+                        "--partition", ONE_DAY], env=ui_env, cwd=REPO, check=True,
+                       capture_output=True, timeout=RUN_TIMEOUT_S)
+    [latest] = graphql(webserver, query, days=[ONE_DAY])["assetOrError"]["assetMaterializations"][:1]
+    rows = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}["dagster/row_count"]
+    lake = Path(ui_env["INTENT_HOME"]) / "lake" / "raw_clickstream" / f"date={ONE_DAY}"
+    import pyarrow.parquet as pq
+
+    assert rows == pq.read_table(lake).num_rows > 0
+
+    browser.goto(f"{webserver}/assets/raw_clickstream")
+    browser.dismiss_dialogs()
+    # the column schema from the contract, the row count of the latest partition, the owning
+    # team, the kinds and the link to the code
+    browser.wait_for_text("raw_clickstream", "Columns", "event_id", "received_time",
+                          "Unique id of the event", "Source code", timeout=LOAD_TIMEOUT_S)
+    browser.wait_for_match(rf"Row count\s+{rows:,}\n", timeout=LOAD_TIMEOUT_S)
+    browser.wait_for_match(r"Owners\s+data\n")
+    browser.wait_for_match(r"Kinds\s+(pandas\s+Parquet|Parquet\s+pandas)\n")
+    browser.screenshot("raw_clickstream_catalog")
+
+    # kinds on the graph's nodes: Spark and Parquet for the ingest tables
+    browser.goto(f"{webserver}/assets/sessions?view=lineage&lineageScope=downstream")
+    browser.wait_for_text("sessions", "session_snapshots", timeout=LOAD_TIMEOUT_S)
+    wait_for(lambda: {"spark", "parquet"} <= set(browser.text().lower().split()), 60,
+             "kind tags on the graph")
+    browser.screenshot("sessions_lineage_kinds")
+
+
 def test_a_three_partition_backfill_launched_from_the_ui_completes(webserver, browser, ui_env):
     selection = f"[{BACKFILL_DAYS[0]}...{BACKFILL_DAYS[-1]}]"
     _launch_from_asset_page(browser, webserver, selection, 3, "Launch backfill")
