@@ -68,5 +68,6 @@ def catalogued(domains: Definitions) -> Definitions:
                                   os.environ.get("INTENT_GIT_BRANCH", "main"))
     linked = Definitions(assets=assets, asset_checks=domains.asset_checks, jobs=domains.jobs,
                          schedules=domains.schedules, sensors=domains.sensors,
-                         resources=domains.resources)
+                         resources=domains.resources, executor=domains.executor,
+                         loggers=domains.loggers, metadata=domains.metadata)
     return linked.map_asset_specs(func=_owned)
