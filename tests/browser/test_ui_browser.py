@@ -375,6 +375,55 @@ def test_sensors_and_schedules_are_listed(webserver, browser):
     assert "run_failure_alert_sensor" in text
 
 
+def _set_sensor(url: str, name: str, running: bool) -> str:
+    """Start or stop one of the location's sensors; its status afterwards."""
+    data = graphql(url, """{ workspaceOrError { ... on Workspace { locationEntries { name
+        locationOrLoadError { ... on RepositoryLocation { repositories { name } } } } } } }""")
+    [entry] = data["workspaceOrError"]["locationEntries"]
+    selector = {"repositoryLocationName": entry["name"], "sensorName": name,
+                "repositoryName": entry["locationOrLoadError"]["repositories"][0]["name"]}
+    if running:
+        done = graphql(url, """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+            ... on Sensor { sensorState { status } } } }""", s=selector)["startSensor"]
+    else:
+        state = _location_sensors(url)[name]
+        done = graphql(url, """mutation($id: String) { stopSensor(id: $id) {
+            ... on StopSensorMutationResult { instigationState { status } } } }""",
+                       id=state)["stopSensor"]["instigationState"]
+        return done["status"]
+    return done["sensorState"]["status"]
+
+
+def test_an_eager_asset_follows_its_upstream_partition_with_the_daemon(webserver, browser, ui_env):
+    from intent_assets.partitions import daily_partitions
+
+    # the latest closed day: the only partition the automation considers
+    day = daily_partitions.get_last_partition_key()
+    assert _set_sensor(webserver, "automation_condition_sensor", True) == "RUNNING"
+    try:
+        subprocess.run([str(VENV_BIN / "dagster"), "asset", "materialize", "-m",
+                        "intent_assets.definitions", "--select", "raw_clickstream",
+                        "--partition", day], env=ui_env, cwd=REPO, check=True,
+                       capture_output=True, timeout=RUN_TIMEOUT_S)
+        query = """query($days: [String!]) { assetOrError(assetKey: {path: ["orders"]}) {
+            ... on Asset { assetMaterializations(partitions: $days) { partition runId } } } }"""
+        [landed] = wait_for(lambda: graphql(webserver, query, days=[day])["assetOrError"]
+                            ["assetMaterializations"], 2 * RUN_TIMEOUT_S,
+                            f"orders {day} materialized by the automation")
+    finally:
+        assert _set_sensor(webserver, "automation_condition_sensor", False) == "STOPPED"
+    run = wait_for(lambda: (r := graphql(webserver, """query($id: ID!) { runOrError(runId: $id) {
+        ... on Run { status tags { key value } } } }""", id=landed["runId"])["runOrError"])
+                   ["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r, RUN_TIMEOUT_S,
+                   "the automation's run to finish")
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert run["status"] == "SUCCESS", tags
+    assert tags.get("dagster/from_automation_condition") == "true" and "dagster/from_ui" not in tags
+    browser.goto(f"{webserver}/assets/orders")
+    browser.wait_for_text("orders", day, timeout=LOAD_TIMEOUT_S)
+    browser.screenshot("orders_materialized_by_automation")
+
+
 def dialog(starting: str) -> str:
     """JavaScript naming the open dialog whose text starts with `starting`."""
     return ("[...document.querySelectorAll('[role=dialog]')]"
