@@ -73,6 +73,7 @@ demo: setup
 	$(BIN)/intent demo
 
 test: setup chromium
+	$(BIN)/dg check defs
 	$(BIN)/pytest
 
 ui: setup

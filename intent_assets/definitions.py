@@ -11,6 +11,8 @@ import os
 
 from dagster import Definitions, definitions
 
+from intent_assets.automation import with_automation
+from intent_assets.catalog import catalogued
 from intent_assets.experiments.definitions import defs as experiment_defs
 from intent_assets.features.definitions import defs as feature_defs
 from intent_assets.ingest.definitions import defs as ingest_defs
@@ -32,10 +34,11 @@ def build_definitions(env: str | None = None) -> Definitions:
     resources = resources_for(env, config)
     resources["io_manager"] = LakeIOManager(lake=resources["lake"])
     shown = {f"intent/{k}": str(v) for k, v in config.as_dict().items()}
-    # Global policy, applied once: freshness of the feature and model assets.
-    defs = with_freshness_policies(Definitions.merge(
+    # Global policy, applied once: owners, domain tags and code links on every asset, the
+    # nightly chain's automation, and the freshness of the feature and model assets.
+    defs = with_freshness_policies(with_automation(catalogued(Definitions.merge(
         ingest_defs, feature_defs, training_defs, report_defs, publication_defs, streaming_defs,
-        experiment_defs, monitoring_defs, Definitions(resources=resources, metadata=shown)))
+        experiment_defs, monitoring_defs, Definitions(resources=resources, metadata=shown)))))
     defs = defs.map_resolved_asset_specs(
         func=lambda s: s.merge_attributes(metadata=shown), selection="raw_clickstream")
     return on_calendar(defs, config.first_day)

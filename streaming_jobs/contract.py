@@ -34,6 +34,28 @@ COLUMNS = (
     "revenue", "discount", "received_time", "page_type", "extra",
 )
 REQUIRED = ("event_id", "event_time", "event_type", "user_id", "session_id")
+# What each column means, as the catalog (the clickstream's column schema) shows it.
+COLUMN_DESCRIPTIONS = {
+    "event_id": "Unique id of the event; a repeated id is quarantined as a duplicate.",
+    "event_time": "When the event happened (UTC).",
+    "event_type": "One of " + ", ".join(EVENT_TYPES) + ".",
+    "user_id": "The user (anonymous visitors have an id too).",
+    "session_id": "The session the event belongs to.",
+    "product_id": "The product, required for view, cart and remove_from_cart.",
+    "category_id": "The product's category id.",
+    "category_code": "The product's category path, e.g. electronics.smartphone.",
+    "brand": "The product's brand.",
+    "price": "Unit price of the product at the event.",
+    "device": "Device of the visit.",
+    "country": "Country of the visit.",
+    "traffic_source": "Where the visit came from.",
+    "order_id": "The order a purchase line belongs to.",
+    "revenue": "Revenue of a purchase line, after discount.",
+    "discount": "Discount of a purchase line, as a share of the price.",
+    "received_time": "When the event reached us (UTC); event_time when unknown.",
+    "page_type": "home / listing / cart / account, for page views.",
+    "extra": "Any other field of the incoming row, as a JSON object.",
+}
 QUARANTINE_COLUMNS = (*COLUMNS, "quarantine_reason")
 
 def arrow_schema():

@@ -30,6 +30,7 @@ from serving.experiments import ExperimentDesign
 from intent_assets.experiments.live import experiment_days, experiment_from_log
 from intent_assets.experiments.readout import build_readout, plot_uplifts
 from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
+from intent_assets.catalog import code_reference_here
 from intent_assets.experiments.stats import user_table
 from intent_assets.partitions import experiment_partitions
 from intent_resources.decision_log import DecisionLogReader
@@ -41,9 +42,9 @@ TABLES = ("experiment_assignments", "experiment_exposures", "experiment_orders")
 
 # The scoring API writes the decision log outside Dagster; declared so lineage shows it.
 decision_log_spec = AssetSpec(
-    "decision_log", group_name=GROUP,
-    description="The scoring API's decisions (JSON lines per UTC day under INTENT_HOME/decisions"
-                "): who was scored, variant, action, offer, probability, latency, fallbacks.")
+    "decision_log", group_name=GROUP, kinds={"fastapi", "json"}, metadata=code_reference_here(),
+    description="The scoring API's decisions, JSON lines per UTC day under INTENT_HOME/decisions."
+                "\n\nWho was scored, variant, action, offer, probability, latency, fallbacks.")
 _ALL_ORDERS = AssetDep("orders", partition_mapping=AllPartitionMapping())
 
 
@@ -79,7 +80,7 @@ def experiment_seed(name: str) -> int:
 
 
 @multi_asset(specs=[AssetSpec(t, group_name=GROUP, partitions_def=experiment_partitions,
-                              description=d, deps=deps) for t, d, deps in zip(TABLES, (
+                              description=d, deps=deps, kinds={"pandas", "parquet"}) for t, d, deps in zip(TABLES, (
                                   "Who was assigned to which variant, with pre-period behaviour.",
                                   "What each assigned user was shown: decision, offer funnel, latency.",
                                   "Orders of the experiment's users."), (
@@ -104,7 +105,7 @@ def experiment_data(context: AssetExecutionContext, config: ExperimentSourceConf
     for table, frame in zip(TABLES, (assignments, simulated.exposures, simulated.orders)):
         lake.write(frame, table, name)
         yield MaterializeResult(asset_key=table, metadata={
-            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
+            "dagster/row_count": len(frame), "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name))})
 
 
 def _live_tables(context: AssetExecutionContext, config: ExperimentSourceConfig,
@@ -123,7 +124,7 @@ def _live_tables(context: AssetExecutionContext, config: ExperimentSourceConfig,
     for table, frame in zip(TABLES, (data.assignments, data.exposures, data.orders)):
         lake.write(frame, table, name)
         yield MaterializeResult(asset_key=table, metadata={
-            "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name)),
+            "dagster/row_count": len(frame), "rows": len(frame), "path": MetadataValue.path(lake.uri(table, name)),
             "source": "decision_log", **counts,
             "order_days_missing": ", ".join(missing) or "none"})
 
@@ -137,7 +138,7 @@ def design_from_assignments(name: str, assignments, control: str) -> ExperimentD
     return ExperimentDesign(name, name, tuple(order), tuple(float(shares[v]) for v in order))
 
 
-@asset(group_name=GROUP, partitions_def=experiment_partitions,
+@asset(group_name=GROUP, partitions_def=experiment_partitions, kinds={"pandas", "statsmodels"},
        ins={t: AssetIn() for t in TABLES})
 def ab_readout(context: AssetExecutionContext, config: ReadoutConfig, models: ArtifactStore,
                experiment_assignments: LakeSlice, experiment_exposures: LakeSlice,

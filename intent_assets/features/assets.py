@@ -22,13 +22,14 @@ from intent_assets.features.feast_ops import (
     training_set_metadata,
 )
 from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION, build_snapshots
-from intent_assets.ingest.assets import write_spark_partitions
+from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
 from intent_assets.partitions import (
     daily,
     history_to_date,
     last_30_days,
     neighbouring_days,
 )
+from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.feast import FeastResource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -37,10 +38,14 @@ from streaming_jobs.session_state import replay
 DAILY = daily("features")
 
 
-def _spark_feature_result(frame, lake: LakeStorage, table: str, days: list[str], key: str) -> MaterializeResult:
+def _spark_feature_result(context: AssetExecutionContext, frame, lake: LakeStorage, table: str,
+                          key: str) -> MaterializeResult:
+    days = list(context.partition_keys)
     frame = frame.cache()
     write_spark_partitions(frame, lake, table, days)
-    rows = frame.count()
+    per_day = rows_per_day(frame)
+    record_row_counts(context, per_day)
+    rows = sum(per_day.values())
     entities = frame.select(key).distinct().count()
     preview = frame.orderBy("date", key).limit(5).toPandas()
     frame.unpersist()
@@ -51,26 +56,34 @@ def _spark_feature_result(frame, lake: LakeStorage, table: str, days: list[str],
     })
 
 
-@asset(**DAILY, pool="spark", ins={"orders": AssetIn(partition_mapping=history_to_date),
-                                   "sessions": AssetIn(partition_mapping=history_to_date),
-                                   "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"},
+       metadata=schema_metadata("user_features"),
+       ins={"orders": AssetIn(partition_mapping=history_to_date),
+            "sessions": AssetIn(partition_mapping=history_to_date),
+            "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
 def user_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
                   orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice) -> MaterializeResult:
-    """Per user, as of the end of each day from data strictly before it: purchase counts,
-    recency, AOV, sessions, conversion, category/brand affinity, discount sensitivity."""
+    """Batch features per user as of the end of each day, for Feast's user view.
+
+    From data strictly before the day: purchase counts, recency, AOV, sessions, conversion,
+    category/brand affinity, discount sensitivity."""
     session = spark.spark_session
     days = list(context.partition_keys)
     frame = compute_user_features(orders.spark(session), sessions.spark(session),
                                   raw_clickstream.spark(session), days)
-    return _spark_feature_result(frame, lake, "user_features", days, "user_id")
+    return _spark_feature_result(context, frame, lake, "user_features", "user_id")
 
 
-@asset(**DAILY, pool="spark", ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
-                                   "sessions": AssetIn(partition_mapping=last_30_days)})
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"},
+       metadata=schema_metadata("product_features"),
+       ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
+            "sessions": AssetIn(partition_mapping=last_30_days)})
 def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
                      raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
-    """Per product, as of the end of each day: smoothed view/cart→purchase rates (7 d, 30 d),
-    recent demand, price band and price against the category median, margin."""
+    """Batch features per product as of the end of each day, for Feast's product view.
+
+    Smoothed view/cart→purchase rates (7 d, 30 d), recent demand, price band and price against
+    the category median, margin."""
     session = spark.spark_session
     days = list(context.partition_keys)
     # The catalog comes with the simulated clickstream; imported data has none (margin is null).
@@ -78,7 +91,7 @@ def product_features(context: AssetExecutionContext, spark: SparkResource, lake:
     # Bot sessions' views would dilute every rate: the sessions table says which they are.
     frame = compute_product_features(raw_clickstream.spark(session), catalog, days,
                                      sessions=sessions.spark(session))
-    return _spark_feature_result(frame, lake, "product_features", days, "product_id")
+    return _spark_feature_result(context, frame, lake, "product_features", "product_id")
 
 
 class SnapshotConfig(Config):
@@ -89,19 +102,19 @@ class SnapshotConfig(Config):
     seed: int = 0
 
 
-@asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days),
-                     "sessions": AssetIn()})
+@asset(**DAILY, kinds={"pandas", "parquet"}, metadata=schema_metadata("session_snapshots"),
+       ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days), "sessions": AssetIn()})
 def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
                       raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
-    """Training examples: sessions cut at scoring moments before their first purchase (sampled
-    without looking ahead), features replayed up to the cut by the session state machine, label
-    from what follows.
+    """Training examples: sessions cut at scoring moments, with the session features at the cut.
 
-    Also writes `session_features`, each session's features at its last event: the offline
+    Cuts are sampled before the first purchase without looking ahead; the features are replayed
+    up to the cut by the session state machine, the label comes from what follows. Also writes `session_features`, each session's features at its last event: the offline
     log of Feast's session view (the streaming job appends the same rows live)."""
     events = raw_clickstream.pandas()
     all_sessions = sessions.pandas()
     rows = positives = n_sessions = 0.0
+    per_day: dict[str, int] = {}
     for day in context.partition_keys:
         day_sessions = all_sessions[all_sessions["date"] == day]
         day_events = events[events["session_id"].isin(day_sessions["session_id"])].drop(columns="date")
@@ -110,8 +123,10 @@ def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, la
         lake.write(snaps, "session_snapshots", day)
         lake.write(closed_session_features(day_events), "session_features", day)
         rows += len(snaps)
+        per_day[day] = len(snaps)
         positives += float(snaps.groupby("session_id")["label"].first().sum())
         n_sessions += snaps["session_id"].nunique()
+    record_row_counts(context, per_day)
     return MaterializeResult(metadata={
         "snapshots": int(rows), "sessions": int(n_sessions), "days": len(context.partition_keys),
         "session_label_rate": round(positives / n_sessions, 5) if n_sessions else 0.0,
@@ -130,9 +145,9 @@ def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
             [["session_id", "event_timestamp", *FEATURE_NAMES]].reset_index(drop=True))
 
 
-@asset(**DAILY, deps=["user_features", "product_features"])
+@asset(**DAILY, deps=["user_features", "product_features"], kinds={"feast", "redis"})
 def online_features(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-    """The day's user and product features, materialized into the Redis online store by Feast.
+    """The day's user and product features in the Redis online store, materialized by Feast.
 
     The online store keeps the latest row per entity, so a multi-day backfill writes only its
     last day: the earlier days would be overwritten at once."""
@@ -149,10 +164,13 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
 
 
 @asset(group_name="features", deps=["user_features", "product_features"],
+       kinds={"feast", "pandas", "parquet"}, metadata=schema_metadata("training_set"),
        ins={"session_snapshots": AssetIn()})
 def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: LakeSlice) -> MaterializeResult:
-    """Snapshots joined point-in-time (Feast) to user and product features as of the day before
-    the cut; one parquet table with row count, label rate and feature null rates."""
+    """The training table: every snapshot joined point-in-time to user and product features.
+
+    Feast joins the features as of the day before the cut; one parquet table, with its label
+    rate and feature null rates as metadata."""
     feast.apply()
     snapshots = session_snapshots.pandas()
     frame = build_training_set(feast, snapshots)
@@ -160,7 +178,7 @@ def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: Lak
     meta = training_set_metadata(frame)
     nulls = pd.Series(meta["null_rates"], name="null_rate").sort_values(ascending=False)
     return MaterializeResult(metadata={
-        "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
+        "dagster/row_count": meta["rows"], "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
         "sessions": int(frame["session_id"].nunique()),
         "days": int(frame["date"].nunique()) if "date" in frame else 0,
         "path": MetadataValue.path(lake.uri("training_set")),

@@ -7,8 +7,8 @@ from intent_assets.features.assets import (
     training_set,
     user_features,
 )
-from intent_assets.features.jobs import nightly_features_job, nightly_features_job_schedule
+from intent_assets.features.jobs import nightly_features_job
 
 defs = Definitions(assets=[user_features, product_features, session_snapshots, online_features,
                            training_set],
-                   jobs=[nightly_features_job], schedules=[nightly_features_job_schedule])
+                   jobs=[nightly_features_job])

@@ -1,6 +1,10 @@
-"""The nightly features job and its schedule."""
+"""The nightly features job: the whole daily chain for a day or a range (backfills, reruns).
 
-from dagster import AssetSelection, build_schedule_from_partitioned_job, define_asset_job
+Nightly runs are not scheduled: declarative automation (intent_assets/automation.py) requests
+each asset's partition when its upstream lands.
+"""
+
+from dagster import AssetSelection, define_asset_job
 
 # Every daily asset from the clickstream to the features in Redis; unpartitioned assets
 # (training set, models) belong to the weekly retrain.
@@ -9,8 +13,4 @@ NIGHTLY_FEATURES = ("raw_clickstream", "orders", "sessions", "user_features", "p
 
 nightly_features_job = define_asset_job(
     "nightly_features_job", selection=AssetSelection.assets(*NIGHTLY_FEATURES),
-    description="Yesterday's clickstream to orders, sessions, batch features, snapshots and Redis.")
-
-# Runs for the partition that has just closed (yesterday, UTC).
-nightly_features_job_schedule = build_schedule_from_partitioned_job(
-    nightly_features_job, hour_of_day=1, minute_of_hour=30, name="nightly_features_job_schedule")
+    description="A day's clickstream to orders, sessions, batch features, snapshots and Redis.")

@@ -24,6 +24,7 @@ from intent_assets.ingest.simulator import oracle_on
 from intent_assets.ingest.simulator_world import build_world
 from intent_assets.ingest.source import arrived_events, simulator_config
 from intent_assets.partitions import daily, neighbouring_days
+from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -43,6 +44,11 @@ def write_spark_partitions(frame, lake: LakeStorage, table: str, days: list[str]
     frame.write.mode("append").partitionBy("date").parquet(lake.spark_uri(table))
 
 
+def rows_per_day(frame) -> dict[str, int]:
+    """Rows of a Spark frame per `date` (cache the frame first: this is one more job on it)."""
+    return {r["date"]: int(r["count"]) for r in frame.groupBy("date").count().collect()}
+
+
 def ingest_day(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate one day of arrived events: (clean events, quarantined rows with reasons)."""
     checked = validate_events(events)
@@ -51,7 +57,8 @@ def ingest_day(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return deduped.events, quarantine
 
 
-@asset(**DAILY, check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
+@asset(**DAILY, kinds={"pandas", "parquet"}, metadata=schema_metadata("raw_clickstream"),
+       check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
                              AssetCheckSpec("unique_event_ids", asset="raw_clickstream")])
 def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: LakeStorage,
                     clickstream: ClickstreamSource) -> MaterializeResult:
@@ -62,6 +69,7 @@ def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: L
     """
     read = written = quarantined = distinct = 0
     reasons: dict[str, int] = {}
+    rows: dict[str, int] = {}
     for day in context.partition_keys:
         events, quarantine = ingest_day(arrived_events(clickstream, day, lake))
         lake.write(events, "raw_clickstream", day, schema=arrow_schema())
@@ -70,11 +78,13 @@ def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: L
             _write_oracle(clickstream, oracle, lake, day)
         read += len(events) + len(quarantine)
         written += len(events)
+        rows[day] = len(events)
         quarantined += len(quarantine)
         distinct += events["event_id"].nunique()
         for reason, n in quarantine["quarantine_reason"].value_counts().items():
             reasons[reason] = reasons.get(reason, 0) + int(n)
         context.log.info(f"{day}: {len(events)} events, {len(quarantine)} quarantined")
+    record_row_counts(context, rows)
     return MaterializeResult(
         metadata={"days": len(context.partition_keys), "rows": written, "quarantined": quarantined,
                   "source": clickstream.kind, "path": MetadataValue.path(lake.uri("raw_clickstream"))},
@@ -94,7 +104,8 @@ def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: Lak
                "catalog")
 
 
-@asset(**DAILY, ins={"raw_clickstream": AssetIn()}, pool="spark",
+@asset(**DAILY, ins={"raw_clickstream": AssetIn()}, pool="spark", kinds={"spark", "parquet"},
+       metadata=schema_metadata("orders"),
        check_specs=[AssetCheckSpec("orders_reconcile_with_purchases", asset="orders")])
 def orders(context: AssetExecutionContext, spark: SparkResource,
            raw_clickstream: LakeSlice, lake: LakeStorage) -> MaterializeResult:
@@ -103,6 +114,7 @@ def orders(context: AssetExecutionContext, spark: SparkResource,
     events = raw_clickstream.spark(session)
     table = build_orders(events).cache()
     write_spark_partitions(table, lake, "orders", context.partition_keys)
+    record_row_counts(context, rows_per_day(table))
     stats = table.agg(F.count("*").alias("n"), F.sum("revenue").alias("rev"),
                       F.sum("n_items").alias("items")).first()
     lines = order_lines(events).agg(
@@ -119,12 +131,15 @@ def orders(context: AssetExecutionContext, spark: SparkResource,
 
 
 @asset(**DAILY, ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days)}, pool="spark",
+       kinds={"spark", "parquet"}, metadata=schema_metadata("sessions"),
        check_specs=[AssetCheckSpec("label_rate_within_bounds", asset="sessions")])
 def sessions(context: AssetExecutionContext, spark: SparkResource,
              raw_clickstream: LakeSlice, lake: LakeStorage,
              clickstream: ClickstreamSource) -> MaterializeResult:
-    """One row per session (by start day): counts, context, label with a grace window (30
-    minutes by default), and bot / single-heartbeat flags."""
+    """One row per session, by the day it starts: event counts, context, label and bot flags.
+
+    The label looks a grace window past the session's end (30 minutes by default); bot and
+    single-heartbeat sessions are flagged, not dropped."""
     days = list(context.partition_keys)
     table = build_sessions(raw_clickstream.spark(spark.spark_session), days,
                            grace_minutes=clickstream.label_grace_min,
@@ -132,6 +147,7 @@ def sessions(context: AssetExecutionContext, spark: SparkResource,
                            bot_events_per_minute=clickstream.bot_events_per_minute,
                            bot_max_events=clickstream.bot_max_events).cache()
     write_spark_partitions(table, lake, "sessions", days)
+    record_row_counts(context, rows_per_day(table))
     stats = table.agg(
         F.count("*").alias("sessions"),
         F.sum(F.col("is_bot").cast("int")).alias("bots"),

@@ -21,6 +21,7 @@ from intent_assets.monitoring.performance import (
     served_scores as model_scores,
 )
 from intent_assets.partitions import daily, daily_partitions, last_30_days
+from intent_assets.tables import record_row_counts
 from intent_resources.alerts import AlertsResource
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -28,11 +29,14 @@ from intent_resources.storage import LakeSlice, LakeStorage
 GROUP = "monitoring"
 
 
-@asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)})
+@asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)},
+       kinds={"pandas", "parquet"})
 def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
                       alerts: AlertsResource) -> MaterializeResult:
-    """Bot- and fraud-like sessions and sudden drops in traffic, engagement or conversion by
-    segment, for each day against the 30 days before; alert-level findings are sent on."""
+    """The day's anomalies: bot- and fraud-like sessions, sudden drops by segment.
+
+    Drops in traffic, engagement or conversion, each day against the 30 days before;
+    alert-level findings are sent on."""
     frame = sessions.pandas()
     found: list[pd.DataFrame] = []
     urgent_total = 0
@@ -50,6 +54,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
             alerts.send(*findings_alert("session_anomalies", day, urgent.to_dict("records")))
         found.append(findings.assign(day=day))
         baseline_days = int(history["date"].nunique())
+    record_row_counts(context, dict(zip(context.partition_keys, map(len, found))))
     findings = pd.concat(found, ignore_index=True)
     return MaterializeResult(metadata={
         "findings": len(findings), "alerts": urgent_total, "days": len(context.partition_keys),
@@ -61,7 +66,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
     })
 
 
-@asset(group_name=GROUP, partitions_def=daily_partitions,
+@asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
        ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
        deps=["decision_log"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
@@ -71,14 +76,17 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
                                                "vs the model's test metrics.")])
 def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessions: LakeSlice,
                   decision_log: DecisionLogReader, lake: LakeStorage) -> MaterializeResult:
-    """The day's scores served by the current model (from the decision log), with their labels
-    once the day's sessions are built: the prediction-distribution and performance-decay checks."""
+    """The day's scores served by the current model, with their labels once sessions are built.
+
+    Read from the decision log; the prediction-distribution and performance-decay checks
+    judge them against the model's test predictions."""
     day = context.partition_key
     scores = model_scores(decision_log.read_day(day))
     version = calibrated_model["version"]
     current = scores[scores["model_version"] == version]
     labelled = labelled_scores(current, sessions.pandas()) if len(current) else current.assign(label=[])
-    lake.write(labelled if len(labelled) else current, "served_scores", day)
+    written = labelled if len(labelled) else current
+    lake.write(written, "served_scores", day)
     reference = pd.read_parquet(calibrated_model["test_predictions"])["probability"].to_numpy()
     checks = []
     if len(current):
@@ -105,6 +113,7 @@ def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessio
                                        severity=AssetCheckSeverity.WARN,
                                        metadata={"status": "labels not arrived (or one class only)"}))
     return MaterializeResult(
-        metadata={"served": len(scores), "by_current_model": len(current), "labelled": len(labelled),
+        metadata={"dagster/row_count": len(written), "served": len(scores),
+                  "by_current_model": len(current), "labelled": len(labelled),
                   "model_version": version, "path": MetadataValue.path(lake.uri("served_scores", day))},
         check_results=checks)

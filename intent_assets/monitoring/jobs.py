@@ -1,13 +1,13 @@
-"""The daily reports job (the monitoring assets) and its schedule."""
+"""The daily reports job (the monitoring assets), for a day or a range.
 
-from dagster import AssetSelection, build_schedule_from_partitioned_job, define_asset_job
+Nightly runs are not scheduled: automation (intent_assets/automation.py) requests the day's
+reports once its sessions are built.
+"""
+
+from dagster import AssetSelection, define_asset_job
 
 DAILY_REPORTS = ("session_anomalies", "served_scores")
 
 daily_reports_job = define_asset_job(
     "daily_reports_job", selection=AssetSelection.assets(*DAILY_REPORTS),
-    description="Yesterday's monitoring: session anomalies, served scores and their checks.")
-
-# Runs for the partition that has just closed (yesterday, UTC).
-daily_reports_job_schedule = build_schedule_from_partitioned_job(
-    daily_reports_job, hour_of_day=6, minute_of_hour=0, name="daily_reports_job_schedule")
+    description="A day's monitoring: session anomalies, served scores and their checks.")

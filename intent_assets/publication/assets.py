@@ -14,6 +14,7 @@ from dagster import (
 
 from intent_assets.features.feast_ops import build_training_set
 from intent_assets.partitions import daily
+from intent_assets.tables import record_row_counts
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -48,11 +49,13 @@ def publication_metadata(result: dict) -> dict:
     return {k: v for k, v in meta.items() if v is not None}
 
 
-@asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker"})
+@asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker", "s3"})
 def published_model(context: AssetExecutionContext, config: PublicationConfig,
                     model_endpoint: ModelEndpointResource) -> MaterializeResult:
-    """The gated model version the endpoint serves (S3 artifact + endpoint, or the local
-    container), published only after every blocking check on calibrated_model passed."""
+    """The model version the endpoint serves, published once its blocking gates passed.
+
+    An S3 artifact and a SageMaker endpoint, or the local container; only a calibrated_model
+    whose every blocking check passed gets here."""
     from serving.model import ModelArtifact
 
     tar = Path(config.tar_path)
@@ -66,13 +69,14 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
     return MaterializeResult(metadata=publication_metadata(result))
 
 
-@asset(**daily("publication"),
+@asset(**daily("publication"), kinds={"pandas", "feast", "parquet"},
        deps=["published_model", "user_features", "product_features"],
        ins={"session_snapshots": AssetIn()})
 def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,
                  feast: FeastResource, model_endpoint: ModelEndpointResource) -> MaterializeResult:
-    """A day's scoring moments scored in bulk by the published model (the artifact the endpoint
-    serves), with the same features the online path reads: probability, band and action."""
+    """A day's scoring moments scored in bulk by the published model: probability, band, action.
+
+    The artifact the endpoint serves, with the same features the online path reads."""
     from serving.batch import score_snapshots
     from serving.model import ModelArtifact
 
@@ -82,6 +86,7 @@ def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, l
     artifact = ModelArtifact.load(served)
     feast.apply()
     rows = 0
+    per_day: dict[str, int] = {}
     bands: dict[str, int] = {}
     all_snapshots = session_snapshots.pandas()
     for day in context.partition_keys:
@@ -89,8 +94,10 @@ def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, l
         scored = score_snapshots(artifact, build_training_set(feast, snapshots))
         lake.write(scored, "batch_scores", day)
         rows += len(scored)
+        per_day[day] = len(scored)
         for band, n in scored["band"].value_counts().items():
             bands[band] = bands.get(band, 0) + int(n)
+    record_row_counts(context, per_day)
     return MaterializeResult(metadata={
         "rows": rows, "model_version": artifact.version, "days": len(context.partition_keys),
         **{f"band: {k}": v for k, v in sorted(bands.items())},

@@ -27,14 +27,16 @@ def oracle_probabilities(oracle: LakeStorage, snapshot_ids: pd.Series) -> pd.Ser
     return joined if joined.notna().all() else None
 
 
-@asset(group_name="reports",
+@asset(group_name="reports", kinds={"pandas", "matplotlib"},
        ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"),
             "rules_baseline": AssetIn(input_manager_key="model_io_manager"),
             "logistic_baseline": AssetIn(input_manager_key="model_io_manager")})
 def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_baseline: dict,
                        oracle: LakeStorage, models: ArtifactStore) -> MaterializeResult:
-    """Test-split report: PR-AUC, ROC-AUC, log loss, Brier (skill), ECE, precision/recall at
-    the top 5/10/20 %, lift, calibration by segment, vs the baselines and the oracle."""
+    """The model against the baselines and the oracle on the test split, with plots.
+
+    PR-AUC, ROC-AUC, log loss, Brier (skill), ECE, precision/recall at the top 5/10/20 %, lift
+    and calibration by segment."""
     test = pd.read_parquet(calibrated_model["test_predictions"])
     named = {"model": test["probability"].to_numpy()}
     for name, baseline in (("logistic regression", logistic_baseline), ("rules", rules_baseline)):

@@ -63,11 +63,14 @@ def _headline(metrics: dict) -> dict:
     return {k: (round(metrics[k], 5) if metrics.get(k) is not None else None) for k in keys}
 
 
-@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
+       kinds={"lightgbm", "optuna"})
 def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_set: LakeSlice,
                 models: ArtifactStore) -> Output[dict]:
-    """LightGBM tuned by Bayesian search on validation PR-AUC (class weighting and bounce
-    downsampling compensated by weights); hyperparameters and the search history as metadata."""
+    """The LightGBM model, tuned by Bayesian search on validation PR-AUC.
+
+    Class weighting and bounce downsampling are compensated by weights; the hyperparameters and
+    the search history are metadata."""
     frame = training_set.pandas()
     require_enough_positives(frame)
     tuned = fit_tuned(frame, LABEL, time_column=TIME_COLUMN, n_trials=config.n_trials,
@@ -95,10 +98,13 @@ def _baseline_output(name: str, models: ArtifactStore, test: pd.DataFrame, p, sp
                             "path": MetadataValue.path(str(path))})
 
 
-@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
+       kinds={"pandas"})
 def rules_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
-    """The shop's previous policy as a score: hand-set bands on cart value and funnel stage,
-    each band's training rate as its probability; evaluated on the model's test split."""
+    """The shop's previous policy as a score: the baseline the model must beat.
+
+    Hand-set bands on cart value and funnel stage, each band's training rate as its probability;
+    evaluated on the model's test split."""
     frame = training_set.pandas()
     require_enough_positives(frame)
     splits = training_splits(frame, LABEL, TIME_COLUMN)
@@ -106,7 +112,8 @@ def rules_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dic
     return _baseline_output("rules", models, splits.test, rules.predict(splits.test), rules.to_dict())
 
 
-@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
+       kinds={"scikitlearn"})
 def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[dict]:
     """Logistic regression on the same features and the same test split as the model."""
     frame = training_set.pandas()
@@ -119,13 +126,15 @@ def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[
     return _baseline_output("logistic", models, splits.test, model.predict(splits.test), model.to_dict())
 
 
-@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")})
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
+       kinds={"lightgbm", "scikitlearn"})
 def calibrated_model(context: AssetExecutionContext, tuned_model: dict, training_set: LakeSlice,
                      models: ArtifactStore) -> Output[dict]:
-    """The tuned booster with Platt or isotonic calibration, packed for serving.
+    """The candidate for serving: the tuned booster, calibrated, packed as model.tar.gz.
 
-    The calibrator is the one with the lower log loss out of fold (small tables) or on the
-    calibration split; one artifact directory and model.tar.gz."""
+    Platt or isotonic calibration, whichever has the lower log loss out of fold (small tables)
+    or on the calibration split; one artifact directory and its archive. The blocking gates
+    stand before publication."""
     frame = training_set.pandas()
     tuned = TunedModel.load(Path(tuned_model["dir"]))
     result = finish_model(tuned, frame, out_dir=models.directory("artifacts"))

@@ -24,7 +24,7 @@ DAILY = [raw_clickstream, orders, sessions, user_features, product_features, ses
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, spark_resource, redis_url):
+def materialized(tmp_path_factory, spark_resource, redis_url):
     root = tmp_path_factory.mktemp("features")
     lake = LakeStorage(root=str(root / "lake"))
     feast = FeastResource(repo_path=feature_repo_path(), env="local", redis_url=redis_url,
@@ -40,7 +40,12 @@ def built(tmp_path_factory, spark_resource, redis_url):
     final = materialize([training_set, *DAILY], selection=[training_set.key], resources=resources,
                         instance=instance)
     assert final.success
-    return lake, feast, final, resources
+    return lake, feast, final, resources, daily
+
+
+@pytest.fixture(scope="module")
+def built(materialized):
+    return materialized[:4]
 
 
 def test_every_feature_table_has_every_day(built):
@@ -68,6 +73,24 @@ def test_training_set_joins_the_previous_days_user_features(built):
     assert train.loc[train["date"] == DAYS[0], "user_purchases_lifetime"].isna().all()
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["rows"].value == len(train)
+
+
+def test_feature_tables_record_row_counts_per_day_and_match_their_schema(materialized):
+    from intent_assets.tables import column_schema
+
+    lake, _, final, _, daily = materialized
+    counted = set()
+    for event in daily.get_asset_materialization_events():
+        table, day = event.asset_key.to_user_string(), event.partition
+        if table in ("user_features", "product_features", "session_snapshots"):
+            rows = len(lake.read(table, [day]))
+            assert event.materialization.metadata["dagster/row_count"].value == rows, (table, day)
+            counted.add((table, day))
+    assert len(counted) == 9
+    for table in ("user_features", "product_features", "session_snapshots", "training_set"):
+        assert set(c.name for c in column_schema(table).columns) == set(lake.read(table).columns), table
+    train = final.get_asset_materialization_events()[0].materialization.metadata
+    assert train["dagster/row_count"].value == len(lake.read("training_set"))
 
 
 def test_online_store_serves_the_last_days_features(built):

@@ -92,3 +92,15 @@ def test_landing_source_ingests_imported_rows(tmp_path, spark_resource):
     q = lake.read("quarantine_clickstream")
     assert list(q["event_id"]) == ["c"] and list(q["quarantine_reason"]) == ["unknown event_type"]
     assert not (tmp_path / "oracle").exists()
+
+
+def test_each_partition_records_its_row_count_and_the_schema_matches_the_table(built):
+    from intent_assets.tables import column_schema
+
+    result, lake, _, _ = built
+    for event in result.get_asset_materialization_events():
+        table, day = event.asset_key.to_user_string(), event.partition
+        rows = len(lake.read(table, [day]))
+        assert rows > 0 and event.materialization.metadata["dagster/row_count"].value == rows, (table, day)
+    for table in ("raw_clickstream", "orders", "sessions"):
+        assert [c.name for c in column_schema(table).columns] == list(lake.read(table).columns), table

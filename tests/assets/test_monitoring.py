@@ -351,6 +351,7 @@ def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, 
     assert graph.get(AssetKey("session_anomalies")).parent_keys == {AssetKey("sessions")}
     assert graph.get(AssetKey("user_features")).freshness_policy is not None
     assert graph.get(AssetKey("calibrated_model")).freshness_policy is not None
-    assert {s.name for s in defs.schedules} >= {"nightly_features_job_schedule", "daily_reports_job_schedule"}
+    assert defs.resolve_asset_graph().get(AssetKey("session_anomalies")).automation_condition is not None
+    assert defs.resolve_job_def("daily_reports_job").partitions_def is not None
     assert "run_failure_alert_sensor" in {s.name for s in defs.sensors}
     assert defs.resolve_job_def("nightly_features_job").partitions_def is not None

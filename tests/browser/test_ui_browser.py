@@ -369,11 +369,59 @@ def test_asset_lineage_is_visible(webserver, browser):
 
 def test_sensors_and_schedules_are_listed(webserver, browser):
     browser.goto(f"{webserver}/automation")
-    text = browser.wait_for_text("run_failure_alert_sensor", "nightly_features_job_schedule",
-                                 "daily_reports_job_schedule", "retrain_job_schedule",
-                                 timeout=LOAD_TIMEOUT_S)
+    text = browser.wait_for_text("run_failure_alert_sensor", "automation_condition_sensor",
+                                 "retrain_job_schedule", timeout=LOAD_TIMEOUT_S)
     browser.screenshot("automation")
     assert "run_failure_alert_sensor" in text
+
+
+def _set_sensor(url: str, name: str, running: bool) -> str:
+    """Start or stop one of the location's sensors; its status afterwards."""
+    data = graphql(url, """{ workspaceOrError { ... on Workspace { locationEntries { name
+        locationOrLoadError { ... on RepositoryLocation { repositories { name } } } } } } }""")
+    [entry] = data["workspaceOrError"]["locationEntries"]
+    selector = {"repositoryLocationName": entry["name"], "sensorName": name,
+                "repositoryName": entry["locationOrLoadError"]["repositories"][0]["name"]}
+    if running:
+        done = graphql(url, """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+            ... on Sensor { sensorState { status } } } }""", s=selector)["startSensor"]
+    else:
+        state = _location_sensors(url)[name]
+        done = graphql(url, """mutation($id: String) { stopSensor(id: $id) {
+            ... on StopSensorMutationResult { instigationState { status } } } }""",
+                       id=state)["stopSensor"]["instigationState"]
+        return done["status"]
+    return done["sensorState"]["status"]
+
+
+def test_an_eager_asset_follows_its_upstream_partition_with_the_daemon(webserver, browser, ui_env):
+    from intent_assets.partitions import daily_partitions
+
+    # the latest closed day: the only partition the automation considers
+    day = daily_partitions.get_last_partition_key()
+    assert _set_sensor(webserver, "automation_condition_sensor", True) == "RUNNING"
+    try:
+        subprocess.run([str(VENV_BIN / "dagster"), "asset", "materialize", "-m",
+                        "intent_assets.definitions", "--select", "raw_clickstream",
+                        "--partition", day], env=ui_env, cwd=REPO, check=True,
+                       capture_output=True, timeout=RUN_TIMEOUT_S)
+        query = """query($days: [String!]) { assetOrError(assetKey: {path: ["orders"]}) {
+            ... on Asset { assetMaterializations(partitions: $days) { partition runId } } } }"""
+        [landed] = wait_for(lambda: graphql(webserver, query, days=[day])["assetOrError"]
+                            ["assetMaterializations"], 2 * RUN_TIMEOUT_S,
+                            f"orders {day} materialized by the automation")
+    finally:
+        assert _set_sensor(webserver, "automation_condition_sensor", False) == "STOPPED"
+    run = wait_for(lambda: (r := graphql(webserver, """query($id: ID!) { runOrError(runId: $id) {
+        ... on Run { status tags { key value } } } }""", id=landed["runId"])["runOrError"])
+                   ["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r, RUN_TIMEOUT_S,
+                   "the automation's run to finish")
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert run["status"] == "SUCCESS", tags
+    assert tags.get("dagster/from_automation_condition") == "true" and "dagster/from_ui" not in tags
+    browser.goto(f"{webserver}/assets/orders")
+    browser.wait_for_text("orders", day, timeout=LOAD_TIMEOUT_S)
+    browser.screenshot("orders_materialized_by_automation")
 
 
 def dialog(starting: str) -> str:
@@ -426,6 +474,42 @@ def test_a_partition_materialized_from_the_ui_succeeds(webserver, browser, ui_en
     assert [(m["partition"], m["runId"]) for m in materialized] == [(ONE_DAY, run_id)]
     lake = Path(ui_env["INTENT_HOME"]) / "lake" / "raw_clickstream"
     assert (lake / f"date={ONE_DAY}").is_dir()
+
+
+def test_a_table_asset_shows_its_schema_row_count_owner_and_kinds(webserver, browser, ui_env):
+    # the day materialized from the UI (the test above) or, run alone, from the CLI
+    query = """query($days: [String!]) { assetOrError(assetKey: {path: ["raw_clickstream"]}) {
+        ... on Asset { assetMaterializations(partitions: $days) { partition metadataEntries {
+        label ... on IntMetadataEntry { intValue } } } } } }"""
+    if not graphql(webserver, query, days=[ONE_DAY])["assetOrError"]["assetMaterializations"]:
+        subprocess.run([str(VENV_BIN / "dagster"), "asset", "materialize", "-m",
+                        "intent_assets.definitions", "--select", "raw_clickstream",
+                        "--partition", ONE_DAY], env=ui_env, cwd=REPO, check=True,
+                       capture_output=True, timeout=RUN_TIMEOUT_S)
+    [latest] = graphql(webserver, query, days=[ONE_DAY])["assetOrError"]["assetMaterializations"][:1]
+    rows = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}["dagster/row_count"]
+    lake = Path(ui_env["INTENT_HOME"]) / "lake" / "raw_clickstream" / f"date={ONE_DAY}"
+    import pyarrow.parquet as pq
+
+    assert rows == pq.read_table(lake).num_rows > 0
+
+    browser.goto(f"{webserver}/assets/raw_clickstream")
+    browser.dismiss_dialogs()
+    # the column schema from the contract, the row count of the latest partition, the owning
+    # team, the kinds and the link to the code
+    browser.wait_for_text("raw_clickstream", "Columns", "event_id", "received_time",
+                          "Unique id of the event", "Source code", timeout=LOAD_TIMEOUT_S)
+    browser.wait_for_match(rf"Row count\s+{rows:,}\n", timeout=LOAD_TIMEOUT_S)
+    browser.wait_for_match(r"Owners\s+data\n")
+    browser.wait_for_match(r"Kinds\s+(pandas\s+Parquet|Parquet\s+pandas)\n")
+    browser.screenshot("raw_clickstream_catalog")
+
+    # kinds on the graph's nodes: Spark and Parquet for the ingest tables
+    browser.goto(f"{webserver}/assets/sessions?view=lineage&lineageScope=downstream")
+    browser.wait_for_text("sessions", "session_snapshots", timeout=LOAD_TIMEOUT_S)
+    wait_for(lambda: {"spark", "parquet"} <= set(browser.text().lower().split()), 60,
+             "kind tags on the graph")
+    browser.screenshot("sessions_lineage_kinds")
 
 
 def test_a_three_partition_backfill_launched_from_the_ui_completes(webserver, browser, ui_env):

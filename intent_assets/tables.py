@@ -1,0 +1,123 @@
+"""The lake tables' column schemas (`dagster/column_schema`) and row counts (`dagster/row_count`).
+
+Each column is described once: feature columns in the feature spec, clickstream columns in the
+contract, and the columns of the other tables below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from dagster import AssetExecutionContext, TableColumn, TableSchema
+
+from streaming_jobs import contract
+from streaming_jobs.feature_spec import (
+    FEATURE_DESCRIPTIONS,
+    PRODUCT_FEATURES,
+    SESSION_FEATURES,
+    USER_FEATURES,
+)
+
+# The feature spec's kinds as the tables store them.
+_FEATURE_TYPES = {"int": "bigint", "float": "double", "string": "string"}
+
+DATE = ("date", "string", "The daily partition (UTC day, YYYY-MM-DD).")
+FEAST_TIMES = (
+    ("event_timestamp", "timestamp", "End of the day: Feast serves the row from this instant."),
+    ("created_timestamp", "timestamp", "Same as event_timestamp; Feast's tie-breaker."),
+)
+
+
+def _features(spec: Iterable[tuple[str, str, object]]) -> list[tuple[str, str, str]]:
+    return [(name, _FEATURE_TYPES[kind], FEATURE_DESCRIPTIONS[name]) for name, kind, _ in spec]
+
+
+def _clickstream() -> list[tuple[str, str, str]]:
+    types = {c: "double" for c in contract.FLOAT_COLUMNS}
+    types.update({c: "timestamp" for c in contract.TIME_COLUMNS})
+    return [(c, types.get(c, "string"), contract.COLUMN_DESCRIPTIONS[c]) for c in contract.COLUMNS]
+
+
+ORDERS = [
+    ("order_id", "string", "The order."),
+    ("user_id", "string", "Who placed it."),
+    ("session_id", "string", "The session of its first purchase line."),
+    ("order_time", "timestamp", "Its first purchase line's event time (UTC)."),
+    ("n_items", "int", "Purchase lines in the order."),
+    ("revenue", "double", "Revenue after discounts."),
+    ("discount", "double", "Largest discount of its lines."),
+    ("has_coupon", "boolean", "Whether any line was discounted."),
+    DATE,
+]
+
+SESSIONS = [
+    ("session_id", "string", "The session."),
+    ("user_id", "string", "Its user."),
+    ("start_time", "timestamp", "First event (UTC)."),
+    ("end_time", "timestamp", "Last event (UTC)."),
+    ("duration_s", "double", "Seconds from the first event to the last."),
+    ("n_events", "int", "Events in the session."),
+    ("n_views", "int", "Product views."),
+    ("n_carts", "int", "Cart adds."),
+    ("n_removes", "int", "Cart removes."),
+    ("n_searches", "int", "Searches."),
+    ("n_page_views", "int", "Page views."),
+    ("n_checkouts", "int", "Checkout steps."),
+    ("n_purchases", "int", "Purchase lines."),
+    ("revenue", "double", "Revenue of its purchases."),
+    ("device", "string", "Device."),
+    ("country", "string", "Country."),
+    ("traffic_source", "string", "Where it came from."),
+    ("label", "int", "1 if it purchased, in the session or within the 30-minute grace window."),
+    ("purchased_in_session", "boolean", "Whether it purchased within the session itself."),
+    ("first_purchase_time", "timestamp", "Its first purchase (UTC), if any."),
+    ("is_bot", "boolean", "Bot-like: too many events, too fast."),
+    ("is_single_heartbeat", "boolean", "A single event: nothing to learn from."),
+    ("is_trainable", "boolean", "Neither bot nor single heartbeat: used for training."),
+    DATE,
+]
+
+SNAPSHOT_KEYS = [
+    ("snapshot_id", "string", "The event at which the session is cut (the scoring moment)."),
+    ("session_id", "string", "The session."),
+    ("user_id", "string", "Its user (Feast's user entity)."),
+    ("product_id", "string", "Latest product named by the session (Feast's product entity)."),
+    ("category_id", "string", "That product's category."),
+    ("event_timestamp", "timestamp", "The cut (UTC): features are as of this instant."),
+]
+SNAPSHOT_TARGET = [
+    ("label", "bigint", "1 if the session purchases after the cut."),
+    ("weight", "double", "Sample weight (class weighting and downsampling compensation)."),
+    DATE,
+]
+
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "raw_clickstream": [*_clickstream(), DATE],
+    "orders": ORDERS,
+    "sessions": SESSIONS,
+    "user_features": [("user_id", "string", "The user (Feast entity)."), *FEAST_TIMES, DATE,
+                      *_features(USER_FEATURES)],
+    "product_features": [("product_id", "string", "The product (Feast entity)."), *FEAST_TIMES,
+                         DATE, *_features(PRODUCT_FEATURES)],
+    "session_snapshots": [*SNAPSHOT_KEYS, *_features(SESSION_FEATURES), *SNAPSHOT_TARGET],
+    "training_set": [*SNAPSHOT_KEYS, *_features(SESSION_FEATURES), *SNAPSHOT_TARGET,
+                     *_features(USER_FEATURES), *_features(PRODUCT_FEATURES)],
+}
+
+
+def column_schema(table: str) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name=n, type=t, description=d)
+                                for n, t, d in COLUMNS[table]])
+
+
+def schema_metadata(table: str) -> dict:
+    """Definition metadata publishing the table's column schema to the catalog."""
+    return {"dagster/column_schema": column_schema(table)}
+
+
+def record_row_counts(context: AssetExecutionContext, rows: Mapping[str, int],
+                      asset_key: str | None = None) -> None:
+    """`dagster/row_count` on each partition's materialization: the rows written for that day."""
+    for partition in context.partition_keys:
+        context.add_asset_metadata({"dagster/row_count": int(rows.get(partition, 0))},
+                                   asset_key=asset_key, partition_key=partition)
