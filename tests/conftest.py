@@ -54,6 +54,19 @@ def redis_url(tmp_path_factory):
     stop_redis_server(url)
 
 
+@pytest.fixture(scope="session")
+def feast_store(tmp_path_factory, redis_url):
+    """The project's Feast repo applied to a fresh registry, its online store the run's Redis."""
+    from intent_resources.feast import FeastResource
+
+    base = tmp_path_factory.mktemp("feast")
+    resource = FeastResource(repo_path=str(Path(__file__).resolve().parents[1] / "feature_repo"),
+                             env="local", redis_url=redis_url, lake_root=str(base / "lake"),
+                             home=str(base / "home"))
+    resource.apply()
+    return resource.store()
+
+
 @pytest.fixture
 def redis_client(redis_url):
     import redis

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from intent_resources.feast import FeastResource
 from streaming_jobs import online_layout as layout
 from tests import online_rows as rows
 from streaming_jobs.session_state import SESSION_FEATURES
 
-REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 VIEW = "session_fv"
 KINDS = {name: kind for name, kind, _ in SESSION_FEATURES}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, redis_url):
-    base = tmp_path_factory.mktemp("feast_layout")
-    resource = FeastResource(repo_path=str(REPO), env="local", redis_url=redis_url,
-                             lake_root=str(base / "lake"), home=str(base / "home"))
-    resource.apply()
-    return resource.store()
 
 
 def _rows(stamp: pd.Timestamp) -> pd.DataFrame:
@@ -50,10 +38,10 @@ def _decode_all(client, sid: str) -> dict:
     return rows.decode_row(VIEW, names, raw)
 
 
-def test_feast_written_rows_are_byte_for_byte_what_the_encoder_writes(store, redis_client):
+def test_feast_written_rows_are_byte_for_byte_what_the_encoder_writes(feast_store, redis_client):
     stamp = pd.Timestamp("2024-05-01 12:00:00.5", tz="UTC")
     frame = _rows(stamp)
-    store.write_to_online_store(VIEW, frame)
+    feast_store.write_to_online_store(VIEW, frame)
     for row in frame.to_dict("records"):
         key = layout.entity_key("session_id", row["session_id"])
         stored = redis_client.hgetall(key)
@@ -61,17 +49,17 @@ def test_feast_written_rows_are_byte_for_byte_what_the_encoder_writes(store, red
         assert stored == expected, row["session_id"]
 
 
-def test_decoder_reads_feast_rows_back_exactly(store, redis_client):
+def test_decoder_reads_feast_rows_back_exactly(feast_store, redis_client):
     stamp = pd.Timestamp("2024-05-01 12:00:00", tz="UTC")
     frame = _rows(stamp)
-    store.write_to_online_store(VIEW, frame)
+    feast_store.write_to_online_store(VIEW, frame)
     for row in frame.to_dict("records"):
         decoded = _decode_all(redis_client, row["session_id"])
         assert decoded.pop("event_timestamp") == rows.micros_of(row["event_timestamp"])
         assert decoded == {name: row[name] for name in KINDS}
 
 
-def test_rows_written_with_the_encoder_are_what_feast_serves(store, redis_client):
+def test_rows_written_with_the_encoder_are_what_feast_serves(feast_store, redis_client):
     # now, so the view's one-day TTL cannot hide the row
     stamp = pd.Timestamp.now(tz="UTC").floor("ms")
     frame = _rows(stamp)
@@ -79,7 +67,7 @@ def test_rows_written_with_the_encoder_are_what_feast_serves(store, redis_client
         mapping = rows.encode_row(VIEW, KINDS, row, rows.micros_of(row["event_timestamp"]))
         mapping[layout.field(VIEW, "session_cart_value")] = layout.encode_value("float", None)
         redis_client.hset(layout.entity_key("session_id", row["session_id"]), mapping=mapping)
-    served = store.get_online_features(
+    served = feast_store.get_online_features(
         features=[f"{VIEW}:{name}" for name in KINDS],
         entity_rows=[{"session_id": sid} for sid in frame["session_id"]]).to_dict()
     for j, row in enumerate(frame.to_dict("records")):

@@ -22,7 +22,6 @@ import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from intent_resources.feast import FeastResource
 from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
@@ -46,7 +45,6 @@ from streaming_jobs import online_layout as layout
 from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
 from streaming_jobs.session_state import SESSION_FEATURES
 
-REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 SERVICE = "intent_model_v1"
 VIEW_FEATURES = {
     "user_fv": [(n, k) for n, k, _ in USER_FEATURES],
@@ -131,15 +129,6 @@ def artifacts_tarball(artifact: ModelArtifact) -> Path:
 
 
 # -- the online reader against Feast ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def feast_store(tmp_path_factory, redis_url):
-    base = tmp_path_factory.mktemp("feast_serving")
-    resource = FeastResource(repo_path=str(REPO), env="local", redis_url=redis_url,
-                             lake_root=str(base / "lake"), home=str(base / "home"))
-    resource.apply()
-    return resource.store()
-
 
 def _random_view_frame(view: str, ids: list[str], rng: np.random.Generator,
                        stamps: list[pd.Timestamp]) -> pd.DataFrame:
