@@ -1,43 +1,10 @@
 """Import the public REES46 e-commerce CSV files into the lake, in the simulator's daily layout.
 
-`intent import-rees46 PATH... --out LAKE` reads files with the REES46 header, exactly
-``event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session``
-(plain or gzip, told apart by their first bytes, not their name), and writes:
-
-- ``landing_rees46``: contract events (streaming_jobs/contract.py columns, in contract order),
-  partition ``date=YYYY-MM-DD`` = the UTC date of event_time, rows sorted by (event_time, event_id).
-- ``quarantine_rees46``: every row that is not a contract event, values as text, in the contract
-  columns plus ``quarantine_reason``, ``source_file`` (the file's name) and ``source_line`` (its
-  line in that file, the header being line 1). Reasons are the contract's (`validate_events`, then
-  `split_duplicates`), plus ``malformed CSV row (not 9 fields)`` for a row whose fields cannot be
-  matched to columns (then all its fields are in ``extra`` as ``{"fields": [...]}``). Partition =
-  the date of the row's event_time text (its first field) where that parses, else ``date=unknown``.
-
-Mapping: ``user_session`` becomes ``session_id``; ids stay the strings written in the file (the
-19-digit category_id never passes through a float); ``received_time`` = event_time; the contract
-fields REES46 lacks (device, country, traffic_source, order_id, revenue, discount, page_type,
-extra) are null. Blank lines hold no row and are skipped.
-
-Event ids. REES46 has none, so each row gets ``f"{key}-{n}"``, where ``key`` is the 128-bit
-BLAKE2b hex digest of the row's fields as written, joined by U+001F, and ``n`` counts the earlier
-rows with the same ``key`` in this import (0 for the first), in input order: files in the order
-given, rows in file order. The id depends on row content only, never on the file's name or the
-row's position, so re-importing the same files gives the same ids, and a row repeated verbatim in
-the source stays two events (``…-0`` and ``…-1``) instead of being merged as a duplicate.
-Identical rows always land in the same table and partition, so ``n`` is counted per partition.
-
-Partitions. An import replaces, whole, every partition its input touches, in both tables: a date
-present in the input ends up holding exactly that date's rows from these files (when this input
-has no valid rows, or no rejected rows, for a touched date, that table's partition is removed).
-Importing the same files twice therefore yields identical partitions, never doubled rows; a date
-split over several files must be imported with all of them in one call. Partitions the input does
-not touch (including ``unknown`` when nothing lands there) are left alone.
-
-Memory. Files are read `chunk_rows` rows at a time; each chunk is validated and parked as per-date
-parquet parts in a temporary directory, then each date is consolidated on its own, so memory is
-bounded by one chunk plus one day. Every file is checked (exists, REES46 header) before any is
-read, and the lake is written only after every file has been read, so a missing, foreign or
-unreadable file (bad gzip, not UTF-8) is a clear error that leaves the lake untouched.
+`intent import-rees46 PATH...` writes contract events to ``landing_rees46`` and every other row,
+with its reason, source file and line, to ``quarantine_rees46``, both by UTC date. Event ids come
+from a row's content (BLAKE2b of its fields plus a count of identical earlier rows), so a
+re-import gives the same ids; an import replaces, whole, every partition its input touches. The
+stated rules are in docs/data.md ("The REES46 importer").
 """
 
 from __future__ import annotations
