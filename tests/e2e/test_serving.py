@@ -547,12 +547,21 @@ def test_container_without_a_model_answers_503_then_loads_one_when_it_appears(ar
     try:
         assert httpx.get(f"{url}/ping").status_code == 503
         assert _post(f"{url}/invocations", b"{}", "application/json").status_code == 503
+        metrics = _container_metrics(url)
+        assert metrics[("intent_container_model_loaded", ())] == 0
+        assert metrics[("intent_container_invocations_total", (("status", "503"),))] == 1
         install_model(artifacts[1].tarball, model_dir)
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/ping").status_code != 200:
             assert time.monotonic() < deadline, "the watcher never loaded the new model"
             time.sleep(0.05)
         assert httpx.get(f"{url}/ping").json()["model_version"] == artifacts[1].version
+        # what the IntentContainer* alert rules read
+        assert _post(f"{url}/invocations", b"{", "application/json").status_code == 400
+        metrics = _container_metrics(url)
+        assert metrics[("intent_container_model_loaded", ())] == 1
+        assert metrics[("intent_container_invocations_total", (("status", "400"),))] == 1
+        assert metrics[("intent_container_invocation_latency_seconds_count", ())] == 2
     finally:
         process.terminate()
         process.wait(10)
@@ -566,3 +575,14 @@ def test_invoke_parses_content_types_in_process(artifact):
         invoke(artifact, body, "application/json", "top_k=many")
     with pytest.raises(PayloadError, match="no rows"):
         invoke(artifact, b"", "text/csv")
+
+
+def _container_metrics(url: str) -> dict:
+    """The container's `GET /metrics`: (sample name, sorted labels) -> value."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(response.text) for s in f.samples}

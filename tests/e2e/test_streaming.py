@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
@@ -369,7 +370,8 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
     cmd = [sys.executable, "-m", "streaming_jobs.session_job", "--checkpoint", cfg.checkpoint,
            "--landing", cfg.landing, "--redis-url", cfg.redis_url, "--lake", cfg.lake,
            "--heartbeat", cfg.heartbeat, "--master", "local[2]", "--shuffle-partitions", "2",
-           "--max-files-per-trigger", "3", "--trigger", "0 seconds"]
+           "--max-files-per-trigger", "3", "--trigger", "0 seconds",
+           "--metrics-file", str(_metrics_file(cfg))]
     if available_now:
         cmd.append("--available-now")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
@@ -377,6 +379,10 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def _metrics_file(cfg: JobConfig) -> Path:
+    return Path(cfg.heartbeat).with_name("stream.prom")
 
 
 def _in_flight(cfg: JobConfig) -> bool:
@@ -432,6 +438,14 @@ def test_killed_job_restarts_from_its_checkpoint_and_ends_equal_to_the_replay(
     # the counters survived the kills without counting a replayed batch twice
     assert heartbeat["quarantine_total"].get("duplicate event_id", 0) == n_dup
     assert heartbeat["live_sessions"] == len(expected) - len(closed) > 0
+    # the same heartbeat as Prometheus text, what the IntentStream* alert rules read
+    samples = {(s.name, tuple(s.labels.items())): s.value for f in
+               text_string_to_metric_families(_metrics_file(cfg).read_text()) for s in f.samples}
+    assert samples[("intent_stream_up", ())] == 0
+    assert samples[("intent_stream_status", (("status", "stopped"),))] == 1
+    assert samples[("intent_stream_quarantined_events_total",
+                    (("reason", "duplicate event_id"),))] == n_dup
+    assert samples[("intent_stream_live_sessions", ())] == heartbeat["live_sessions"]
 
 
 # -- Kinesis --------------------------------------------------------------------------------------
