@@ -163,6 +163,20 @@ def test_local_alerts_append_json_lines(tmp_path):
         ("first", "r1", "error"), ("second", "r2", "warn")]
 
 
+def test_alerts_are_counted_for_prometheus_across_resources(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tmp_path / "metrics" / "alerts.prom"
+    for _ in range(2):  # a new resource per run, as Dagster builds them: the count carries on
+        AlertsResource(metrics_path=str(path)).send(
+            "session_anomalies 2026-12-06: traffic_drop",
+            {"kind": "monitoring", "asset": "session_anomalies", "findings": []})
+    counts = {tuple(sorted(s.labels.items())): s.value
+              for f in text_string_to_metric_families(path.read_text()) for s in f.samples}
+    assert counts == {(("asset", "session_anomalies"), ("kind", "monitoring"),
+                       ("severity", "error")): 2.0}
+
+
 def test_sns_alert_reaches_a_subscribed_queue(moto_endpoint):
     import boto3
 
