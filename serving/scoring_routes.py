@@ -76,7 +76,13 @@ class ScoringRoutes:
             self.metrics.answered(path, 422)
             await send_json(send, 422, invalid(error))
             return
-        await send_json(send, 200, await answer(body))
+        try:
+            result = await answer(body)
+        except Exception:
+            # uvicorn answers 500; counted, so the IntentApiServerErrors rule sees it
+            self.metrics.answered(path, 500)
+            raise
+        await send_json(send, 200, result)
         self.metrics.answered(path, 200, time.perf_counter() - started)
 
     async def _score(self, body: ScoreRequest) -> dict[str, Any]:

@@ -204,3 +204,20 @@ def test_alert_counter_survives_across_writes(tmp_path):
     assert samples[(("asset", "session_anomalies"), ("kind", "monitoring"),
                     ("severity", "error"))] == 3
     assert samples[(("asset", ""), ("kind", "run_failure"), ("severity", "error"))] == 1
+
+
+def test_a_scoring_route_that_fails_counts_its_500_for_the_alert_rule():
+    from fastapi.testclient import TestClient
+
+    from serving.api import ApiSettings, create_app
+
+    app = create_app(ApiSettings(token="t", model_path=None, redis_url=None))
+    # no lifespan, so no scoring engine: the route fails as an unexpected bug would
+    client = TestClient(app, raise_server_exceptions=False)
+    answer = client.post("/score", headers={"Authorization": "Bearer t"},
+                         json={"user_id": "u", "session_id": "s"})
+    assert answer.status_code == 500
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in
+             text_string_to_metric_families(generate_latest(app.state.metrics.registry).decode())
+             for s in f.samples}
+    assert value[("intent_score_requests_total", (("route", "/score"), ("status", "500")))] == 1
