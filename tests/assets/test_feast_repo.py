@@ -314,3 +314,12 @@ def test_redis_url_converts_to_feast_connection_string():
     start, end = day_window("2024-03-10")
     assert start.isoformat() == "2024-03-10T00:00:01+00:00"
     assert end.isoformat() == "2024-03-11T00:00:01+00:00"
+
+
+def test_every_feature_of_the_views_carries_its_description_from_the_spec(feast_resource):
+    from streaming_jobs.feature_spec import FEATURE_DESCRIPTIONS
+
+    store = feast_resource.store()
+    for view in ("user_fv", "product_fv", "session_fv"):
+        for feature in store.get_feature_view(view).features:
+            assert feature.description == FEATURE_DESCRIPTIONS[feature.name], (view, feature.name)
