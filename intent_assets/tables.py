@@ -117,6 +117,7 @@ SESSION_ANOMALIES = [
     ("p_value", "double", "One-sided p-value of the test behind the finding."),
     ("severity", "string", "alert (sent through the alerts resource) or warn."),
     ("detail", "string", "What the figure measures, or the top users of a bot wave."),
+    DATE,
 ]
 
 SERVED_SCORES = [
@@ -126,8 +127,11 @@ SERVED_SCORES = [
     ("model_version", "string", "The model that served it."),
     ("label", "bigint", "The session's label, once sessions are built (human sessions only)."),
     ("weight", "double", "1/K for a session scored K times: each session weighs 1."),
+    DATE,
 ]
 
+# the lake's partition column (`date=`), which holds the experiment's name for these tables
+EXPERIMENT_PARTITION = ("date", "string", "The lake partition: the experiment's name.")
 _EXPERIMENT_USER = [
     ("experiment", "string", "The experiment (the partition)."),
     ("user_id", "string", "The user."),
@@ -139,6 +143,7 @@ EXPERIMENT_ASSIGNMENTS = [
     ("pre_orders", "bigint", "The user's orders in the pre-period (CUPED covariate)."),
     ("pre_revenue", "double", "The user's revenue in the pre-period (CUPED covariate)."),
     ("variant_share", "double", "The variant's designed share of traffic."),
+    EXPERIMENT_PARTITION,
 ]
 EXPERIMENT_EXPOSURES = [
     *_EXPERIMENT_USER,
@@ -149,6 +154,7 @@ EXPERIMENT_EXPOSURES = [
     ("offer_accepted", "boolean", "Whether the offer was redeemed by an order."),
     ("latency_ms", "double", "The API's answer time."),
     ("is_error", "boolean", "Whether the answer was a fallback."),
+    EXPERIMENT_PARTITION,
 ]
 EXPERIMENT_ORDERS = [
     ("experiment", "string", "The experiment (the partition)."),
@@ -156,6 +162,7 @@ EXPERIMENT_ORDERS = [
     ("user_id", "string", "Who placed it."),
     ("order_time", "timestamp", "When (UTC)."),
     ("revenue", "double", "Revenue after discounts."),
+    EXPERIMENT_PARTITION,
 ]
 
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {

@@ -127,16 +127,18 @@ def test_every_table_asset_publishes_a_column_schema_matching_what_it_writes():
         columns[table] = [c.name for c in schema.columns]
         assert len(set(columns[table])) == len(columns[table]), table
     assert columns["batch_scores"] == [*ID_COLUMNS, *SCORE_COLUMNS]
-    assert columns["session_anomalies"] == FINDING_COLUMNS
+    # day- and experiment-partitioned tables: the lake's `date=` partition column comes last
+    assert columns["session_anomalies"] == [*FINDING_COLUMNS, "date"]
     decisions = pd.DataFrame({"ts": ["2026-12-06T10:00:00Z"], "session_id": ["s1"],
                               "probability": [0.4], "model_version": ["v1"], "fallback": [[]]})
     sessions = pd.DataFrame({"session_id": ["s1"], "label": [1], "is_bot": [False]})
-    assert columns["served_scores"] == list(labelled_scores(served_scores(decisions),
-                                                            sessions).columns)
+    assert columns["served_scores"] == [*labelled_scores(served_scores(decisions),
+                                                         sessions).columns, "date"]
     simulated = simulate_experiment(ExperimentConfig(n_users=200, seed=1))
-    assert columns["experiment_assignments"] == [*simulated.assignments.columns, "variant_share"]
-    assert columns["experiment_exposures"] == list(simulated.exposures.columns)
-    assert columns["experiment_orders"] == list(simulated.orders.columns)
+    assert columns["experiment_assignments"] == [*simulated.assignments.columns, "variant_share",
+                                                 "date"]
+    assert columns["experiment_exposures"] == [*simulated.exposures.columns, "date"]
+    assert columns["experiment_orders"] == [*simulated.orders.columns, "date"]
 
 
 def test_code_references_link_to_git_when_the_repository_is_given():

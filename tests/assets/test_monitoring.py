@@ -256,6 +256,9 @@ def test_session_anomalies_asset_writes_findings_and_alerts(lake, tmp_path, hist
     assert "bot_like_sessions" in meta["kinds"].value
     written = lake.read("session_anomalies", [TODAY])
     assert "bot_like_sessions" in set(written["kind"])
+    schema = session_anomalies.specs_by_key[session_anomalies.key].metadata["dagster/column_schema"]
+    assert list(written.columns) == [c.name for c in schema.columns]
+    assert meta["dagster/row_count"].value == len(written)
     alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
     assert alert["asset"] == "session_anomalies" and alert["partition"] == TODAY
     assert any(f["kind"] == "bot_like_sessions" for f in alert["findings"])
