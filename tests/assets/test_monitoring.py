@@ -351,7 +351,13 @@ def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
     assert evaluations["score_distribution"].passed
     assert evaluations["performance_vs_test"].passed
     assert evaluations["performance_vs_test"].metadata["rows"].value == len(decisions)
-    assert len(lake.read("served_scores", [TODAY])) == len(decisions)
+    written = lake.read("served_scores", [TODAY])
+    assert len(written) == len(decisions)
+    schema = served_scores_asset.specs_by_key[served_scores_asset.key].metadata[
+        "dagster/column_schema"]
+    assert list(written.columns) == [c.name for c in schema.columns]
+    [materialization] = result.asset_materializations_for_node("served_scores")
+    assert materialization.metadata["dagster/row_count"].value == len(written)
 
 
 def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, monkeypatch):
