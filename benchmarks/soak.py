@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,8 @@ def main(argv=None) -> int:
     parser.add_argument("--minute-seconds", type=float, default=60.0,
                         help="length of one reporting interval (shorter for a quick try)")
     args = parser.parse_args(argv)
+    # stopped with SIGTERM, the servers and Redis are still cleaned up (the `finally` below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = args.modes.split(",")
     if not modes or not set(modes) <= {"in_process", "endpoint"}:
         parser.error(f"--modes: in_process and/or endpoint, got {args.modes!r}")
