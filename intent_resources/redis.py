@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
@@ -68,10 +70,14 @@ def ping(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
+# redis-py retries a dropped connection with backoff (seconds); SHUTDOWN drops it by design
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
 def _node_client(target, host: str, port: int, timeout: float = 2.0) -> redis.Redis:
     return redis.Redis(host=host, port=port, ssl=target.tls, username=target.username,
                        password=target.password, socket_timeout=timeout,
-                       socket_connect_timeout=timeout)
+                       socket_connect_timeout=timeout, retry=_NO_RETRY)
 
 
 def _start_server(directory: Path, port: int, *extra: str) -> None:
@@ -167,7 +173,7 @@ def stop_redis_server(url: str) -> None:
     """Shut the server down (for a ``redis+cluster://`` URL: every node it lists)."""
     target = parse_redis_url(url)
     clients = [_node_client(target, host, port) for host, port in target.nodes] \
-        if target.cluster else [redis.Redis.from_url(url)]
+        if target.cluster else [redis.Redis.from_url(url, retry=_NO_RETRY)]
     for client in clients:
         try:
             client.shutdown(nosave=True)

@@ -4,8 +4,8 @@ One connection multiplexes concurrent requests by Redis' in-order replies (parse
 `serving.resp`), and a request's command bytes are built once per model
 (`serving.online.FeatureLayout`). In Redis cluster mode (a ``redis+cluster://`` URL) the HMGETs
 go through `serving.online_cluster.ClusterRouter`: one pipelined round trip per node, all nodes
-at once. Against redis-py's asyncio client (hiredis parser) it saves ~170-220 µs of API CPU per /score (a third)
-and keeps reads inside their budget under load (`python benchmarks/serving.py --sections
+at once. Against redis-py's asyncio client (hiredis parser) it saves ~170-220 µs of API CPU per
+/score (a third) and keeps reads inside their budget under load (`python benchmarks/serving.py --sections
 score`, with each reader).
 """
 

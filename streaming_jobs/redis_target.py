@@ -100,7 +100,7 @@ def crc16(data: bytes) -> int:
 
 
 def key_slot(key: bytes) -> int:
-    """The cluster slot of a key, by Redis' rule: only a non-empty ``{tag}`` is hashed if present."""
+    """The cluster slot of a key, by Redis' rule: only a non-empty ``{tag}`` is hashed if any."""
     start = key.find(b"{")
     if start >= 0:
         end = key.find(b"}", start + 1)
@@ -110,7 +110,7 @@ def key_slot(key: bytes) -> int:
 
 
 def redis_client(url: str, **kwargs):
-    """A redis-py client for the URL: `redis.Redis`, or `redis.cluster.RedisCluster` for a cluster."""
+    """A redis-py client for the URL: `redis.Redis`, or `redis.cluster.RedisCluster` for one."""
     target = parse_redis_url(url)
     if not target.cluster:
         import redis
