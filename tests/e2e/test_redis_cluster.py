@@ -18,6 +18,7 @@ from streaming_jobs.online_layout import entity_key
 from streaming_jobs.redis_target import key_slot, parse_redis_url, redis_client
 from streaming_jobs.session_state import SESSION_FEATURES
 from tests import online_rows as rows
+from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)
 
 VIEWS = (("user_fv", "user_id", USER_FEATURES), ("product_fv", "product_id", PRODUCT_FEATURES),
          ("session_fv", "session_id", SESSION_FEATURES))
@@ -137,3 +138,31 @@ def test_a_node_down_fails_the_read_with_redis_unavailable_not_a_hang(tmp_path, 
         loop.run_until_complete(reader.close())
     finally:
         stop_redis_server(url)
+
+
+def test_the_scoring_api_reads_a_cluster_when_redis_url_names_one(redis_cluster_url, tmp_path,
+                                                                   artifacts):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from serving.api import ApiSettings, create_app
+    from serving.local import install_model
+    from serving.model import ModelArtifact
+
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    install_model(artifacts[0].tarball, tmp_path / "model")
+    client = redis_client(redis_cluster_url)
+    values = _write(client, "session_fv", "session_id", SESSION_FEATURES, "s-api", 3)
+    _write(client, "user_fv", "user_id", USER_FEATURES, "u-api", 2)
+    settings = ApiSettings.from_env({"INTENT_API_TOKEN": "t", "REDIS_URL": redis_cluster_url,
+                                     "INTENT_MODEL_PATH": str(tmp_path / "model"),
+                                     "INTENT_HOME": str(tmp_path / "home")})
+    with TestClient(create_app(settings)) as api:
+        answer = api.post("/score", headers={"Authorization": "Bearer t"},
+                          json={"user_id": "u-api", "session_id": "s-api"}).json()
+    assert answer["fallback"] == [] and answer["missing_entities"] == ["product"]
+    row = {f.name: f.default for f in artifact.features}
+    user_values = {name: {"int": 2, "float": 0.5, "string": "v2"}[kind]
+                   for name, kind, _ in USER_FEATURES}
+    row.update({k: v for k, v in {**values, **user_values}.items() if k in row})
+    assert answer["probability"] == pytest.approx(artifact.score_one(row, 0).probability,
+                                                  abs=1e-12)
