@@ -43,3 +43,14 @@ def test_key_slot_is_redis_clusters_crc16_with_hash_tags():
     key = entity_key("session_id", "s1")
     assert key_slot(key) == crc16(key) % 16384
     assert crc16(b"123456789") == 0x31C3  # CRC16-CCITT (XMODEM)'s check value
+
+
+def test_the_streaming_job_refuses_a_malformed_redis_url_before_starting(capsys):
+    from streaming_jobs.job_config import parse_args
+
+    base = ["--checkpoint", "c", "--heartbeat", "h", "--lake", "l", "--landing", "in"]
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--redis-url", "redis+cluster://10.0.0.1:7001/2"])
+    assert "--redis-url: Redis cluster mode has only database 0" in capsys.readouterr().err
+    assert parse_args(base + ["--redis-url", "redis+cluster://10.0.0.1:7001"]).redis_url \
+        == "redis+cluster://10.0.0.1:7001"
