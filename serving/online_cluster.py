@@ -124,10 +124,9 @@ class ClusterRouter:
         replies: list = [None] * len(commands)
         asking: set[int] = set()
         for _ in range(MAX_REDIRECTS + 1):
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
+            if deadline is not None and deadline <= loop.time():
                 raise asyncio.TimeoutError()
-            answered = await self._round(commands, groups, asking, remaining)
+            answered = await self._round(commands, groups, asking, deadline)
             groups, asking = {}, set()
             for address, indices, node_replies in answered:
                 for i, reply in zip(indices, node_replies):
@@ -147,7 +146,7 @@ class ClusterRouter:
         raise RedisUnavailable(f"still redirected after {MAX_REDIRECTS} redirections")
 
     async def _round(self, commands, groups: dict[Address, list[int]], asking: set[int],
-                     timeout: float | None) -> list[tuple[Address, list[int], list]]:
+                     deadline: float | None) -> list[tuple[Address, list[int], list]]:
         """One pipelined write per node, all in flight at once; each node's replies."""
         sent = []
         for address, indices in groups.items():
@@ -165,18 +164,14 @@ class ClusterRouter:
                 parts.append(commands[i][1])
                 expected += 1
             sent.append((address, node, indices, conn.request(b"".join(parts), expected)))
-        futures = [future for _, _, _, future in sent]
         try:
-            if len(futures) == 1:
-                results = [await (asyncio.wait_for(futures[0], timeout) if timeout is not None
-                                  else futures[0])]
-            else:
-                gathered = asyncio.gather(*futures)
-                results = await (asyncio.wait_for(gathered, timeout) if timeout is not None
-                                 else gathered)
-        except asyncio.TimeoutError:
+            # every node's share is already written: awaiting them in turn waits for the slowest
+            async with asyncio.timeout_at(deadline):
+                results = [await future for _, _, _, future in sent]
+        except TimeoutError:
             for _, node, _, future in sent:
-                if not future.done():
+                if future.cancelled() or not future.done():
+                    future.cancel()  # nobody will read it: its connection closes now
                     node.close()
             raise
         except RedisUnavailable:
