@@ -14,11 +14,10 @@ session usually live on different nodes: the read costs the slowest node's round
 from __future__ import annotations
 
 import asyncio
-import binascii
 from collections.abc import Sequence
 
 from serving.resp import NodeConnection, RedisUnavailable, pack
-from streaming_jobs.redis_target import SLOTS, RedisTarget
+from streaming_jobs.redis_target import SLOTS, RedisTarget, key_slot
 
 CLUSTER_SLOTS = pack("CLUSTER", "SLOTS")
 ASKING = pack("ASKING")
@@ -111,12 +110,7 @@ class ClusterRouter:
         slots = self._slots
         groups: dict[Address, list[int]] = {}
         for i, (key, _) in enumerate(commands):
-            start = key.find(b"{")
-            if start >= 0:
-                end = key.find(b"}", start + 1)
-                if end > start + 1:
-                    key = key[start + 1:end]
-            address = slots[binascii.crc_hqx(key, 0) % SLOTS]
+            address = slots[key_slot(key)]
             if address is None:
                 self._stale = True
                 raise RedisUnavailable("a key's slot is served by no cluster node")
