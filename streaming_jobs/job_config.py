@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from streaming_jobs.redis_target import parse_redis_url
+
 # The query's name: Spark's app and query name and the heartbeat's `query_name`.
 QUERY_NAME = "session_features_stream"
 # The first line of `python -m streaming_jobs.session_job --help`.
@@ -118,6 +120,10 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
     a = p.parse_args(argv)
     if not a.redis_url:
         p.error("--redis-url (or REDIS_URL) is required")
+    try:
+        parse_redis_url(a.redis_url)
+    except ValueError as error:
+        p.error(f"--redis-url: {error}")
     if not a.lake:
         p.error("--lake (or INTENT_LAKE) is required")
     return JobConfig(

@@ -24,6 +24,7 @@ from tests import online_rows as rows
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
+from streaming_jobs import redis_target
 from streaming_jobs.replay import json_lines, kinesis_client, put_kinesis, write_landing
 from streaming_jobs.session_state import FEATURE_NAMES, replay
 from streaming_jobs.spark_app import start_query
@@ -227,7 +228,19 @@ def test_bucket_closes_each_session_on_its_own_timeout_and_keeps_the_rest():
 
 
 # -- no skew --------------------------------------------------------------------------------------
-def test_stream_output_equals_the_offline_replay(spark, redis_client, redis_url, tmp_path):
+@pytest.fixture(params=["single", "cluster"])
+def online_redis(request):
+    """(URL, flushed redis-py client) of one server, or of Redis cluster mode."""
+    url = request.getfixturevalue("redis_url" if request.param == "single"
+                                  else "redis_cluster_url")
+    client = redis_target.redis_client(url)
+    client.flushall()
+    yield url, client
+    client.close()
+
+
+def test_stream_output_equals_the_offline_replay(spark, online_redis, tmp_path):
+    redis_url, redis_client = online_redis
     events = simulated(300, seed=11, recent=True)
     assert out_of_order_arrivals(events) > 0  # the re-fold path is exercised
     cfg = job_config(tmp_path, redis_url)
