@@ -106,6 +106,14 @@ def _prod_resources(config: ProjectConfig) -> dict:
             alerts_topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"), ui_base_url=EnvVar("DAGSTER_UI_URL")),
         "alerts": alerts,
         "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),
-        "clickstream": ClickstreamSource.from_config(
-            config, landing_table=os.environ.get("INTENT_LANDING_TABLE", "landing_firehose")),
+        "clickstream": _prod_clickstream(config),
     }
+
+
+def _prod_clickstream(config: ProjectConfig) -> ClickstreamSource:
+    """Prod reads Firehose's landing table, unless the simulator is asked for by name
+    (INTENT_SOURCE=simulator, or config.json): a simulated slice on the prod stack."""
+    if config.is_simulator and config.origin.get("source", "default") != "default":
+        return ClickstreamSource.from_config(config)
+    return ClickstreamSource.from_config(
+        config, landing_table=os.environ.get("INTENT_LANDING_TABLE", "landing_firehose"))
