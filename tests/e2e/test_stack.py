@@ -480,3 +480,68 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
     assert down.returncode == 0, down.stdout
     assert group_members(pids) == []
     assert _intent(["stack", "status"], env, timeout=60).returncode == 3
+
+
+# -- prod's Python I/O on S3: the stream's heartbeat, its alerts, the decision log ----------------
+
+def test_heartbeat_alerts_and_decision_log_live_in_the_stacks_aws(moto_endpoint, local_stack,
+                                                                  monkeypatch):
+    import json
+
+    from intent_resources.decision_log import DecisionLogReader
+    from intent_resources.streaming import StreamingJobResource
+    from streaming_jobs.heartbeat import read_heartbeat, write_json_atomic
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    outputs = local_stack.outputs
+    checkpoint = f"s3://{outputs['LakeBucket']}/checkpoints/{_unique('session_features')}"
+    heartbeat = f"{checkpoint}-heartbeat.json"
+    sqs = _client("sqs", moto_endpoint)
+    queue = sqs.create_queue(QueueName=_unique("alerts"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    _client("sns", moto_endpoint).subscribe(TopicArn=outputs["AlertsTopicArn"], Protocol="sqs",
+                                            Endpoint=queue_arn)
+
+    stream = StreamingJobResource(mode="emr", checkpoint_uri=checkpoint, heartbeat_path=heartbeat,
+                                  alerts_topic_arn=outputs["AlertsTopicArn"])
+    assert stream.read_heartbeat() is None, "no heartbeat written yet"
+    write_json_atomic(heartbeat, {"status": "running", "batch_id": 4})
+    assert stream.read_heartbeat() == read_heartbeat(heartbeat) == {"status": "running",
+                                                                   "batch_id": 4}
+    stream.alert({"source": "streaming_supervisor_sensor", "status": "stale", "run_key": "k1"})
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=5).get("Messages", [])
+    delivered = [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+    assert [(a["subject"], a["run_key"]) for a in delivered] == [("streaming job stale", "k1")]
+
+    s3 = _client("s3", moto_endpoint)
+    base = outputs["DecisionLogUri"].removeprefix(f"s3://{outputs['LakeBucket']}/")
+    prefix = f"{base}/{_unique('t')}"
+    s3.put_object(Bucket=outputs["LakeBucket"], Key=f"{prefix}/date=2026-10-01/a.jsonl",
+                  Body=b'{"request_id": "r1"}\n{"request_id": "r2"}\n{"torn')
+    s3.put_object(Bucket=outputs["LakeBucket"], Key=f"{prefix}/date=2026-10-01/b.jsonl",
+                  Body=b'{"request_id": "r3"}\n')
+    reader = DecisionLogReader(directory=f"s3://{outputs['LakeBucket']}/{prefix}")
+    assert list(reader.read_day("2026-10-01")["request_id"]) == ["r1", "r2", "r3"]
+    assert reader.read_day("2026-10-02").empty
+
+
+def test_the_containers_environment_is_the_images_pip_line(tmp_path):
+    from intent_resources.stack_parts import read_image
+
+    image = read_image()
+    names = {r.split(">")[0].split("<")[0].split("=")[0] for r in image.requirements}
+    # what serving.container imports, as the image installs it
+    assert {"numpy", "pandas", "lightgbm", "orjson", "uvicorn", "uvloop", "httptools"} <= names
+    assert image.python == "python3.11"
+    assert ("serving/", "/opt/program/serving/") in image.copies
+    assert dict(image.environment)["PYTHONPATH"] == "/opt/program"
+
+    lacking = tmp_path / "Dockerfile"
+    lacking.write_text(Path(TEMPLATE_PATH).parents[2].joinpath("serving", "Dockerfile").read_text()
+                       .replace('"orjson>=3.9" ', ""))
+    assert not any(r.startswith("orjson") for r in read_image(lacking).requirements)
+    lacking.write_text("FROM python:3.11-slim\nCOPY serving/ /opt/program/serving/\n")
+    with pytest.raises(RuntimeError, match="no `pip install` line"):
+        read_image(lacking)
