@@ -391,8 +391,18 @@ def read_image(dockerfile: Path = DOCKERFILE) -> Image:
 
 def image_venv(image: Image, cache: Path) -> Path:
     """A virtualenv holding exactly the image's pip line (cached by that line's hash)."""
+    import fcntl
+
     key = hashlib.sha256("\n".join((image.python, *image.requirements)).encode()).hexdigest()[:16]
     venv = cache / key
+    cache.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (two stacks coming up at once share the cache)
+    with open(cache / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_image_venv(image, venv)
+
+
+def _build_image_venv(image: Image, venv: Path) -> Path:
     if (venv / ".complete").exists():
         return venv
     python = shutil.which(image.python) if image.python else None
