@@ -11,7 +11,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup venv lock java chromium promtool dagster-home redis demo test ui clean
+.PHONY: setup venv lock java chromium promtool dagster-home redis demo test ui stack stack-down clean
 
 setup: venv java dagster-home redis
 
@@ -81,6 +81,13 @@ demo: setup
 test: setup chromium promtool
 	$(BIN)/dg check defs
 	$(BIN)/pytest
+
+# The production topology on this machine (docs/production.md); `make stack-down` stops it.
+stack: venv java
+	$(BIN)/intent stack up
+
+stack-down: venv
+	$(BIN)/intent stack down
 
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -17,6 +17,7 @@ COMMANDS = (
     "intent_assets.training.cli:register",
     "serving.cli:register",
     "intent_assets.streaming.cli:register",
+    "intent_assets.stack_cli:register",
 )
 
 

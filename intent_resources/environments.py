@@ -2,7 +2,7 @@
 
 Called while Definitions are built, never at import time. `local` is the embedded default
 (lake and Dagster state under `.intent/`, the project's own Redis, Spark local[*]); `prod` reads
-its settings from the environment (S3 lake, ElastiCache, EMR).
+its settings from the environment (the CloudFormation stack's outputs: S3 lake, ElastiCache, EMR, SNS).
 """
 
 from __future__ import annotations
@@ -58,34 +58,63 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
             "clickstream": ClickstreamSource.from_config(config),
         }
     if env == "prod":
-        return {
-            "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI")),
-            "oracle": LakeStorage(root=EnvVar("INTENT_ORACLE_URI")),
-            # On EMR the cluster supplies master and S3 settings; the rest is the same.
-            "spark": SparkResource(spark_config={k: v for k, v in LOCAL_SPARK_CONFIG.items()
-                                                 if k != "spark.master"}),
-            "redis": RedisResource(url=EnvVar("REDIS_URL")),
-            "feast": FeastResource(repo_path=feature_repo_path(), env="prod",
-                                   redis_url=EnvVar("REDIS_URL"), lake_root=EnvVar("INTENT_LAKE_URI"),
-                                   home=os.environ.get("INTENT_HOME", "/tmp/intent"),
-                                   registry_path=EnvVar("INTENT_FEAST_REGISTRY")),
-            "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", "/tmp/intent/models")),
-            "model_endpoint": ModelEndpointResource(
-                target="sagemaker", endpoint_name=os.environ.get("INTENT_ENDPOINT_NAME", "intent"),
-                sagemaker=SageMakerEndpointResource(
-                    role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"),
-                    inference_image=EnvVar("INTENT_INFERENCE_IMAGE"),
-                    bucket=EnvVar("INTENT_MODEL_BUCKET"))),
-            "model_io_manager": FilesystemIOManager(
-                base_dir=os.environ.get("INTENT_DAGSTER_STORAGE", "/tmp/intent/dagster_storage")),
-            # EMR settings (bucket, script, checkpoint) come with the EMR deployment; see
-            # intent_resources/streaming.py.
-            "streaming": StreamingJobResource(mode="emr", redis_url=EnvVar("REDIS_URL"),
-                                              lake=EnvVar("INTENT_LAKE_URI")),
-            "alerts": AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),
-                                     ui_base_url=EnvVar("DAGSTER_UI_URL")),
-            "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),
-            "clickstream": ClickstreamSource.from_config(
-                config, landing_table=os.environ.get("INTENT_LANDING_TABLE", "landing_firehose")),
-        }
+        return _prod_resources(config)
     raise ValueError(f"unknown environment {env!r}: expected 'local' or 'prod'")
+
+
+def _prod_resources(config: ProjectConfig) -> dict:
+    """Prod reads the CloudFormation stack's outputs (`intent_resources.stack.prod_settings`)
+    from the environment; boto3 clients follow AWS_ENDPOINT_URL (the stack's moto server)."""
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    home = os.environ.get("INTENT_HOME", "/tmp/intent")
+    s3_endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    alerts = AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),
+                            ui_base_url=EnvVar("DAGSTER_UI_URL"))
+    checkpoint = os.environ.get("INTENT_STREAM_CHECKPOINT_URI")
+    spark_config = {k: v for k, v in LOCAL_SPARK_CONFIG.items() if k != "spark.master"}
+    if os.environ.get("INTENT_SPARK_MASTER"):  # a standalone cluster; on EMR the cluster says
+        spark_config["spark.master"] = os.environ["INTENT_SPARK_MASTER"]
+    return {
+        "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI")),
+        # The simulator's ground truth: only a simulated deployment has one.
+        "oracle": LakeStorage(root=os.environ.get("INTENT_ORACLE_URI", "")),
+        "spark": SparkResource(spark_config=spark_config),
+        "redis": RedisResource(url=EnvVar("REDIS_URL")),
+        "feast": FeastResource(repo_path=feature_repo_path(), env="prod",
+                               redis_url=EnvVar("REDIS_URL"), lake_root=EnvVar("INTENT_LAKE_URI"),
+                               home=home, registry_path=EnvVar("INTENT_FEAST_REGISTRY"),
+                               s3_endpoint_url=s3_endpoint),
+        "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", f"{home}/models")),
+        "model_endpoint": ModelEndpointResource(
+            target="sagemaker", endpoint_name=os.environ.get("INTENT_ENDPOINT_NAME", "intent"),
+            home=home, poll_s=float(os.environ.get("INTENT_ENDPOINT_POLL_S", 15)),
+            sagemaker=SageMakerEndpointResource(
+                role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"),
+                inference_image=EnvVar("INTENT_INFERENCE_IMAGE"),
+                bucket=EnvVar("INTENT_MODEL_BUCKET"))),
+        # Outputs between steps (model dicts, baselines) in the model bucket, whichever
+        # machine runs the next step.
+        "model_io_manager": S3PickleIOManager(
+            s3_resource=S3Resource(endpoint_url=s3_endpoint),
+            s3_bucket=EnvVar("INTENT_MODEL_BUCKET"), s3_prefix="dagster_storage"),
+        "streaming": StreamingJobResource(
+            mode="emr", redis_url=EnvVar("REDIS_URL"), lake=EnvVar("INTENT_LAKE_URI"),
+            checkpoint_uri=checkpoint, kinesis_stream=os.environ.get("INTENT_KINESIS_STREAM"),
+            emr_cluster_id=os.environ.get("INTENT_EMR_CLUSTER_ID"),
+            # beside the checkpoint: readable wherever the job's driver runs
+            heartbeat_path=f"{checkpoint.rstrip('/')}-heartbeat.json" if checkpoint else None,
+            alerts_topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"), ui_base_url=EnvVar("DAGSTER_UI_URL")),
+        "alerts": alerts,
+        "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),
+        "clickstream": _prod_clickstream(config),
+    }
+
+
+def _prod_clickstream(config: ProjectConfig) -> ClickstreamSource:
+    """Prod reads Firehose's landing table, unless the simulator is asked for by name
+    (INTENT_SOURCE=simulator, or config.json): a simulated slice on the prod stack."""
+    if config.is_simulator and config.origin.get("source", "default") != "default":
+        return ClickstreamSource.from_config(config)
+    return ClickstreamSource.from_config(
+        config, landing_table=os.environ.get("INTENT_LANDING_TABLE", "landing_firehose"))

@@ -24,6 +24,8 @@ from typing import Literal, Optional
 
 from dagster import ConfigurableResource
 
+from intent_resources.alerts import AlertsResource
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -186,8 +188,12 @@ class StreamingJobResource(ConfigurableResource):
     home: Optional[str] = None            # default: INTENT_HOME (or .intent)
     redis_url: Optional[str] = None       # default: the project's Redis
     lake: Optional[str] = None            # default: $INTENT_HOME/lake
-    heartbeat_path: Optional[str] = None  # default: $INTENT_HOME/stream/heartbeat.json
+    # a path, or s3://... where the job runs on a cluster; default $INTENT_HOME/stream/heartbeat.json
+    heartbeat_path: Optional[str] = None
     alerts_path: Optional[str] = None     # default: $INTENT_HOME/alerts.jsonl
+    # when set (prod), alerts go to this SNS topic through AlertsResource instead of the file
+    alerts_topic_arn: Optional[str] = None
+    ui_base_url: str = "http://127.0.0.1:3000"
     trigger: str = "1 second"
     stale_after_s: float = Thresholds.stale_after_s
     startup_grace_s: float = Thresholds.startup_grace_s
@@ -203,6 +209,7 @@ class StreamingJobResource(ConfigurableResource):
     job_py_files_uri: Optional[str] = None  # s3://.../streaming_jobs.zip
     checkpoint_uri: Optional[str] = None    # s3://.../checkpoints/session_features
     kinesis_stream: Optional[str] = None
+    emr_cluster_id: Optional[str] = None    # the stack's cluster (EmrClusterId output)
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
 
     def resolved_home(self) -> Path:
@@ -222,6 +229,12 @@ class StreamingJobResource(ConfigurableResource):
             return Path(self.heartbeat_path)
         return self.local_stream().heartbeat
 
+    def heartbeat_location(self) -> str:
+        """Where the job writes its heartbeat: a local path or an ``s3://`` URI."""
+        if self.heartbeat_path and self.heartbeat_path.startswith("s3://"):
+            return self.heartbeat_path
+        return str(self.heartbeat_file())
+
     def alerts_file(self) -> Path:
         return Path(self.alerts_path) if self.alerts_path else self.resolved_home() / "alerts.jsonl"
 
@@ -231,7 +244,7 @@ class StreamingJobResource(ConfigurableResource):
     def read_heartbeat(self) -> Optional[dict]:
         from streaming_jobs.heartbeat import read_heartbeat
 
-        return read_heartbeat(self.heartbeat_file())
+        return read_heartbeat(self.heartbeat_location())
 
     def pid_alive(self) -> Optional[bool]:
         """Whether the local job's process runs; None on EMR, where there is none to look at."""
@@ -240,7 +253,11 @@ class StreamingJobResource(ConfigurableResource):
         return pid_alive(read_pid(self.local_stream()))
 
     def alert(self, payload: dict) -> None:
-        """Append an alert as one JSON line (SNS comes later)."""
+        """Send an alert through `alerts` (SNS in prod), else append it as one JSON line."""
+        if self.alerts_topic_arn:
+            AlertsResource(topic_arn=self.alerts_topic_arn, ui_base_url=self.ui_base_url).send(f"streaming job {payload.get('status', 'alert')}", payload,
+                             severity=str(payload.get("severity", "error")))
+            return
         path = self.alerts_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), **payload}
@@ -268,7 +285,7 @@ class StreamingJobResource(ConfigurableResource):
         if self.job_py_files_uri:
             args += ["--py-files", self.job_py_files_uri]
         args += [self.job_script_uri, "--checkpoint", self.checkpoint_uri,
-                 "--heartbeat", "/tmp/intent_stream_heartbeat.json",
+                 "--heartbeat", self.heartbeat_path or "/tmp/intent_stream_heartbeat.json",
                  "--state-store", "rocksdb", "--trigger", self.trigger]
         if self.kinesis_stream:
             args += ["--source", "kinesis", "--kinesis-stream", self.kinesis_stream]

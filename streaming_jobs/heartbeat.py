@@ -20,8 +20,23 @@ from streaming_jobs.heartbeat_metrics import heartbeat_metrics
 from streaming_jobs.job_config import QUERY_NAME, JobConfig
 
 
+def _s3_object(uri: str):
+    """(client, bucket, key) of an ``s3://`` URI; boto3 follows AWS_ENDPOINT_URL (moto)."""
+    import boto3
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return boto3.client("s3"), bucket, key
+
+
 def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Replace `path` with `payload` in one rename, so a reader never sees half a file."""
+    """Replace `path` with `payload` in one rename, so a reader never sees half a file.
+
+    An ``s3://`` URI is written with one PUT (whole-object replacement): a job on a cluster
+    leaves its heartbeat where the supervisor, on another machine, reads it."""
+    if str(path).startswith("s3://"):
+        client, bucket, key = _s3_object(str(path))
+        client.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload, default=str).encode())
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -42,6 +57,14 @@ def write_heartbeat(cfg: JobConfig, payload: dict) -> None:
 
 def read_heartbeat(path: str | Path) -> Optional[dict]:
     """The last heartbeat written at `path`, or None if there is none (or it is unreadable)."""
+    if str(path).startswith("s3://"):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket, key = _s3_object(str(path))
+        try:
+            return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except (ClientError, BotoCoreError, ValueError):
+            return None
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):

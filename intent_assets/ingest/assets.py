@@ -96,9 +96,10 @@ def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: L
 def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: LakeStorage, day: str) -> None:
     """The simulator's truth for sessions starting on `day`, and its catalog (margins)."""
     config = simulator_config(clickstream)
-    per_event, per_session = oracle_on(config, dt.date.fromisoformat(day))
-    oracle.write(per_event, "oracle_events", day)
-    oracle.write(per_session, "oracle_sessions", day)
+    if oracle.root:  # a deployment without an oracle (prod's is optional) keeps only the catalog
+        per_event, per_session = oracle_on(config, dt.date.fromisoformat(day))
+        oracle.write(per_event, "oracle_events", day)
+        oracle.write(per_session, "oracle_sessions", day)
     catalog = build_world(config).products.rename(columns={"price": "list_price"})
     lake.write(catalog[["product_id", "category_id", "category_code", "brand", "list_price", "margin"]],
                "catalog")

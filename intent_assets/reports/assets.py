@@ -20,7 +20,7 @@ def oracle_probabilities(oracle: LakeStorage, snapshot_ids: pd.Series) -> pd.Ser
 
     Only reports read this: it lives outside the lake, and nothing that trains sees it.
     """
-    if not oracle.partitions("oracle_events"):
+    if not oracle.root or not oracle.partitions("oracle_events"):
         return None
     truth = oracle.read("oracle_events")[["event_id", "p_true"]].drop_duplicates("event_id")
     joined = snapshot_ids.to_frame("event_id").merge(truth, on="event_id", how="left")["p_true"]

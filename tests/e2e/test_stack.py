@@ -9,18 +9,21 @@ those out and take the Redis standing in for ElastiCache as ``LocalRedisUrl`` (d
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import subprocess
 import sys
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import boto3
 import pandas as pd
 import pytest
 from dagster import EnvVar, build_resources
 
+from intent_resources.storage import LakeStorage
 from intent_resources.stack import (
     SETTINGS_FROM_OUTPUTS,
     TEMPLATE_PATH,
@@ -297,3 +300,259 @@ def test_env_command_prints_the_settings_for_a_shell(moto_endpoint, local_stack)
                    for line in result.stdout.splitlines())
     expected = prod_settings(local_stack.outputs, moto_endpoint, "us-east-1")
     assert printed == expected
+
+
+# -- the whole stack on one machine: `intent stack up`, prod mode against it, `down` -------------
+
+SLICE_SESSIONS = "400"  # a small simulated day: the test is about the topology, not the model
+
+
+def _intent(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "intent"), *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _wait(predicate, what: str, timeout_s: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+def _json(url: str, body: Optional[dict] = None, token: Optional[str] = None):
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"}
+                                                 if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+    except OSError:
+        return None, None
+
+
+@pytest.fixture(scope="module")
+def stack_home(tmp_path_factory):
+    """`intent stack up` under a fresh INTENT_HOME (its own Postgres database); down afterwards."""
+    from intent_resources.stack_up import read_env_file
+
+    home = tmp_path_factory.mktemp("stack_home")
+    env = {**os.environ, "INTENT_HOME": str(home)}
+    env.pop("REDIS_URL", None)
+    database = f"intent_stack_{uuid.uuid4().hex[:8]}"
+    up = _intent(["stack", "up", "--database", database], env, timeout=900)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield home, env, read_env_file(home)
+    finally:
+        _intent(["stack", "down"], env, timeout=300)
+        from intent_resources.stack_parts import drop_database, machine_postgres, postgres_answers
+
+        if postgres_answers(machine_postgres(database)):
+            drop_database(machine_postgres(database))
+
+
+def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_down(stack_home,
+                                                                                tmp_path):
+    from dagster import AssetKey, DagsterInstance
+    from dagster_graphql import DagsterGraphQLClient
+
+    from intent_resources.environments import resources_for
+    from intent_resources.project_config import load_project_config
+    from intent_resources.stack_parts import spark_workers_alive
+    from intent_resources.stack_processes import group_members, load_state
+    from tests.e2e.test_serving import build_artifact
+
+    home, env, settings = stack_home
+    status = _intent(["stack", "status"], env, timeout=120)
+    assert status.returncode == 0, status.stdout
+    shown = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
+    parts = {p.name: p for p in load_state(home)["parts"]}
+    expected = {"moto", "redis-cluster", "postgres", "spark-master", "spark-worker",
+                "inference-container", "sagemaker-hosting", "dagster-code-server",
+                "dagster-webserver", "dagster-daemon"}
+    # a single Redis serves beside the cluster until the project's readers speak cluster mode
+    expected |= {"redis"} & set(parts)
+    assert shown == {name: "up" for name in expected}
+    assert settings["INTENT_ENV"] == "prod"
+    assert settings["REDIS_URL"] in (parts["redis-cluster"].address,
+                                     getattr(parts.get("redis"), "address", None))
+    assert settings["INTENT_LAKE_URI"] == str(home / "stack" / "lake")
+    assert settings["DAGSTER_HOME"] == str(home / "stack" / "dagster_home")
+
+    # -- a slice of the graph in prod mode: recorded in Postgres, Spark on the standalone cluster
+    prod_env = {**env, **settings, "INTENT_SOURCE": "simulator",
+                "INTENT_SESSIONS_PER_DAY": SLICE_SESSIONS}
+    day = load_project_config(environ=prod_env).first_day
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+         "intent_assets.definitions", "--select", "raw_clickstream,sessions,product_features",
+         "--partition", day,
+         # one process, so both Spark assets share one application on the cluster
+         "--config-json", '{"execution": {"config": {"in_process": {}}}}'], env=prod_env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lake = LakeStorage(root=settings["INTENT_LAKE_URI"])
+    assert len(lake.read("raw_clickstream", [day])) > 1000
+    # written by Spark executors of the standalone cluster, on its shared path
+    assert len(lake.read("sessions", [day])) > 300
+    assert len(lake.read("product_features", [day])) > 0
+    ui_port = int(parts["spark-master"].note.rsplit(":", 1)[1])
+    assert spark_workers_alive(ui_port) == 1
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
+        master = json.load(response)
+    assert [app["name"] for app in master["completedapps"] + master["activeapps"]], \
+        "product_features did not run on the standalone cluster"
+
+    os.environ["DAGSTER_HOME"], saved_home = settings["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
+    try:
+        os.environ["DAGSTER_PG_PASSWORD"] = settings.get("DAGSTER_PG_PASSWORD", "")
+        with DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            event = instance.get_latest_materialization_event(AssetKey("product_features"))
+            assert event is not None and event.asset_materialization.partition == day
+            run_id = event.run_id
+    finally:
+        if saved_home is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved_home
+    web = parts["dagster-webserver"].address.rsplit(":", 1)
+    client = DagsterGraphQLClient(web[0].removeprefix("http://"), port_number=int(web[1]))
+    assert client.get_run_status(run_id).value == "SUCCESS"
+
+    # -- publish through SageMaker on moto; the hosting stand-in puts it in the container
+    artifact = build_artifact(tmp_path / "model", seed=3, trees=10)
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        prod = resources_for("prod")
+        with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
+            published = built.model_endpoint.publish(str(artifact.tarball), artifact.version)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert (published["action"], published["status"]) == ("created", "InService")
+    container = settings["INTENT_ENDPOINT_URL"]
+    _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == artifact.version,
+          "the container to serve the published model", timeout_s=60)
+
+    # -- the scoring API, prod settings, scoring through the container
+    from serving.project import free_port
+
+    port = free_port()
+    api_env = {**prod_env, "INTENT_DECISION_LOG_DIR": str(tmp_path / "decisions")}
+    api = subprocess.Popen(
+        [str(Path(sys.executable).parent / "intent"), "serve", "api", "--port", str(port),
+         "--mode", "endpoint", "--endpoint-name", "intent", "--endpoint-url", container,
+         "--model", str(artifact.tarball), "--deadline-ms", "2000"], env=api_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _json(f"{url}/health")[0] is not None, "the API", timeout_s=120)
+        answers = []
+
+        def scored_by_the_container() -> bool:
+            status_code, answer = _json(f"{url}/score", {"user_id": "u1", "session_id": "s1",
+                                                         "product_id": "p1"},
+                                        token=settings["INTENT_API_TOKEN"])
+            assert status_code == 200, answer
+            answers.append(answer)
+            return answer["scored_by"] == "endpoint"
+
+        # a call past the deadline on a loaded machine falls back (flagged) and the breaker
+        # retries the endpoint: wait for the container's answer
+        _wait(scored_by_the_container, "an answer scored by the container",
+              timeout_s=60)
+        answer = answers[-1]
+        assert answer["fallback"] == []
+        assert answer["model_version"] == artifact.version
+    finally:
+        api.terminate()
+        api.wait(30)
+
+    # -- down leaves nothing running
+    pids = [pid for part in parts.values() for pid in part.pids]
+    down = _intent(["stack", "down"], env, timeout=300)
+    assert down.returncode == 0, down.stdout
+    assert group_members(pids) == []
+    assert _intent(["stack", "status"], env, timeout=60).returncode == 3
+
+
+# -- prod's Python I/O on S3: the stream's heartbeat, its alerts, the decision log ----------------
+
+def test_heartbeat_alerts_and_decision_log_live_in_the_stacks_aws(moto_endpoint, local_stack,
+                                                                  monkeypatch):
+    import json
+
+    from intent_resources.decision_log import DecisionLogReader
+    from intent_resources.streaming import StreamingJobResource
+    from streaming_jobs.heartbeat import read_heartbeat, write_json_atomic
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    outputs = local_stack.outputs
+    checkpoint = f"s3://{outputs['LakeBucket']}/checkpoints/{_unique('session_features')}"
+    heartbeat = f"{checkpoint}-heartbeat.json"
+    sqs = _client("sqs", moto_endpoint)
+    queue = sqs.create_queue(QueueName=_unique("alerts"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    _client("sns", moto_endpoint).subscribe(TopicArn=outputs["AlertsTopicArn"], Protocol="sqs",
+                                            Endpoint=queue_arn)
+
+    stream = StreamingJobResource(mode="emr", checkpoint_uri=checkpoint, heartbeat_path=heartbeat,
+                                  alerts_topic_arn=outputs["AlertsTopicArn"])
+    assert stream.read_heartbeat() is None, "no heartbeat written yet"
+    write_json_atomic(heartbeat, {"status": "running", "batch_id": 4})
+    assert stream.read_heartbeat() == read_heartbeat(heartbeat) == {"status": "running",
+                                                                   "batch_id": 4}
+    stream.alert({"source": "streaming_supervisor_sensor", "status": "stale", "run_key": "k1"})
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=5).get("Messages", [])
+    delivered = [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+    assert [(a["subject"], a["run_key"]) for a in delivered] == [("streaming job stale", "k1")]
+
+    s3 = _client("s3", moto_endpoint)
+    base = outputs["DecisionLogUri"].removeprefix(f"s3://{outputs['LakeBucket']}/")
+    prefix = f"{base}/{_unique('t')}"
+    s3.put_object(Bucket=outputs["LakeBucket"], Key=f"{prefix}/date=2026-10-01/a.jsonl",
+                  Body=b'{"request_id": "r1"}\n{"request_id": "r2"}\n{"torn')
+    s3.put_object(Bucket=outputs["LakeBucket"], Key=f"{prefix}/date=2026-10-01/b.jsonl",
+                  Body=b'{"request_id": "r3"}\n')
+    reader = DecisionLogReader(directory=f"s3://{outputs['LakeBucket']}/{prefix}")
+    assert list(reader.read_day("2026-10-01")["request_id"]) == ["r1", "r2", "r3"]
+    assert reader.read_day("2026-10-02").empty
+
+
+def test_the_containers_environment_is_the_images_pip_line(tmp_path):
+    from intent_resources.stack_parts import read_image
+
+    image = read_image()
+    names = {r.split(">")[0].split("<")[0].split("=")[0] for r in image.requirements}
+    # what serving.container imports, as the image installs it
+    assert {"numpy", "pandas", "lightgbm", "orjson", "uvicorn", "uvloop", "httptools"} <= names
+    assert image.python == "python3.11"
+    assert ("serving/", "/opt/program/serving/") in image.copies
+    assert dict(image.environment)["PYTHONPATH"] == "/opt/program"
+
+    lacking = tmp_path / "Dockerfile"
+    lacking.write_text(Path(TEMPLATE_PATH).parents[2].joinpath("serving", "Dockerfile").read_text()
+                       .replace('"orjson>=3.9" ', ""))
+    assert not any(r.startswith("orjson") for r in read_image(lacking).requirements)
+    lacking.write_text("FROM python:3.11-slim\nCOPY serving/ /opt/program/serving/\n")
+    with pytest.raises(RuntimeError, match="no `pip install` line"):
+        read_image(lacking)
