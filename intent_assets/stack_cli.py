@@ -14,9 +14,8 @@ def register(subparsers) -> None:
     stack.add_argument("action", choices=["up", "down", "status", "env"])
     stack.add_argument("--database", default="intent_stack",
                        help="Dagster's Postgres database (created when missing)")
-    stack.add_argument("--online-store", choices=["auto", "cluster", "single"], default="auto",
-                       help="REDIS_URL: the Redis cluster, or a single Redis beside it "
-                            "(auto: the cluster when the project's readers speak cluster mode)")
+    stack.add_argument("--online-store", choices=["cluster", "single"], default="cluster",
+                       help="REDIS_URL: the Redis cluster (the default), or a single Redis beside it")
     stack.add_argument("--drop-database", action="store_true",
                        help="down: also drop the Dagster database")
     stack.set_defaults(handler=_stack)

@@ -284,7 +284,7 @@ def _redis_server(directory: Path, port: int, *extra: str) -> tuple[int, Path]:
 
 
 def start_redis(directory: Path, port: int) -> Part:
-    """One Redis server (the online store while a reader does not speak cluster mode)."""
+    """One Redis server (the online store of `intent stack up --online-store single`)."""
     pid, log = _redis_server(directory, port)
     wait_until(lambda: answers(port), "redis", 30, [pid], log, poll_s=0.05)
     return Part("redis", [pid], f"redis://127.0.0.1:{port}/0", str(log))

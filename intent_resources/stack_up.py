@@ -12,7 +12,6 @@ Everything is recorded under ``$INTENT_HOME/stack/``: ``state.json`` (pids, addr
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import shlex
@@ -44,11 +43,6 @@ PORT_NAMES = ("moto", "redis", "code_server", "webserver", "spark_master", "spar
               "spark_worker_ui", "container", "postgres")
 
 
-def cluster_mode_supported() -> bool:
-    """Whether the project's Redis clients read a ``redis+cluster://`` URL (issue 17, item 4)."""
-    return importlib.util.find_spec("streaming_jobs.redis_target") is not None
-
-
 def env_file(home: Path) -> Path:
     return stack_dir(home) / "prod.env"
 
@@ -69,7 +63,7 @@ def _write_env_file(home: Path, settings: dict[str, str]) -> None:
                                       for k, v in sorted(settings.items())))
 
 
-def up(home: Path, database: str = "intent_stack", online_store: str = "auto",
+def up(home: Path, database: str = "intent_stack", online_store: str = "cluster",
        say: Callable[[str], None] = print) -> dict[str, str]:
     """Start the stack under `home`; the prod settings (also written to ``prod.env``)."""
     home = home.resolve()
@@ -77,8 +71,6 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "auto",
     if running:
         raise StackPartError(f"a stack already runs under {home} ({', '.join(running)}); "
                              "`intent stack down` first")
-    if online_store == "auto":
-        online_store = "cluster" if cluster_mode_supported() else "single"
     directory = stack_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
     ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
