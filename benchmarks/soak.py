@@ -77,11 +77,14 @@ def soak(port: int, requests: list[bytes], rate: float, minutes: int, minute_s: 
     rows = []
     for minute in range(1, minutes + 1):
         row = open_loop(port, requests, rate, minute_s, server_pid=processes.get("api"))
-        row.update(minute=minute, rss=memory(processes))
+        # the machine's load beside each minute: on shared cores it moves p99 more than we do
+        row.update(minute=minute, rss=memory(processes), load=os.getloadavg()[0])
         rows.append(row)
         rss = ", ".join(f"{k} {v:.1f} MB" for k, v in row["rss"].items())
+        kinds = ", ".join(f"{k} {v}" for k, v in row["error_kinds"].items() if v)
         print(f"  minute {minute}: {row['achieved']:.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
-              f"p99 {row['p99_ms']:.2f} ms, errors {row['errors']}; RSS {rss}", flush=True)
+              f"p99 {row['p99_ms']:.2f} ms, errors {row['errors']}{f' ({kinds})' if kinds else ''}"
+              f"; RSS {rss}; load {row['load']:.1f}", flush=True)
     return rows
 
 
@@ -125,12 +128,13 @@ def fallbacks(api_port: int) -> dict[str, float]:
 def table(rows: list[dict]) -> str:
     names = list(rows[0]["rss"])
     lines = ["| minute | achieved req/s | p50 ms | p99 ms | max ms | errors | "
-             + " | ".join(f"RSS {n} MB" for n in names) + " |",
-             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
+             + " | ".join(f"RSS {n} MB" for n in names) + " | load avg |",
+             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|"]
     for r in rows:
         lines.append(f"| {r['minute']} | {r['achieved']:.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | "
-                     + " | ".join(f"{r['rss'].get(n, float('nan')):.1f}" for n in names) + " |")
+                     + " | ".join(f"{r['rss'].get(n, float('nan')):.1f}" for n in names)
+                     + f" | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
