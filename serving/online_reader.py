@@ -132,14 +132,14 @@ class AsyncOnlineReader:
             return conn
 
     async def read(self, user_id: str, session_id: str, product_id: str | None = None,
-                   timeout: float | None = None) -> OnlineFeatures:
+                   timeout: float | None = None, with_state: bool = False) -> OnlineFeatures:
         """The features of one request; RedisUnavailable or asyncio.TimeoutError on failure.
 
         A timed-out read closes the connection: replies still owed on it would otherwise be
         matched to later requests' futures after a slow spell, and a fresh connection is cheap.
         """
         layout = self.layout  # a model swap may replace it meanwhile; decode with the same one
-        payload, plans = layout.pipeline(user_id, session_id, product_id)
+        payload, plans = layout.pipeline(user_id, session_id, product_id, with_state)
         conn = await self._connection()
         future = conn.request(payload, len(plans))
         try:

@@ -35,7 +35,8 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _input(request: ScoreRequest) -> ScoreInput:
-    return ScoreInput(request.user_id, request.session_id, request.product_id, request.context)
+    return ScoreInput(request.user_id, request.session_id, request.product_id, request.context,
+                      request.event_record(), request.preceding_records())
 
 
 class ScoringRoutes:
