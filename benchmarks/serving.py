@@ -751,6 +751,13 @@ def main(argv=None) -> int:
             wait_http(f"http://127.0.0.1:{api_port}/health")
             api_pid = processes[-1].pid
             headers = {"Authorization": f"Bearer {TOKEN}"}
+            import httpx
+
+            for body in (plain[0], folded[0]):  # both kinds are scored by the model, no fallback
+                answer = httpx.post(f"http://127.0.0.1:{api_port}/score", json=body,
+                                    headers=headers).json()
+                if answer["fallback"] or answer["scored_by"] != "in_process":
+                    raise RuntimeError(f"the benchmark's request fell back: {answer}")
             kinds = (("no event", http_requests("/score", plain, headers)),
                      ("event folded", http_requests("/score", folded, headers)))
             for _, requests in kinds:

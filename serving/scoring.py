@@ -225,8 +225,13 @@ class ScoringEngine:
         if stored is None and "session" not in missing:
             # a row written without its state (not by the stream): score it as read, flagged
             return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
-        moment = fold_event(orjson.loads(stored) if stored is not None else None, event,
-                            req.preceding)
+        try:
+            moment = fold_event(orjson.loads(stored) if stored is not None else None, event,
+                                req.preceding)
+        except (ValueError, KeyError, TypeError) as error:  # a state this code cannot read
+            self._count("error", "session_state")
+            log.warning("cannot fold onto session %s's stored state: %s", req.session_id, error)
+            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
         row = features.row()
         folded = moment.features
         for name in layout.session_features:
@@ -295,7 +300,9 @@ class ScoringEngine:
             if read.prior is not None:
                 # answered by the model's recorded base rate for what the request stands for
                 fallbacks = read.fallbacks
-                probability, reasons = self.prior(read.prior), []
+                probability = model_prior(served.model if served is not None else None,
+                                          self.settings.prior, read.prior)
+                reasons = []
                 answer_version = served.model.version if served is not None else None
                 answer_by = "prior"
             else:

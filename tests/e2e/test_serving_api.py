@@ -472,3 +472,24 @@ def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_pa
                   for cut in picked.itertuples() for name in FEATURE_NAMES
                   if logged[cut.session_id][name] != getattr(cut, name)]
     assert not mismatches, mismatches[:10]
+
+
+def test_an_event_for_a_row_without_a_readable_state_scores_the_row_as_read_flagged(
+        tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
+    import redis
+
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    values = {"session_n_cart_adds": 2, "session_n_events": 5}
+    _write_session(own_redis["url"], "s-no-state", values)
+    _write_session(own_redis["url"], "s-bad-state", values)
+    redis.Redis.from_url(own_redis["url"]).hset(
+        layout.entity_key("session_id", "s-bad-state"), layout.state_field("session_fv"),
+        b'{"schema": 0}')
+    want = artifact.score_one({f.name: f.default for f in artifact.features} | values, 0)
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        for sid in ("s-no-state", "s-bad-state"):
+            answer = _score(client, user_id="u", session_id=sid, event=VIEW_EVENT)
+            assert answer["fallback"] == ["session_state_unavailable"], answer
+            assert answer["probability"] == pytest.approx(want.probability, abs=1e-12)
+        assert 'intent_score_errors_total{kind="session_state"} 1.0' in \
+            client.get("/metrics").text
