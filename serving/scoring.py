@@ -236,7 +236,35 @@ class ScoringEngine:
         folded = moment.features
         for name in layout.session_features:
             row[name] = folded[name]
-        return _Read(row, [e for e in missing if e != "session"], [], None)
+        missing = [e for e in missing if e != "session"]
+        if product_id is None and moment.last_product_id is not None:
+            # a cart view names no product; training takes the session's latest one
+            # (snapshots' product_id), so its features are read now, a second round trip
+            missing = await self._latest_product(served, req, moment.last_product_id, row,
+                                                 missing, deadline)
+        return _Read(row, missing, [], None)
+
+    async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
+                              row: dict[str, Any], missing: list[str], deadline: float
+                              ) -> list[str]:
+        """Put `product_id`'s features into `row`; the missing entities after it."""
+        names = [n for plan in served.layout.views if plan.entity == "product"
+                 for n in plan.features]
+        budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
+        if not names or budget <= 0:
+            return missing
+        try:
+            more = await self._reader.read(req.user_id, req.session_id, product_id,
+                                           timeout=budget)
+        except (asyncio.TimeoutError, RedisUnavailable, OSError) as error:
+            self._count("error", "redis_error")
+            log.debug("redis read of the session's latest product failed: %r", error)
+            return missing
+        values = more.row()
+        for name in names:
+            row[name] = values[name]
+        missing = [e for e in missing if e != "product"]
+        return missing + (["product"] if "product" in more.missing else [])
 
     async def _predict(self, served: _Served | None, rows: list[dict[str, Any]], deadline: float
                        ) -> tuple[list[dict[str, Any]] | None, str | None, str, list[str]]:

@@ -432,7 +432,24 @@ def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_pa
     sessions = sessions.assign(is_trainable=True, label=0)
     snapshots = build_snapshots(events, sessions, max_per_session=10_000, keep_rate=1.0)
     rng = np.random.default_rng(3)
-    picked = snapshots.groupby("session_id").sample(1, random_state=3).head(25)
+    # one cut per session: cart views (which name no product) for some, any cut for the rest
+    cart_views = snapshots["snapshot_id"].isin(events.loc[events["event_type"] == "page_view",
+                                                          "event_id"])
+    some = snapshots[cart_views].groupby("session_id").sample(1, random_state=3).head(8)
+    rest = snapshots[~snapshots["session_id"].isin(some["session_id"])]
+    picked = pd.concat([some, rest.groupby("session_id").sample(1, random_state=3).head(17)])
+
+    # each product's features in Redis, one value per product: the product a cut is scored with
+    # shows in what the API scored (a cart view names none: the session's latest product)
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(own_redis["url"])
+    products = sorted(events["product_id"].dropna().unique())
+    price_of = {p: float(i) for i, p in enumerate(products)}
+    for product in products:
+        client.hset(layout.entity_key("product_id", product), mapping=rows.encode_row(
+            "product_fv", {"product_price": "float"}, {"product_price": price_of[product]},
+            rows.micros_of(dt.datetime.now(dt.timezone.utc))))
 
     folder = SessionFolder(timeout_ms=3_600_000)
     sink = SessionSink(JobConfig(checkpoint=str(tmp_path / "cp"), redis_url=own_redis["url"],
@@ -472,6 +489,10 @@ def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_pa
                   for cut in picked.itertuples() for name in FEATURE_NAMES
                   if logged[cut.session_id][name] != getattr(cut, name)]
     assert not mismatches, mismatches[:10]
+    assert {cut.session_id: logged[cut.session_id]["product_price"] for cut in
+            picked.itertuples()} == {cut.session_id: price_of[cut.product_id]
+                                     for cut in picked.itertuples()}
+    assert len(some) > 0
 
 
 def test_an_event_for_a_row_without_a_readable_state_scores_the_row_as_read_flagged(
