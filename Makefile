@@ -11,7 +11,7 @@ export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 export SPARK_LOCAL_IP ?= 127.0.0.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup venv lock java chromium dagster-home redis demo test ui clean
+.PHONY: setup venv lock java chromium promtool dagster-home redis demo test ui clean
 
 setup: venv java dagster-home redis
 
@@ -63,6 +63,12 @@ chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+# The alert-rule tests run Debian's promtool (the `prometheus` package ships it); the package's
+# service is not wanted, only the tool, so recommends stay out.
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
@@ -72,7 +78,7 @@ redis: venv
 demo: setup
 	$(BIN)/intent demo
 
-test: setup chromium
+test: setup chromium promtool
 	$(BIN)/dg check defs
 	$(BIN)/pytest
 

@@ -1,7 +1,8 @@
 """Serving latency, side by side, in one run: `python benchmarks/serving.py [--model PATH]`.
 
 Sections (`--sections read,score,endpoint`): the online read (the API's asyncio reader, the same
-read blocking over redis-py, Feast's `get_online_features`); ``POST /score`` with the model in
+read blocking over redis-py, Feast's `get_online_features`), on one Redis server and on Redis
+cluster mode (three masters on loopback, Feast's `redis_cluster` store); ``POST /score`` with the model in
 process at fixed open-loop rates, then the highest sustainable rate (`--no-max-rate` skips it);
 the same through the local SageMaker-contract container, and the container alone; `gc` (not
 run by default): a full garbage collection's pause in the API, with and without the startup
@@ -392,19 +393,22 @@ def percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000.0, q))
 
 
-def bench_reads(store, reader, async_reader, ids, rng, n: int = 3000) -> dict:
+def bench_reads(store, reader, async_reader, ids, rng, n: int = 3000, label: str = "") -> dict:
+    """p50/p99 of each reader; `reader` (the blocking one) may be None (it has no cluster mode)."""
     service = store.get_feature_service("intent_model_v1")
     entities = [(rng.choice(ids["user_id"]), rng.choice(ids["session_id"]),
                  rng.choice(ids["product_id"])) for _ in range(n)]
     for u, s, p in entities[:200]:  # warm both
-        reader.read(u, s, p)
+        if reader is not None:
+            reader.read(u, s, p)
         store.get_online_features(features=service, entity_rows=[
             {"user_id": u, "session_id": s, "product_id": p}])
     ours, feast = [], []
     for u, s, p in entities:
-        t = time.perf_counter()
-        reader.read(u, s, p)
-        ours.append(time.perf_counter() - t)
+        if reader is not None:
+            t = time.perf_counter()
+            reader.read(u, s, p)
+            ours.append(time.perf_counter() - t)
         t = time.perf_counter()
         store.get_online_features(features=service, entity_rows=[
             {"user_id": u, "session_id": s, "product_id": p}]).to_dict()
@@ -424,10 +428,10 @@ def bench_reads(store, reader, async_reader, ids, rng, n: int = 3000) -> dict:
     import uvloop
 
     ours_async = uvloop.run(run_async())
-    return {name: {"p50_ms": percentile_ms(v, 50), "p99_ms": percentile_ms(v, 99)}
+    return {name + label: {"p50_ms": percentile_ms(v, 50), "p99_ms": percentile_ms(v, 99)}
             for name, v in (("serving.online (sync)", ours), ("serving.online (asyncio)",
                                                                ours_async),
-                            ("feast get_online_features", feast))}
+                            ("feast get_online_features", feast)) if v}
 
 
 def _gc_pause(model: str, out) -> None:
@@ -657,7 +661,7 @@ def main(argv=None) -> int:
     import redis
 
     from intent_resources.feast import FeastResource
-    from intent_resources.redis import start_redis_server, stop_redis_server
+    from intent_resources.redis import start_redis_cluster, start_redis_server, stop_redis_server
     from serving.project import free_port
     from serving.local import install_model
     from serving.model import ModelArtifact
@@ -683,6 +687,7 @@ def main(argv=None) -> int:
         if sections == {"gc"}:
             return 0
     redis_url = start_redis_server(work / "redis")
+    cluster_url = start_redis_cluster(work / "redis-cluster") if "read" in sections else None
     processes: list[subprocess.Popen] = []
     report = [f"# serving benchmark ({os.cpu_count()} cores; model {artifact.version}, "
               f"{artifact.booster.num_trees()} trees, {len(artifact.features)} features)"]
@@ -701,17 +706,29 @@ def main(argv=None) -> int:
         ids = fill_online_store(store, rng)
         if "read" in sections:
             layout = FeatureLayout.from_artifact(artifact)
-            reads = bench_reads(store, SyncOnlineReader(layout, redis.Redis.from_url(redis_url)),
-                                AsyncOnlineReader(layout, redis_url), ids, rng)
-            feast_p50 = reads["feast get_online_features"]["p50_ms"]
-            feast_p99 = reads["feast get_online_features"]["p99_ms"]
+            single = bench_reads(store, SyncOnlineReader(layout, redis.Redis.from_url(redis_url)),
+                                 AsyncOnlineReader(layout, redis_url), ids, rng)
+            cluster_resource = FeastResource(
+                repo_path=str(ROOT / "feature_repo"), env="local", redis_url=cluster_url,
+                lake_root=str(work / "lake"), home=str(work / "home-cluster"))
+            cluster_resource.apply()
+            cluster_store = cluster_resource.store()
+            cluster_ids = fill_online_store(cluster_store, rng)
+            cluster = bench_reads(cluster_store, None, AsyncOnlineReader(layout, cluster_url),
+                                  cluster_ids, rng, label=", 3-master cluster")
             report.append("\n## online read (user + product + session, "
-                          f"{len(artifact.features)} features), 3,000 reads each\n")
-            report.append("| reader | p50 ms | p99 ms | p50 speed-up vs Feast | p99 speed-up |")
+                          f"{len(artifact.features)} features), 3,000 reads each; one Redis "
+                          "server, then Redis cluster mode (3 masters, Feast's redis_cluster "
+                          "store)\n")
+            report.append("| reader | p50 ms | p99 ms | p50 speed-up vs Feast (same Redis) | "
+                          "p99 speed-up |")
             report.append("|---|---:|---:|---:|---:|")
-            for name, r in reads.items():
-                report.append(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                              f"{feast_p50 / r['p50_ms']:.1f}x | {feast_p99 / r['p99_ms']:.1f}x |")
+            for reads in (single, cluster):
+                feast = next(r for name, r in reads.items() if name.startswith("feast"))
+                for name, r in reads.items():
+                    report.append(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                                  f"{feast['p50_ms'] / r['p50_ms']:.1f}x | "
+                                  f"{feast['p99_ms'] / r['p99_ms']:.1f}x |")
 
         print("\n".join(report), flush=True)
 
@@ -825,6 +842,8 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         stop_redis_server(redis_url)
+        if cluster_url:
+            stop_redis_server(cluster_url)
     return 0
 
 

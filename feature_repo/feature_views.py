@@ -21,7 +21,8 @@ from entities import product, session, user
 
 # One definition of each feature, in the Spark-free spec that the batch Spark features and the
 # session state machine compute; the views are built from its lists.
-from streaming_jobs.feature_spec import PRODUCT_FEATURES, SESSION_FEATURES, USER_FEATURES
+from streaming_jobs.feature_spec import (FEATURE_DESCRIPTIONS, PRODUCT_FEATURES, SESSION_FEATURES,
+                                          USER_FEATURES)
 
 FEAST_TYPES = {"int": Int64, "float": Float64, "string": String}
 
@@ -29,7 +30,8 @@ FEAST_TYPES = {"int": Int64, "float": Float64, "string": String}
 def fields(join_key: str, features) -> list[Field]:
     """The view schema: the entity key, then each (name, kind, default) feature in order."""
     return [Field(name=join_key, dtype=String),
-            *(Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind, _ in features)]
+            *(Field(name=name, dtype=FEAST_TYPES[kind], description=FEATURE_DESCRIPTIONS[name])
+              for name, kind, _ in features)]
 
 user_fv = FeatureView(
     name="user_fv",

@@ -91,6 +91,80 @@ SNAPSHOT_TARGET = [
     DATE,
 ]
 
+BATCH_SCORES = [
+    ("snapshot_id", "string", "The scoring moment (a session_snapshots row)."),
+    ("session_id", "string", "The session."),
+    ("user_id", "string", "Its user."),
+    ("product_id", "string", "The product in view at the moment."),
+    ("event_timestamp", "timestamp", "The moment (UTC)."),
+    ("date", "string", DATE[2]),
+    ("label", "bigint", "1 if the session purchased after the moment (for evaluation)."),
+    ("probability", "double", "Calibrated purchase probability from the published model."),
+    ("raw_score", "double", "The model's raw score before calibration."),
+    ("band", "string", "Probability band the policy reads: unlikely, on_the_fence or likely."),
+    ("action", "string", "The on-site decision the policy takes for the band."),
+    ("model_version", "string", "The published model that scored the row."),
+]
+
+SESSION_ANOMALIES = [
+    ("kind", "string", "What was found: bot_like_sessions, traffic_drop, traffic_spike, "
+                       "engagement_drop or conversion_drop."),
+    ("segment", "string", "The segment judged: all, device, country or traffic_source."),
+    ("value", "string", "The segment's value (all for the whole day)."),
+    ("observed", "double", "The day's figure (sessions, share, views per session or rate)."),
+    ("expected", "double", "The same figure over the baseline (the 30 days before)."),
+    ("ratio", "double", "observed / expected."),
+    ("p_value", "double", "One-sided p-value of the test behind the finding."),
+    ("severity", "string", "alert (sent through the alerts resource) or warn."),
+    ("detail", "string", "What the figure measures, or the top users of a bot wave."),
+    DATE,
+]
+
+SERVED_SCORES = [
+    ("ts", "string", "When the API answered (UTC, ISO 8601), from the decision log."),
+    ("session_id", "string", "The scored session."),
+    ("probability", "double", "The probability the model served (fallback answers excluded)."),
+    ("model_version", "string", "The model that served it."),
+    ("label", "bigint", "The session's label, once sessions are built (human sessions only)."),
+    ("weight", "double", "1/K for a session scored K times: each session weighs 1."),
+    DATE,
+]
+
+# the lake's partition column (`date=`), which holds the experiment's name for these tables
+EXPERIMENT_PARTITION = ("date", "string", "The lake partition: the experiment's name.")
+_EXPERIMENT_USER = [
+    ("experiment", "string", "The experiment (the partition)."),
+    ("user_id", "string", "The user."),
+    ("variant", "string", "The variant the user was assigned."),
+]
+EXPERIMENT_ASSIGNMENTS = [
+    *_EXPERIMENT_USER,
+    ("assigned_time", "timestamp", "First decision of the experiment for the user (UTC)."),
+    ("pre_orders", "bigint", "The user's orders in the pre-period (CUPED covariate)."),
+    ("pre_revenue", "double", "The user's revenue in the pre-period (CUPED covariate)."),
+    ("variant_share", "double", "The variant's designed share of traffic."),
+    EXPERIMENT_PARTITION,
+]
+EXPERIMENT_EXPOSURES = [
+    *_EXPERIMENT_USER,
+    ("exposure_time", "timestamp", "When the decision was made (UTC)."),
+    ("decision", "string", "The action decided for the user."),
+    ("offer_shown", "boolean", "Whether an offer was shown."),
+    ("offer_clicked", "boolean", "Whether the offer was clicked."),
+    ("offer_accepted", "boolean", "Whether the offer was redeemed by an order."),
+    ("latency_ms", "double", "The API's answer time."),
+    ("is_error", "boolean", "Whether the answer was a fallback."),
+    EXPERIMENT_PARTITION,
+]
+EXPERIMENT_ORDERS = [
+    ("experiment", "string", "The experiment (the partition)."),
+    ("order_id", "string", "The order."),
+    ("user_id", "string", "Who placed it."),
+    ("order_time", "timestamp", "When (UTC)."),
+    ("revenue", "double", "Revenue after discounts."),
+    EXPERIMENT_PARTITION,
+]
+
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "raw_clickstream": [*_clickstream(), DATE],
     "orders": ORDERS,
@@ -102,6 +176,12 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "session_snapshots": [*SNAPSHOT_KEYS, *_features(SESSION_FEATURES), *SNAPSHOT_TARGET],
     "training_set": [*SNAPSHOT_KEYS, *_features(SESSION_FEATURES), *SNAPSHOT_TARGET,
                      *_features(USER_FEATURES), *_features(PRODUCT_FEATURES)],
+    "batch_scores": BATCH_SCORES,
+    "session_anomalies": SESSION_ANOMALIES,
+    "served_scores": SERVED_SCORES,
+    "experiment_assignments": EXPERIMENT_ASSIGNMENTS,
+    "experiment_exposures": EXPERIMENT_EXPOSURES,
+    "experiment_orders": EXPERIMENT_ORDERS,
 }
 
 

@@ -21,6 +21,9 @@ class AlertsResource(ConfigurableResource):
     """Sends an alert to every configured channel: the JSON-lines file, the SNS topic, or both."""
 
     jsonl_path: Optional[str] = None
+    # Prometheus text for node_exporter's textfile collector: `intent_alerts_total` by kind,
+    # asset and severity, which the `IntentAnomalyFindings` rule reads
+    metrics_path: Optional[str] = None
     topic_arn: Optional[str] = None
     # Only for SNS: a non-AWS endpoint (the moto server in tests), else boto3's default chain.
     endpoint_url: Optional[str] = None
@@ -51,6 +54,8 @@ class AlertsResource(ConfigurableResource):
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as out:
                 out.write(text + "\n")
+        if self.metrics_path:
+            count_alert(Path(self.metrics_path), record)
         if self.topic_arn:
             response = self._sns().publish(TopicArn=self.topic_arn, Subject=subject[:MAX_SUBJECT],
                                            Message=text,
@@ -58,3 +63,30 @@ class AlertsResource(ConfigurableResource):
                                                                            "StringValue": severity}})
             record["sns_message_id"] = response["MessageId"]
         return record
+
+
+ALERTS_METRIC = "intent_alerts_total"
+_LABELS = ("kind", "asset", "severity")
+
+
+def count_alert(path: Path, record: dict[str, Any]) -> None:
+    """Add one to the alert's series in the Prometheus text file at `path` (kept across runs)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[tuple[str, ...], float] = {}
+    if path.exists():
+        for family in text_string_to_metric_families(path.read_text()):
+            for sample in family.samples:
+                if sample.name == ALERTS_METRIC:
+                    counts[tuple(sample.labels.get(k, "") for k in _LABELS)] = sample.value
+    key = tuple(str(record.get(k) or "") for k in _LABELS)
+    counts[key] = counts.get(key, 0.0) + 1
+    lines = [f"# HELP {ALERTS_METRIC} Alerts sent, by kind, asset and severity",
+             f"# TYPE {ALERTS_METRIC} counter"]
+    for labels, value in sorted(counts.items()):
+        text = ",".join(f'{k}="{json.dumps(v, ensure_ascii=False)[1:-1]}"' for k, v in zip(_LABELS, labels))
+        lines.append(f"{ALERTS_METRIC}{{{text}}} {value!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)

@@ -22,7 +22,7 @@ from intent_resources.redis import RedisResource
 from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import ArtifactStore, LakeStorage
-from intent_resources.streaming import StreamingJobResource
+from intent_resources.streaming import StreamingJobResource, metrics_dir
 from serving.project import intent_home
 from serving.project import redis_url as project_redis_url
 
@@ -50,7 +50,8 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
             "models": ArtifactStore(root=str(home / "models")),
             "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
             "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url),
-            "alerts": AlertsResource(jsonl_path=str(home / "alerts.jsonl")),
+            "alerts": AlertsResource(jsonl_path=str(home / "alerts.jsonl"),
+                                     metrics_path=str(metrics_dir(home) / "alerts.prom")),
             "decision_log": DecisionLogReader(
                 directory=os.environ.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions")),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),

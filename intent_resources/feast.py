@@ -11,6 +11,7 @@ and restores the previous values afterwards:
 | `INTENT_HOME` | state dir, absolute; local registry `$INTENT_HOME/feast_registry.db` | `home` |
 | `INTENT_LAKE` | lake root the FileSources read (a path, or `s3://…` in prod) | `lake_root` |
 | `INTENT_FEAST_REDIS` | Feast's Redis connection string | `redis_url` |
+| `INTENT_FEAST_REDIS_TYPE` | `redis`, or `redis_cluster` for a ``redis+cluster://`` URL | `redis_url` |
 | `INTENT_FEAST_REGISTRY` | registry file URI, prod yaml only (`s3://…`) | `registry_path` |
 | `INTENT_S3_ENDPOINT_URL`, `FEAST_S3_ENDPOINT_URL` | non-AWS S3 endpoint (moto) | `s3_endpoint_url` |
 
@@ -26,10 +27,10 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qsl, unquote, urlparse
-
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
+
+from streaming_jobs.redis_target import parse_redis_url
 
 ENVIRONMENTS = ("local", "prod")
 
@@ -43,30 +44,33 @@ def feast_redis_connection_string(url: str) -> str:
 
     ``rediss://`` turns on TLS (``ssl=true``, what ElastiCache in-transit encryption needs);
     user and password from the URL become ``username=`` / ``password=``; query parameters pass
-    through as ``key=value``. Feast splits the string on commas, so no part may contain one.
+    through as ``key=value``. A ``redis[s]+cluster://`` URL gives every startup node
+    (``h1:p1,h2:p2,...``) and no ``db=`` (a cluster has only database 0), for
+    ``redis_type: redis_cluster`` (`feast_redis_type`). Feast splits the string on commas, so no
+    part may contain one.
     """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss"):
-        raise ValueError(f"not a redis:// or rediss:// URL: {url!r}")
-    if not parsed.hostname:
-        raise ValueError(f"redis URL has no host: {url!r}")
-    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
-    db = parsed.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise ValueError(f"redis URL database must be a number, got {db!r}")
-    parts.append(f"db={int(db)}")
-    if parsed.scheme == "rediss":
-        parts.append("ssl=true")
-    if parsed.username:
-        parts.append(f"username={unquote(parsed.username)}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    parts.extend(f"{key}={value}" for key, value in parse_qsl(parsed.query))
-    for part in parts[1:]:
+    target = parse_redis_url(url)
+    parts = [f"{host}:{port}" for host, port in target.nodes]
+    options = []
+    if not target.cluster:
+        options.append(f"db={target.db}")
+    if target.tls:
+        options.append("ssl=true")
+    if target.username:
+        options.append(f"username={target.username}")
+    if target.password:
+        options.append(f"password={target.password}")
+    options.extend(f"{key}={value}" for key, value in target.options)
+    for part in options:
         if "," in part:
             raise ValueError("Feast's Redis connection string cannot carry a ',' in "
                              f"{part.split('=', 1)[0]!r}")
-    return ",".join(parts)
+    return ",".join(parts + options)
+
+
+def feast_redis_type(url: str) -> str:
+    """Feast's `redis_type` for the URL: ``redis_cluster`` for a cluster, else ``redis``."""
+    return "redis_cluster" if parse_redis_url(url).cluster else "redis"
 
 
 def feast_environment(env: str, redis_url: str, lake_root: str, home: str,
@@ -87,6 +91,7 @@ def feast_environment(env: str, redis_url: str, lake_root: str, home: str,
         "INTENT_HOME": absolute(home),
         "INTENT_LAKE": absolute(lake_root).rstrip("/"),
         "INTENT_FEAST_REDIS": feast_redis_connection_string(redis_url),
+        "INTENT_FEAST_REDIS_TYPE": feast_redis_type(redis_url),
     }
     if env == "prod":
         if not registry_path:

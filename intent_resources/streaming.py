@@ -33,6 +33,11 @@ class Thresholds:
     startup_grace_s: float = 300.0
 
 
+def metrics_dir(home: Path) -> Path:
+    """Where the local processes without an HTTP server leave Prometheus text files."""
+    return home / "metrics"
+
+
 @dataclass(frozen=True)
 class LocalStream:
     """Paths and settings of the local streaming job under one INTENT_HOME."""
@@ -64,6 +69,11 @@ class LocalStream:
         return self.directory / "heartbeat.json"
 
     @property
+    def metrics_file(self) -> Path:
+        """The heartbeat as Prometheus text, where node_exporter's textfile collector reads."""
+        return metrics_dir(self.home) / "stream.prom"
+
+    @property
     def pid_file(self) -> Path:
         return self.directory / "job.pid"
 
@@ -75,6 +85,7 @@ class LocalStream:
         """The job's command line (the venv's Python, `-m streaming_jobs.session_job`)."""
         cmd = [sys.executable, "-m", "streaming_jobs.session_job",
                "--checkpoint", str(self.checkpoint), "--heartbeat", str(self.heartbeat),
+               "--metrics-file", str(self.metrics_file),
                "--redis-url", self.redis_url, "--lake", self.lake,
                "--trigger", self.trigger, "--master", self.master, "--source", self.source]
         if self.source == "files":

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from serving.api_metrics import ApiMetrics
 from serving.api_settings import ApiSettings
@@ -72,7 +72,8 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
         """Model version, mode, breaker states; 200 whenever the process answers."""
         return _json(state["engine"].health())
 
-    @app.get("/metrics")
+    # documented as what it is: Prometheus' text format, not JSON
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus text: latency histograms, fallbacks, errors by kind, decisions."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -123,6 +123,27 @@ def error_list(error: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
+class FieldError(BaseModel):
+    """One bad field of a refused request."""
+
+    field: str = Field(description="dotted path in the body (`body` for the body as a whole)")
+    message: str
+    type: str = Field(description="pydantic's error type, or `context_value_type`")
+
+
+class InvalidRequest(BaseModel):
+    """The 422 body: what `invalid` returns."""
+
+    error: str
+    detail: list[FieldError]
+
+
+class Unauthorized(BaseModel):
+    """The 401 body."""
+
+    error: str
+
+
 UNAUTHORIZED = {"error": "a valid bearer token is required"}
 CHALLENGE = (b"www-authenticate", b'Bearer realm="intent"')
 

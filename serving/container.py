@@ -2,7 +2,7 @@
 
 `GET /ping`, `POST /invocations` (and the same at `/endpoints/{name}/invocations`, where boto3's
 ``sagemaker-runtime`` client posts), `POST /reload` (only with the admin token in
-`INTENT_ADMIN_TOKEN`), `GET /model`; a bare ASGI app under uvicorn.
+`INTENT_ADMIN_TOKEN`), `GET /model`, `GET /metrics` (Prometheus); a bare ASGI app under uvicorn.
 SageMaker starts the image as ``docker run <image> serve``. docs/serving.md describes the routes.
 """
 
@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
+from serving.container_metrics import ContainerMetrics
 from serving.contract import PayloadError, bearer_ok, invoke, read_body, send_json
 from serving.holder import ModelHolder
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
@@ -37,6 +39,7 @@ class InferenceApp:
         self.watch_interval_s = watch_interval_s
         # /reload loads whatever path it is given: only with the admin token, never open
         self.admin_token = admin_token.encode() if admin_token else None
+        self.metrics = ContainerMetrics()
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -74,6 +77,9 @@ class InferenceApp:
                 return
             await self._reload(receive, send)
             return
+        if path == "/metrics" and method == "GET":
+            await self.metrics.send(send, self.holder.current is not None)
+            return
         if path == "/model" and method == "GET":
             artifact = self.holder.artifact
             if artifact is None:
@@ -87,11 +93,17 @@ class InferenceApp:
         await send_json(send, 404, {"error": f"no route {method} {path}"})
 
     async def _invocations(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        status = await self._invoke(scope, receive, send)
+        self.metrics.answered(status, time.perf_counter() - started)
+
+    async def _invoke(self, scope, receive, send) -> int:
+        """Answer one invocation; its HTTP status."""
         artifact = self.holder.artifact
         body = await read_body(receive)
         if artifact is None:
             await send_json(send, 503, {"error": "no model loaded"})
-            return
+            return 503
         content_type, attributes = "", None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -102,8 +114,9 @@ class InferenceApp:
             result = invoke(artifact, body, content_type, attributes)
         except PayloadError as error:
             await send_json(send, error.status, {"error": str(error)})
-            return
+            return error.status
         await send_json(send, 200, result)
+        return 200
 
     async def _reload(self, receive, send) -> None:
         body = await read_body(receive)

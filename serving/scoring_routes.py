@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from serving.api_metrics import ApiMetrics
@@ -20,17 +21,20 @@ from serving.api_requests import (
     CHALLENGE,
     UNAUTHORIZED,
     BatchRequest,
+    InvalidRequest,
     ScoreRequest,
+    Unauthorized,
     invalid,
 )
 from serving.contract import bearer_ok, read_body, send_json
 from serving.scoring import ScoreInput
 
 _UNAUTHORIZED = orjson.dumps(UNAUTHORIZED)
+# the bodies `ScoringRoutes` really sends: a client generated from the schema parses them
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no valid bearer token", "content": {"application/json": {}}},
+    401: {"description": "no valid bearer token", "model": Unauthorized},
     422: {"description": "invalid request; `detail` names each bad field",
-          "content": {"application/json": {}}},
+          "model": InvalidRequest},
 }
 
 
@@ -73,7 +77,13 @@ class ScoringRoutes:
             self.metrics.answered(path, 422)
             await send_json(send, 422, invalid(error))
             return
-        await send_json(send, 200, await answer(body))
+        try:
+            result = await answer(body)
+        except Exception:
+            # uvicorn answers 500; counted, so the IntentApiServerErrors rule sees it
+            self.metrics.answered(path, 500)
+            raise
+        await send_json(send, 200, result)
         self.metrics.answered(path, 200, time.perf_counter() - started)
 
     async def _score(self, body: ScoreRequest) -> dict[str, Any]:
@@ -98,5 +108,8 @@ def declare_scoring_routes(app: FastAPI) -> None:
         """Score 1 to 100 requests: ``{"results": [...]}`` in order."""
         raise NotImplementedError("answered by ScoringRoutes")
 
+    # the dependency only puts the bearer scheme in the schema: `ScoringRoutes` checks the token
+    bearer = [Depends(HTTPBearer(auto_error=False, description="the API token"))]
     for path, endpoint in (("/score", score), ("/score/batch", score_batch)):
-        app.add_api_route(path, endpoint, methods=["POST"], responses=_AUTH_RESPONSES)
+        app.add_api_route(path, endpoint, methods=["POST"], responses=_AUTH_RESPONSES,
+                          dependencies=bearer)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from streaming_jobs.heartbeat_metrics import heartbeat_metrics
 from streaming_jobs.job_config import QUERY_NAME, JobConfig
 
 
@@ -26,6 +27,17 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, default=str, indent=1))
     os.replace(tmp, path)
+
+
+def write_heartbeat(cfg: JobConfig, payload: dict) -> None:
+    """The heartbeat JSON, and its Prometheus text when the job was given `--metrics-file`."""
+    write_json_atomic(cfg.heartbeat, payload)
+    if cfg.metrics_file:
+        path = Path(cfg.metrics_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(heartbeat_metrics(payload))
+        os.replace(tmp, path)
 
 
 def read_heartbeat(path: str | Path) -> Optional[dict]:
@@ -108,7 +120,7 @@ def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
     """
     last_seen = None
     last_write = time.monotonic()
-    write_json_atomic(cfg.heartbeat, heartbeat_payload(None, sink, "starting", cfg))
+    write_heartbeat(cfg, heartbeat_payload(None, sink, "starting", cfg))
     while query.isActive:
         if stop.is_set():
             query.stop()
@@ -124,12 +136,12 @@ def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
             last_seen = progress.get("timestamp")
             last_write = time.monotonic()
             with sink.lock:
-                write_json_atomic(cfg.heartbeat, heartbeat_payload(
+                write_heartbeat(cfg, heartbeat_payload(
                     progress, sink, "running" if fresh else "idle", cfg))
         query.awaitTermination(poll_seconds)
     error = query.exception()
     status = "failed" if error else "stopped"
     with sink.lock:
-        write_json_atomic(cfg.heartbeat, heartbeat_payload(
+        write_heartbeat(cfg, heartbeat_payload(
             query.lastProgress, sink, status, cfg, error=str(error) if error else None))
     return 1 if error else 0

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from streaming_jobs.redis_target import parse_redis_url
+
 # The query's name: Spark's app and query name and the heartbeat's `query_name`.
 QUERY_NAME = "session_features_stream"
 # The first line of `python -m streaming_jobs.session_job --help`.
@@ -43,6 +45,7 @@ class JobConfig:
     redis_ttl_seconds: int = 2 * 86_400
     s3_endpoint: Optional[str] = None
     batch_log: Optional[str] = None       # a JSON line per batch (landing time, latencies)
+    metrics_file: Optional[str] = None    # the heartbeat as Prometheus text (textfile collector)
     master: Optional[str] = None
     java_options: str = "-XX:TieredStopAtLevel=1"  # the JVM's, when the job starts it (--master)
 
@@ -87,6 +90,8 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
                    help="lake root for session_features_stream and stream_quarantine (path or s3://)")
     p.add_argument("--heartbeat", required=True, help="local file the heartbeat JSON goes to")
     p.add_argument("--batch-log", help="append one JSON line per batch here (benchmarks)")
+    p.add_argument("--metrics-file", help="also write the heartbeat here as Prometheus text, "
+                                          "for node_exporter's textfile collector")
     p.add_argument("--watermark", default="20 minutes", help="event-time watermark delay")
     p.add_argument("--session-timeout", default="30 minutes",
                    help="close a session this long (event time) after its latest event")
@@ -115,6 +120,10 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
     a = p.parse_args(argv)
     if not a.redis_url:
         p.error("--redis-url (or REDIS_URL) is required")
+    try:
+        parse_redis_url(a.redis_url)
+    except ValueError as error:
+        p.error(f"--redis-url: {error}")
     if not a.lake:
         p.error("--lake (or INTENT_LAKE) is required")
     return JobConfig(
@@ -127,4 +136,5 @@ def parse_args(argv: Optional[list[str]] = None) -> JobConfig:
         max_buffered_events=a.max_buffered_events, max_clock_skew=a.max_clock_skew,
         shuffle_partitions=a.shuffle_partitions, state_buckets=a.state_buckets, project=a.project,
         redis_ttl_seconds=a.redis_ttl_seconds, s3_endpoint=a.s3_endpoint,
-        batch_log=a.batch_log, master=a.master, java_options=a.java_options)
+        batch_log=a.batch_log, metrics_file=a.metrics_file, master=a.master,
+        java_options=a.java_options)

@@ -3,6 +3,9 @@
 `SessionSink` is the query's foreachBatch. Redis writes go through a Lua version guard, so a
 batch Spark replays after a crash never regresses a session; parquet files are named by batch
 id, so a replayed batch replaces its own files. Its counters survive kills through the heartbeat.
+The guard touches one key per call, so it runs unchanged in Redis cluster mode (a
+``redis+cluster://`` URL, `streaming_jobs.redis_target`): redis-py's cluster pipeline routes
+each EVALSHA to its key's node, one pipeline per node.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from streaming_jobs.contract import (
 )
 from streaming_jobs.heartbeat import heartbeat_payload, write_json_atomic
 from streaming_jobs.job_config import JobConfig
+from streaming_jobs.redis_target import is_cluster_url, redis_client
 from streaming_jobs.session_fold import CLOSED, FEATURES, LIVE, QUARANTINE, to_json
 from streaming_jobs.session_state import FEATURE_NAMES, OUTPUT_COLUMNS, SESSION_FEATURES
 
@@ -109,11 +113,17 @@ class SessionSink:
     # -- clients ---------------------------------------------------------------------------------
     def _redis(self):
         if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(self.cfg.redis_url)
+            self._client = redis_client(self.cfg.redis_url)
             self._script = self._client.register_script(GUARDED_HSET)
         return self._client
+
+    def _guarded_hset(self, pipe, key: bytes, args: list, cluster: bool) -> None:
+        if cluster:
+            # redis-py's cluster pipeline refuses `evalsha` by name (it cannot know the script
+            # is loaded on every node); the script was loaded on every primary for this batch.
+            pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+        else:
+            self._script(keys=[key], args=args, client=pipe)
 
     def _filesystem(self):
         if self._fs is None:
@@ -210,6 +220,10 @@ class SessionSink:
         """Write session rows (and beside each, its state machine's state when given) through
         the version guard; returns how many were newer than what Redis held."""
         client = self._redis()
+        cluster = is_cluster_url(self.cfg.redis_url)
+        if cluster:
+            # once per batch, so a node restarted or failed over since the last batch has it too
+            self._script.sha = client.script_load(GUARDED_HSET)
         project = self.cfg.project
         ttl = str(self.cfg.redis_ttl_seconds)
         encode = layout.encode_value
@@ -227,8 +241,8 @@ class SessionSink:
                 for fld, kind, pos in zip(self._fields, self._kinds, self._positions):
                     args.append(fld)
                     args.append(encode(kind, row[pos]))
-                self._script(keys=[layout.entity_key(JOIN_KEY, row[_COL["session_id"]], project)],
-                             args=args, client=pipe)
+                self._guarded_hset(pipe, layout.entity_key(JOIN_KEY, row[_COL["session_id"]],
+                                                           project), args, cluster)
             written += sum(int(r) for r in pipe.execute())
         return written
 

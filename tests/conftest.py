@@ -1,4 +1,5 @@
-"""Shared test fixtures: one local[2] Spark session, a real Redis on a free port, a moto server.
+"""Shared test fixtures: one local[2] Spark session, a real Redis on a free port (and one in
+cluster mode, three masters, for the tests that also run against a cluster), a moto server.
 
 Nothing here stands in for a component of ours: Redis and Spark are the real programs; moto is
 only for AWS APIs, which have no local equivalent. Tests live by layer (`unit`, `assets`, `e2e`,
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from intent_resources.redis import start_redis_server, stop_redis_server
+from intent_resources.redis import start_redis_cluster, start_redis_server, stop_redis_server
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource, prepare_spark_environment
 from intent_resources.storage import LakeStorage
 
@@ -55,16 +56,33 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def feast_store(tmp_path_factory, redis_url):
-    """The project's Feast repo applied to a fresh registry, its online store the run's Redis."""
+def redis_cluster_url(tmp_path_factory):
+    """Redis in cluster mode: three masters on free loopback ports, for this test run only."""
+    url = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield url
+    stop_redis_server(url)
+
+
+def _applied_store(base: Path, redis_url: str):
     from intent_resources.feast import FeastResource
 
-    base = tmp_path_factory.mktemp("feast")
     resource = FeastResource(repo_path=str(Path(__file__).resolve().parents[1] / "feature_repo"),
                              env="local", redis_url=redis_url, lake_root=str(base / "lake"),
                              home=str(base / "home"))
     resource.apply()
     return resource.store()
+
+
+@pytest.fixture(scope="session")
+def feast_store(tmp_path_factory, redis_url):
+    """The project's Feast repo applied to a fresh registry, its online store the run's Redis."""
+    return _applied_store(tmp_path_factory.mktemp("feast"), redis_url)
+
+
+@pytest.fixture(scope="session")
+def feast_cluster_store(tmp_path_factory, redis_cluster_url):
+    """The same, its online store the run's Redis cluster (Feast's `redis_cluster` type)."""
+    return _applied_store(tmp_path_factory.mktemp("feast-cluster"), redis_cluster_url)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from intent_assets.experiments.simulator import ExperimentConfig, simulate_exper
 from intent_assets.catalog import code_reference_here
 from intent_assets.experiments.stats import user_table
 from intent_assets.partitions import experiment_partitions
+from intent_assets.tables import schema_metadata
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 
@@ -80,7 +81,8 @@ def experiment_seed(name: str) -> int:
 
 
 @multi_asset(specs=[AssetSpec(t, group_name=GROUP, partitions_def=experiment_partitions,
-                              description=d, deps=deps, kinds={"pandas", "parquet"}) for t, d, deps in zip(TABLES, (
+                              description=d, deps=deps, kinds={"pandas", "parquet"},
+                              metadata=schema_metadata(t)) for t, d, deps in zip(TABLES, (
                                   "Who was assigned to which variant, with pre-period behaviour.",
                                   "What each assigned user was shown: decision, offer funnel, latency.",
                                   "Orders of the experiment's users."), (

@@ -21,7 +21,7 @@ from intent_assets.monitoring.performance import (
     served_scores as model_scores,
 )
 from intent_assets.partitions import daily, daily_partitions, last_30_days
-from intent_assets.tables import record_row_counts
+from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.alerts import AlertsResource
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -30,7 +30,7 @@ GROUP = "monitoring"
 
 
 @asset(**daily(GROUP), ins={"sessions": AssetIn(partition_mapping=last_30_days)},
-       kinds={"pandas", "parquet"})
+       kinds={"pandas", "parquet"}, metadata=schema_metadata("session_anomalies"))
 def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake: LakeStorage,
                       alerts: AlertsResource) -> MaterializeResult:
     """The day's anomalies: bot- and fraud-like sessions, sudden drops by segment.
@@ -67,6 +67,7 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
 
 
 @asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
+       metadata=schema_metadata("served_scores"),
        ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
        deps=["decision_log"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",

@@ -14,7 +14,7 @@ from dagster import (
 
 from intent_assets.features.feast_ops import build_training_set
 from intent_assets.partitions import daily
-from intent_assets.tables import record_row_counts
+from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -70,6 +70,7 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
 
 
 @asset(**daily("publication"), kinds={"pandas", "feast", "parquet"},
+       metadata=schema_metadata("batch_scores"),
        deps=["published_model", "user_features", "product_features"],
        ins={"session_snapshots": AssetIn()})
 def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,

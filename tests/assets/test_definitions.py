@@ -105,6 +105,42 @@ def test_table_assets_publish_their_column_schema_from_the_spec_and_the_contract
         assert user[name].description == FEATURE_DESCRIPTIONS[name]
 
 
+def test_every_table_asset_publishes_a_column_schema_matching_what_it_writes():
+    """Every asset stored as a lake table (kind `parquet`) has a typed, described column schema,
+    and the schemas of the tables built by plain functions list exactly the columns they write."""
+    import pandas as pd
+
+    from intent_assets.experiments.simulator import ExperimentConfig, simulate_experiment
+    from intent_assets.monitoring.anomalies import FINDING_COLUMNS
+    from intent_assets.monitoring.performance import labelled_scores, served_scores
+    from serving.batch import ID_COLUMNS, SCORE_COLUMNS
+
+    specs = {s.key.to_user_string(): s for s in build_definitions("local").resolve_all_asset_specs()}
+    tables = {name for name, spec in specs.items() if "parquet" in spec.kinds}
+    assert tables >= {"batch_scores", "session_anomalies", "served_scores", "experiment_assignments",
+                      "experiment_exposures", "experiment_orders", "sessions", "training_set"}
+    columns = {}
+    for table in tables:
+        schema = specs[table].metadata.get("dagster/column_schema")
+        assert schema is not None and schema.columns, f"{table} has no column schema"
+        assert all(c.type and c.description for c in schema.columns), table
+        columns[table] = [c.name for c in schema.columns]
+        assert len(set(columns[table])) == len(columns[table]), table
+    assert columns["batch_scores"] == [*ID_COLUMNS, *SCORE_COLUMNS]
+    # day- and experiment-partitioned tables: the lake's `date=` partition column comes last
+    assert columns["session_anomalies"] == [*FINDING_COLUMNS, "date"]
+    decisions = pd.DataFrame({"ts": ["2026-12-06T10:00:00Z"], "session_id": ["s1"],
+                              "probability": [0.4], "model_version": ["v1"], "fallback": [[]]})
+    sessions = pd.DataFrame({"session_id": ["s1"], "label": [1], "is_bot": [False]})
+    assert columns["served_scores"] == [*labelled_scores(served_scores(decisions),
+                                                         sessions).columns, "date"]
+    simulated = simulate_experiment(ExperimentConfig(n_users=200, seed=1))
+    assert columns["experiment_assignments"] == [*simulated.assignments.columns, "variant_share",
+                                                 "date"]
+    assert columns["experiment_exposures"] == [*simulated.exposures.columns, "date"]
+    assert columns["experiment_orders"] == [*simulated.orders.columns, "date"]
+
+
 def test_code_references_link_to_git_when_the_repository_is_given():
     from intent_assets.catalog import with_code_references
     from intent_assets.ingest.assets import sessions

@@ -211,6 +211,14 @@ def test_ab_readout_materializes_for_one_experiment_partition(lake, tmp_path):
         other_partitions=("other",))
     assert result.success
     assert lake.partitions("experiment_assignments") == ["offer_bands_v1"]
+    from intent_assets.tables import COLUMNS
+
+    events = {m.asset_key.to_user_string(): m
+              for m in result.asset_materializations_for_node("experiment_data")}
+    for table in ("experiment_assignments", "experiment_exposures", "experiment_orders"):
+        written = lake.read(table, ["offer_bands_v1"])
+        assert list(written.columns) == [c[0] for c in COLUMNS[table]], table
+        assert events[table].metadata["dagster/row_count"].value == len(written), table
     metadata = result.asset_materializations_for_node("ab_readout")[0].metadata
     assert metadata["decision"].value == "ship"
     assert metadata["users"].value == 30_000

@@ -311,6 +311,25 @@ def test_redis_url_converts_to_feast_connection_string():
         feast_redis_connection_string("http://localhost:6379")
     with pytest.raises(ValueError):
         feast_redis_connection_string("redis://:a,b@localhost:6379/0")
+    # cluster mode: every startup node, no database, Feast's redis_cluster type
+    cluster = "rediss+cluster://app:s%40cret@10.0.0.1:7001,10.0.0.2:7002"
+    assert (feast_redis_connection_string(cluster)
+            == "10.0.0.1:7001,10.0.0.2:7002,ssl=true,username=app,password=s@cret")
+    assert feast_environment("local", cluster, "lake", "home")["INTENT_FEAST_REDIS_TYPE"] \
+        == "redis_cluster"
+    assert feast_environment("local", "redis://h:1/0", "lake", "home")[
+        "INTENT_FEAST_REDIS_TYPE"] == "redis"
+    with pytest.raises(ValueError, match="only database 0"):
+        feast_redis_connection_string("redis+cluster://10.0.0.1:7001/3")
     start, end = day_window("2024-03-10")
     assert start.isoformat() == "2024-03-10T00:00:01+00:00"
     assert end.isoformat() == "2024-03-11T00:00:01+00:00"
+
+
+def test_every_feature_of_the_views_carries_its_description_from_the_spec(feast_resource):
+    from streaming_jobs.feature_spec import FEATURE_DESCRIPTIONS
+
+    store = feast_resource.store()
+    for view in ("user_fv", "product_fv", "session_fv"):
+        for feature in store.get_feature_view(view).features:
+            assert feature.description == FEATURE_DESCRIPTIONS[feature.name], (view, feature.name)

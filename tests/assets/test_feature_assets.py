@@ -196,6 +196,11 @@ def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
                          resources={**base, "model_endpoint": endpoint}, partition_key=DAYS[-1])
     assert result.success
     scored = lake.read("batch_scores", [DAYS[-1]])
+    schema = batch_scores.specs_by_key[batch_scores.key].metadata["dagster/column_schema"]
+    assert list(scored.columns) == [c.name for c in schema.columns]
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == batch_scores.key]
+    assert event.materialization.metadata["dagster/row_count"].value == len(scored)
     day = train[train["date"] == DAYS[-1]].set_index("snapshot_id")
     assert len(scored) == len(day) and set(scored["snapshot_id"]) == set(day.index)
     expected = ModelArtifact.load(model.tar_path).predict(day.loc[scored["snapshot_id"]].reset_index())

@@ -163,6 +163,20 @@ def test_local_alerts_append_json_lines(tmp_path):
         ("first", "r1", "error"), ("second", "r2", "warn")]
 
 
+def test_alerts_are_counted_for_prometheus_across_resources(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tmp_path / "metrics" / "alerts.prom"
+    for _ in range(2):  # a new resource per run, as Dagster builds them: the count carries on
+        AlertsResource(metrics_path=str(path)).send(
+            "session_anomalies 2026-12-06: traffic_drop",
+            {"kind": "monitoring", "asset": "session_anomalies", "findings": []})
+    counts = {tuple(sorted(s.labels.items())): s.value
+              for f in text_string_to_metric_families(path.read_text()) for s in f.samples}
+    assert counts == {(("asset", "session_anomalies"), ("kind", "monitoring"),
+                       ("severity", "error")): 2.0}
+
+
 def test_sns_alert_reaches_a_subscribed_queue(moto_endpoint):
     import boto3
 
@@ -242,6 +256,9 @@ def test_session_anomalies_asset_writes_findings_and_alerts(lake, tmp_path, hist
     assert "bot_like_sessions" in meta["kinds"].value
     written = lake.read("session_anomalies", [TODAY])
     assert "bot_like_sessions" in set(written["kind"])
+    schema = session_anomalies.specs_by_key[session_anomalies.key].metadata["dagster/column_schema"]
+    assert list(written.columns) == [c.name for c in schema.columns]
+    assert meta["dagster/row_count"].value == len(written)
     alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
     assert alert["asset"] == "session_anomalies" and alert["partition"] == TODAY
     assert any(f["kind"] == "bot_like_sessions" for f in alert["findings"])
@@ -334,7 +351,13 @@ def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
     assert evaluations["score_distribution"].passed
     assert evaluations["performance_vs_test"].passed
     assert evaluations["performance_vs_test"].metadata["rows"].value == len(decisions)
-    assert len(lake.read("served_scores", [TODAY])) == len(decisions)
+    written = lake.read("served_scores", [TODAY])
+    assert len(written) == len(decisions)
+    schema = served_scores_asset.specs_by_key[served_scores_asset.key].metadata[
+        "dagster/column_schema"]
+    assert list(written.columns) == [c.name for c in schema.columns]
+    [materialization] = result.asset_materializations_for_node("served_scores")
+    assert materialization.metadata["dagster/row_count"].value == len(written)
 
 
 def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ from serving.online_reader import AsyncOnlineReader
 from serving.policy import PolicyParams, band_of, decide, incentive_band, incentive_value
 from streaming_jobs import online_layout as layout
 from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
+from streaming_jobs.redis_target import redis_client
 from streaming_jobs.session_state import SESSION_FEATURES
 
 SERVICE = "intent_model_v1"
@@ -158,10 +159,20 @@ def _random_view_frame(view: str, ids: list[str], rng: np.random.Generator,
     return pd.DataFrame(frame)
 
 
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def online_store(request):
+    """(Redis URL, Feast store on it), for one server and for Redis cluster mode."""
+    if request.param == "single":
+        return request.getfixturevalue("redis_url"), request.getfixturevalue("feast_store")
+    return (request.getfixturevalue("redis_cluster_url"),
+            request.getfixturevalue("feast_cluster_store"))
+
+
 @pytest.fixture(scope="module")
-def online_pool(feast_store, redis_url):
+def online_pool(online_store):
     """Entities written through Feast: some fresh, some far older than their view's TTL."""
-    redis_lib.Redis.from_url(redis_url).flushall()
+    redis_url, feast_store = online_store
+    redis_client(redis_url).flushall()
     rng = np.random.default_rng(7)
     now = pd.Timestamp.now(tz="UTC").floor("ms")
     pool = {}
@@ -213,8 +224,9 @@ def test_layout_assigns_features_to_views_and_refuses_unknown_ones(artifact):
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_online_read_equals_feast_get_online_features(feast_store, online_pool, redis_url,
-                                                      artifact, data):
+def test_online_read_equals_feast_get_online_features(online_store, online_pool, artifact,
+                                                      data):
+    redis_url, feast_store = online_store
     plan = FeatureLayout.from_artifact(artifact)
     user = data.draw(st.sampled_from(online_pool["user_fv"]))
     session = data.draw(st.sampled_from(online_pool["session_fv"]))
@@ -246,7 +258,9 @@ async def _read_async(plan, url, user, session, product):
         await reader.close()
 
 
-def test_row_fills_missing_entities_with_the_models_defaults(online_pool, redis_url, artifact):
+def test_row_fills_missing_entities_with_the_models_defaults(online_store, online_pool,
+                                                            artifact):
+    redis_url, _ = online_store
     plan = FeatureLayout.from_artifact(artifact)
     got = asyncio.run(_read_async(plan, redis_url, "u-absent-0", "s-absent-0", "p-absent-0"))
     assert got.missing == ["user", "product", "session"]
@@ -552,12 +566,21 @@ def test_container_without_a_model_answers_503_then_loads_one_when_it_appears(ar
     try:
         assert httpx.get(f"{url}/ping").status_code == 503
         assert _post(f"{url}/invocations", b"{}", "application/json").status_code == 503
+        metrics = _container_metrics(url)
+        assert metrics[("intent_container_model_loaded", ())] == 0
+        assert metrics[("intent_container_invocations_total", (("status", "503"),))] == 1
         install_model(artifacts[1].tarball, model_dir)
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/ping").status_code != 200:
             assert time.monotonic() < deadline, "the watcher never loaded the new model"
             time.sleep(0.05)
         assert httpx.get(f"{url}/ping").json()["model_version"] == artifacts[1].version
+        # what the IntentContainer* alert rules read
+        assert _post(f"{url}/invocations", b"{", "application/json").status_code == 400
+        metrics = _container_metrics(url)
+        assert metrics[("intent_container_model_loaded", ())] == 1
+        assert metrics[("intent_container_invocations_total", (("status", "400"),))] == 1
+        assert metrics[("intent_container_invocation_latency_seconds_count", ())] == 2
     finally:
         process.terminate()
         process.wait(10)
@@ -571,3 +594,14 @@ def test_invoke_parses_content_types_in_process(artifact):
         invoke(artifact, body, "application/json", "top_k=many")
     with pytest.raises(PayloadError, match="no rows"):
         invoke(artifact, b"", "text/csv")
+
+
+def _container_metrics(url: str) -> dict:
+    """The container's `GET /metrics`: (sample name, sorted labels) -> value."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(response.text) for s in f.samples}

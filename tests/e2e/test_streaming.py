@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
@@ -23,6 +24,7 @@ from tests import online_rows as rows
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
+from streaming_jobs import redis_target
 from streaming_jobs.replay import json_lines, kinesis_client, put_kinesis, write_landing
 from streaming_jobs.moment import features_of
 from streaming_jobs.session_state import FEATURE_NAMES, from_dict, replay
@@ -233,7 +235,19 @@ def test_bucket_closes_each_session_on_its_own_timeout_and_keeps_the_rest():
 
 
 # -- no skew --------------------------------------------------------------------------------------
-def test_stream_output_equals_the_offline_replay(spark, redis_client, redis_url, tmp_path):
+@pytest.fixture(params=["single", "cluster"])
+def online_redis(request):
+    """(URL, flushed redis-py client) of one server, or of Redis cluster mode."""
+    url = request.getfixturevalue("redis_url" if request.param == "single"
+                                  else "redis_cluster_url")
+    client = redis_target.redis_client(url)
+    client.flushall()
+    yield url, client
+    client.close()
+
+
+def test_stream_output_equals_the_offline_replay(spark, online_redis, tmp_path):
+    redis_url, redis_client = online_redis
     events = simulated(300, seed=11, recent=True)
     assert out_of_order_arrivals(events) > 0  # the re-fold path is exercised
     cfg = job_config(tmp_path, redis_url)
@@ -376,7 +390,8 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
     cmd = [sys.executable, "-m", "streaming_jobs.session_job", "--checkpoint", cfg.checkpoint,
            "--landing", cfg.landing, "--redis-url", cfg.redis_url, "--lake", cfg.lake,
            "--heartbeat", cfg.heartbeat, "--master", "local[2]", "--shuffle-partitions", "2",
-           "--max-files-per-trigger", "3", "--trigger", "0 seconds"]
+           "--max-files-per-trigger", "3", "--trigger", "0 seconds",
+           "--metrics-file", str(_metrics_file(cfg))]
     if available_now:
         cmd.append("--available-now")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
@@ -384,6 +399,10 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def _metrics_file(cfg: JobConfig) -> Path:
+    return Path(cfg.heartbeat).with_name("stream.prom")
 
 
 def _in_flight(cfg: JobConfig) -> bool:
@@ -439,6 +458,14 @@ def test_killed_job_restarts_from_its_checkpoint_and_ends_equal_to_the_replay(
     # the counters survived the kills without counting a replayed batch twice
     assert heartbeat["quarantine_total"].get("duplicate event_id", 0) == n_dup
     assert heartbeat["live_sessions"] == len(expected) - len(closed) > 0
+    # the same heartbeat as Prometheus text, what the IntentStream* alert rules read
+    samples = {(s.name, tuple(s.labels.items())): s.value for f in
+               text_string_to_metric_families(_metrics_file(cfg).read_text()) for s in f.samples}
+    assert samples[("intent_stream_up", ())] == 0
+    assert samples[("intent_stream_status", (("status", "stopped"),))] == 1
+    assert samples[("intent_stream_quarantined_events_total",
+                    (("reason", "duplicate event_id"),))] == n_dup
+    assert samples[("intent_stream_live_sessions", ())] == heartbeat["live_sessions"]
 
 
 # -- Kinesis --------------------------------------------------------------------------------------
