@@ -565,7 +565,7 @@ def fold_cpu_us(redis_url: str, bodies: list[dict], n: int = 20000) -> float:
     for body in bodies[:200]:
         stored = client.hget(layout.entity_key("session_id", body["session_id"]),
                              layout.state_field("session_fv"))
-        cases.append((stored, ScoreRequest.model_validate(body).event_record()))
+        cases.append((stored, ScoreRequest.model_validate_json(json.dumps(body)).event_record()))
     started = time.process_time()
     for i in range(n):
         stored, event = cases[i % len(cases)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat
-from pydantic import StrictInt, StrictStr, StringConstraints, ValidationError, model_validator
+from pydantic import StrictInt, StrictStr, StringConstraints, ValidationError
 
 from streaming_jobs.contract import EVENT_TYPES, event_refusal
 
@@ -26,13 +26,14 @@ Number = Union[StrictInt, StrictFloat]
 
 class ScoreEvent(BaseModel):
     """The event the shop is reacting to, in the clickstream contract's fields (its session and
-    user are the request's). Checked by the contract's own rules (`event_refusal`)."""
+    user are the request's). Judged by the contract's own rules (`ScoreRequest.event_refusal`)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     event_id: Identifier
     event_type: Literal[EVENT_TYPES]
-    event_time: AwareDatetime
+    # strict: an ISO 8601 string with a zone, as the schema says (not a number of seconds)
+    event_time: Annotated[AwareDatetime, Field(strict=True)]
     product_id: Optional[Identifier] = None
     category_id: Optional[Identifier] = None
     category_code: Optional[Identifier] = None
@@ -59,26 +60,25 @@ class ScoreRequest(BaseModel):
     context: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
                   ContextValue] = Field(default_factory=dict, max_length=32)
 
-    @model_validator(mode="after")
-    def _events_meet_the_contract(self) -> "ScoreRequest":
+    def event_refusal(self) -> str | None:
+        """Why the request's events cannot be folded (the contract's reason, or their order), or
+        None. Not a 422: like the stream, which quarantines a bad event instead of failing, the
+        API scores the request without them and flags it (`event_refused`)."""
         if self.event is None:
-            if self.preceding_events:
-                raise ValueError("preceding_events need the triggering event")
-            return self
-        trigger = self.event_record()
-        for record in (trigger, *self.preceding_records()):
+            return "preceding_events without the triggering event" if self.preceding_events \
+                else None
+        for record in (self.event_record(), *self.preceding_records()):
             reason = event_refusal(record)
             if reason is not None:
-                raise ValueError(f"event {record['event_id']} breaks the clickstream contract: "
-                                 f"{reason}")
+                return f"event {record['event_id']}: {reason}"
         if self.preceding_events:
             ids = [e.event_id for e in self.preceding_events] + [self.event.event_id]
             if len(set(ids)) < len(ids):
-                raise ValueError("preceding_events and event repeat an event_id")
+                return "preceding_events and event repeat an event_id"
             last = (self.event.event_time, self.event.event_id)
             if any((e.event_time, e.event_id) > last for e in self.preceding_events):
-                raise ValueError("preceding_events must come before the triggering event")
-        return self
+                return "preceding_events must come before the triggering event"
+        return None
 
     def _record(self, event: ScoreEvent) -> dict[str, Any]:
         record = event.__dict__.copy()

@@ -39,6 +39,7 @@ FALLBACK_ENDPOINT = "endpoint_unavailable"
 FALLBACK_PRIOR = "prior"
 FALLBACK_SESSION_UNKNOWN = "session_unknown"
 FALLBACK_STATE_UNAVAILABLE = "session_state_unavailable"
+FALLBACK_EVENT_REFUSED = "event_refused"
 DEFAULT_PRIOR = 0.05
 # Which base rate of the model's manifest stands for a request answered without a session:
 # a scoring moment (the request carries its event: a training cut's rate) or a whole session.
@@ -87,6 +88,8 @@ class ScoreInput:
     # the triggering event as a contract record (`streaming_jobs.moment` folds it), or None
     event: Mapping[str, Any] | None = None
     preceding: Sequence[Mapping[str, Any]] = ()
+    # why the request's events were not folded (they broke the contract), or None
+    event_refused: str | None = None
 
 
 def model_prior(model: LoadedModel | None, configured: float | None,
@@ -306,6 +309,11 @@ class ScoringEngine:
         else:
             reads = await asyncio.gather(*(self._features(served, r, deadline)
                                            for r in requests))
+        for i, req in enumerate(requests):
+            if req.event_refused is not None:  # scored without its events, flagged
+                log.info("event of session %s not folded: %s", req.session_id, req.event_refused)
+                reads[i] = reads[i]._replace(
+                    fallbacks=[FALLBACK_EVENT_REFUSED] + reads[i].fallbacks)
         # a request answered by a base rate (no session known) is not sent to the model
         scored = [i for i, read in enumerate(reads) if read.prior is None]
         predictions: list | None = None

@@ -514,3 +514,8 @@ def test_an_event_for_a_row_without_a_readable_state_scores_the_row_as_read_flag
             assert answer["probability"] == pytest.approx(want.probability, abs=1e-12)
         assert 'intent_score_errors_total{kind="session_state"} 1.0' in \
             client.get("/metrics").text
+        # an event that breaks the contract is not folded: the row as read, flagged
+        refused = _score(client, user_id="u", session_id="s-no-state",
+                         event={**VIEW_EVENT, "price": -3.0})
+        assert refused["fallback"] == ["event_refused"], refused
+        assert refused["probability"] == pytest.approx(want.probability, abs=1e-12)

@@ -153,25 +153,32 @@ def test_one_record_is_judged_as_the_contract_judges_a_frame(record):
     assert event_refusal(record) == want
 
 
-def test_a_request_event_that_breaks_the_contract_is_refused():
+def test_request_events_that_break_the_contract_are_refused_with_the_reason():
     view = {"event_id": "e0", "event_type": "view", "event_time": "2026-10-15T10:00:00Z",
             "product_id": "p1"}
     later = {**view, "event_id": "e9", "event_time": "2026-10-15T10:00:09Z"}
-    with pytest.raises(ValidationError, match="must come before the triggering event"):
-        ScoreRequest.model_validate({"user_id": "u1", "session_id": "s1", "event": view,
-                                     "preceding_events": [later]})
-    with pytest.raises(ValidationError, match="repeat an event_id"):
-        ScoreRequest.model_validate({"user_id": "u1", "session_id": "s1", "event": later,
-                                     "preceding_events": [later]})
-    with pytest.raises(ValidationError, match="need the triggering event"):
-        ScoreRequest.model_validate({"user_id": "u1", "session_id": "s1",
-                                     "preceding_events": [view]})
-    body = {"user_id": "u1", "session_id": "s1",
-            "event": {"event_id": "e1", "event_type": "cart", "event_time": "2026-10-15T10:00:00Z"}}
-    with pytest.raises(ValidationError, match="missing product_id for a product event"):
-        ScoreRequest.model_validate_json(json.dumps(body))
+
+    def refusal(**body):
+        return ScoreRequest.model_validate_json(json.dumps(
+            {"user_id": "u1", "session_id": "s1", **body})).event_refusal()
+
+    assert refusal(event=view, preceding_events=[{**later, "event_time":
+                                                  "2026-10-15T09:59:00Z"}]) is None
+    assert refusal(event=view, preceding_events=[later]) == \
+        "preceding_events must come before the triggering event"
+    assert refusal(event=later, preceding_events=[later]) == \
+        "preceding_events and event repeat an event_id"
+    assert refusal(preceding_events=[view]) == "preceding_events without the triggering event"
+    assert refusal(event={**view, "event_type": "cart", "product_id": None}) == \
+        "event e0: missing product_id for a product event"
+    assert refusal(event={**view, "price": -1.0}) == "event e0: negative price"
+    assert refusal(event=later, preceding_events=[{**view, "event_time":
+                                                   "1999-12-31T23:00:00Z"}]) == \
+        "event e0: event_time before 2000-01-01"
+    # what the schema itself says is a 422
     for bad in ({"event_type": "click"}, {"event_time": "2026-10-15T10:00:00"},
+                {"event_time": 1760522400},
                 {"price": "9.5"}, {"colour": "red"}):
-        event = {**body["event"], "product_id": "p1", **bad}
         with pytest.raises(ValidationError):
-            ScoreRequest.model_validate_json(json.dumps({**body, "event": event}))
+            ScoreRequest.model_validate_json(json.dumps(
+                {"user_id": "u1", "session_id": "s1", "event": {**view, **bad}}))
