@@ -6,10 +6,12 @@ cluster mode (three masters on loopback, Feast's `redis_cluster` store); ``POST 
 process at fixed open-loop rates, then the highest sustainable rate (`--no-max-rate` skips it);
 the same through the local SageMaker-contract container, and the container alone; `gc` (not
 run by default): a full garbage collection's pause in the API, with and without the startup
-heap frozen. Load is open loop from a separate process, latency counted from each request's
+heap frozen; `moment` (not run by default): ``POST /score`` with and without a triggering
+event the API folds onto the session's state, alternating on one API process. Load is open loop from a separate process, latency counted from each request's
 scheduled instant; each row also gives the server's CPU per request (its process and children).
 Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
-1,000 req/s; through the container p99 <= 6 ms at 500 req/s.
+1,000 req/s; through the container p99 <= 6 ms at 500 req/s; the request-time fold adds at most
+50 µs to /score's p50.
 """
 
 from __future__ import annotations
@@ -499,9 +501,76 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 def score_bodies(ids, rng, n: int = 500) -> list[dict]:
+    # live sessions only: an unknown session is answered by the base rate, without the model
     return [{"user_id": str(rng.choice(ids["user_id"])),
-             "session_id": str(rng.choice(ids["session_id"])),
+             "session_id": str(rng.choice(ids["session_id"][:N_ENTITIES])),
              "product_id": str(rng.choice(ids["product_id"]))} for _ in range(n)]
+
+
+def moment_bodies(ids, rng, redis_url: str, n: int = 500) -> tuple[list[dict], list[dict]]:
+    """/score bodies for the same sessions, users and products: without an event (the plain
+    request) and with a triggering view the stream has not applied yet, folded at request time
+    onto the session's state, which this writes beside each live session's row (2 to 15 events
+    of a random session through the state machine)."""
+    import pandas as pd
+    import redis
+
+    from streaming_jobs import online_layout as layout
+    from streaming_jobs.session_fold import to_json
+    from streaming_jobs.session_state import apply_event, new_state, to_dict
+
+    t0 = pd.Timestamp("2026-12-06 10:00", tz="UTC")
+    sessions = ids["session_id"][:N_ENTITIES]
+    last = {}
+    pipe = redis.Redis.from_url(redis_url).pipeline(transaction=False)
+    for sid in sessions:
+        state, t = new_state(), t0
+        for j in range(int(rng.integers(2, 16))):
+            t += pd.Timedelta(seconds=int(rng.integers(1, 60)))
+            etype = str(rng.choice(["view", "view", "view", "cart", "page_view", "search"]))
+            product = f"p{rng.integers(0, N_ENTITIES)}" if etype in ("view", "cart") else None
+            apply_event(state, {"event_id": f"{sid}-{j:02d}", "event_time": t,
+                                "event_type": etype, "session_id": sid, "user_id": "u",
+                                "product_id": product, "category_id": "c1" if product else None,
+                                "price": 19.99 if product else None, "device": "mobile"})
+        pipe.hset(layout.entity_key("session_id", sid), layout.state_field("session_fv"),
+                  to_json(to_dict(state)))
+        last[sid] = t
+    pipe.execute()
+    plain, with_event = [], []
+    for _ in range(n):
+        sid = str(rng.choice(sessions))
+        body = {"user_id": str(rng.choice(ids["user_id"])), "session_id": sid,
+                "product_id": str(rng.choice(ids["product_id"]))}
+        plain.append(body)
+        with_event.append({**body, "event": {
+            "event_id": f"{sid}-next", "event_type": "view",
+            "event_time": (last[sid] + pd.Timedelta(seconds=5)).isoformat(),
+            "product_id": body["product_id"], "category_id": "c1", "price": 19.99,
+            "device": "mobile"}})
+    return plain, with_event
+
+
+def fold_cpu_us(redis_url: str, bodies: list[dict], n: int = 20000) -> float:
+    """CPU of the fold alone (parse the stored state, fold the event), µs per request."""
+    import orjson
+    import redis
+
+    from serving.api_requests import ScoreRequest
+    from streaming_jobs import online_layout as layout
+    from streaming_jobs.moment import fold_event
+
+    client = redis.Redis.from_url(redis_url)
+    cases = []
+    for body in bodies[:200]:
+        stored = client.hget(layout.entity_key("session_id", body["session_id"]),
+                             layout.state_field("session_fv"))
+        cases.append((stored, ScoreRequest.model_validate_json(json.dumps(body)).event_record()))
+    started = time.process_time()
+    for i in range(n):
+        stored, event = cases[i % len(cases)]
+        fold_event(orjson.loads(stored), event)
+    return (time.process_time() - started) / n * 1e6
 
 
 def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
@@ -557,6 +626,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def moment_table(rows: list[tuple[str, dict]]) -> str:
+    lines = ["| request | offered req/s | achieved req/s | p50 ms | p99 ms | max ms | errors | "
+             "server CPU µs/req |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['rate']:.0f} | {r['achieved']:.0f} | {r['p50_ms']:.3f} | "
+                     f"{r['p99_ms']:.3f} | {r['max_ms']:.1f} | {r['errors']} | "
+                     f"{r['server_us']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model.tar.gz or artifact dir "
@@ -570,11 +649,14 @@ def main(argv=None) -> int:
                         help="skip the search for the highest sustainable /score rate")
     parser.add_argument("--sections", default="read,score,endpoint",
                         help="which parts to run (comma-separated subset of the default, "
-                             "or gc: a full garbage collection's pause in the API)")
+                             "or gc: a full garbage collection's pause in the API, or moment: "
+                             "/score with and without a triggering event to fold)")
+    parser.add_argument("--moment-rates", default="500,1000")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections or not sections <= {"read", "score", "endpoint", "gc"}:
-        parser.error(f"--sections: a subset of read,score,endpoint,gc, got {args.sections!r}")
+    if not sections or not sections <= {"read", "score", "endpoint", "gc", "moment"}:
+        parser.error(f"--sections: a subset of read,score,endpoint,gc,moment, "
+                     f"got {args.sections!r}")
 
     import redis
 
@@ -674,6 +756,41 @@ def main(argv=None) -> int:
                 section += [f"\nmax sustainable rate (0 errors, p99 <= "
                             f"{args.sustainable_p99_ms:.0f} ms, >= 97% of offered achieved): "
                             f"**{best} req/s**; tried:\n", table(tried)]
+            print("\n".join(section), flush=True)
+            report += section
+            processes.pop().terminate()
+
+        if "moment" in sections:
+            plain, folded = moment_bodies(ids, rng, redis_url)
+            api_port = free_port()
+            processes.append(start_process(
+                api_command(api_port, args.workers, model_dir, redis_url), env, work / "api.log"))
+            wait_http(f"http://127.0.0.1:{api_port}/health")
+            api_pid = processes[-1].pid
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            import httpx
+
+            for body in (plain[0], folded[0]):  # both kinds are scored by the model, no fallback
+                answer = httpx.post(f"http://127.0.0.1:{api_port}/score", json=body,
+                                    headers=headers).json()
+                if answer["fallback"] or answer["scored_by"] != "in_process":
+                    raise RuntimeError(f"the benchmark's request fell back: {answer}")
+            kinds = (("no event", http_requests("/score", plain, headers)),
+                     ("event folded", http_requests("/score", folded, headers)))
+            for _, requests in kinds:
+                open_loop(api_port, requests, 200, 2.0)  # warm up
+            rows = []
+            for rate in [float(r) for r in args.moment_rates.split(",")]:
+                for _ in range(2):  # A B A B: the spread between repeats is the noise
+                    for name, requests in kinds:
+                        time.sleep(0.5)
+                        rows.append((name, open_loop(api_port, requests, rate, args.duration,
+                                                     server_pid=api_pid)))
+            section = [f"\n## POST /score with and without a triggering event to fold (the "
+                       f"stream one event behind), same API, alternating, {args.duration:.0f} s "
+                       f"each\n", moment_table(rows),
+                       f"\nthe fold alone (parse the stored state, fold the event): "
+                       f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request"]
             print("\n".join(section), flush=True)
             report += section
             processes.pop().terminate()

@@ -74,7 +74,7 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
 def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
                       port: int = 0) -> list[dict]:
     """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
-    last product, stop. The API scores through the local endpoint the model was published to
+    last product view (the request carrying that view), stop. The API scores through the local endpoint the model was published to
     (boto3 `invoke_endpoint`), when one answers; in process otherwise."""
     from serving.project import free_port
     from serving.local import recorded_endpoint
@@ -102,8 +102,15 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
         picks = views.groupby("session_id").tail(1).sort_values("session_id").head(n)
         answers = []
         for row in picks.itertuples():
+            # the view the shop reacts to rides along; the stream has applied it already, so
+            # the API reads the session as the stream left it (streaming_jobs.moment)
+            event = {name: (value.isoformat() if name == "event_time" else value)
+                     for name in ("event_id", "event_type", "event_time", "product_id",
+                                  "category_id", "price", "device", "country",
+                                  "traffic_source")
+                     if not pd.isna(value := getattr(row, name))}
             body = json.dumps({"user_id": row.user_id, "session_id": row.session_id,
-                               "product_id": row.product_id}).encode()
+                               "product_id": row.product_id, "event": event}).encode()
             request = urllib.request.Request(f"{base}/score", data=body, headers={
                 "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(request, timeout=5) as response:

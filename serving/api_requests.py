@@ -6,28 +6,92 @@ are refused); a refusal is a 422 whose ``detail`` names each bad field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
-from pydantic import StringConstraints, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat
+from pydantic import StrictInt, StrictStr, StringConstraints, ValidationError
+
+from streaming_jobs.contract import EVENT_TYPES, event_refusal
 
 MAX_BATCH = 100
+MAX_PRECEDING = 50
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128,
                                               pattern=r"^[^\x00-\x1f\x7f]+$")]
 ContextValue = Union[StrictStr, StrictInt, StrictFloat, StrictBool, None]
 
 
+Number = Union[StrictInt, StrictFloat]
+
+
+class ScoreEvent(BaseModel):
+    """The event the shop is reacting to, in the clickstream contract's fields (its session and
+    user are the request's). Judged by the contract's own rules (`ScoreRequest.event_refusal`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    event_id: Identifier
+    event_type: Literal[EVENT_TYPES]
+    # strict: an ISO 8601 string with a zone, as the schema says (not a number of seconds)
+    event_time: Annotated[AwareDatetime, Field(strict=True)]
+    product_id: Optional[Identifier] = None
+    category_id: Optional[Identifier] = None
+    category_code: Optional[Identifier] = None
+    brand: Optional[Identifier] = None
+    price: Optional[Number] = None
+    device: Optional[Identifier] = None
+    country: Optional[Identifier] = None
+    traffic_source: Optional[Identifier] = None
+    page_type: Optional[Identifier] = None
+
+
 class ScoreRequest(BaseModel):
-    """One shopper at one moment: who, which session, which product (if any), and context."""
+    """One shopper at one moment: who, which session, which product (if any), the triggering
+    event (if any), and context."""
 
     model_config = ConfigDict(extra="forbid")
 
     user_id: Identifier
     session_id: Identifier
     product_id: Optional[Identifier] = None
+    event: Optional[ScoreEvent] = None
+    # earlier events of the session the stream may not have applied yet (see streaming_jobs.moment)
+    preceding_events: list[ScoreEvent] = Field(default_factory=list, max_length=MAX_PRECEDING)
     context: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
                   ContextValue] = Field(default_factory=dict, max_length=32)
+
+    def event_refusal(self) -> str | None:
+        """Why the request's events cannot be folded (the contract's reason, or their order), or
+        None. Not a 422: like the stream, which quarantines a bad event instead of failing, the
+        API scores the request without them and flags it (`event_refused`)."""
+        if self.event is None:
+            return "preceding_events without the triggering event" if self.preceding_events \
+                else None
+        for record in (self.event_record(), *self.preceding_records()):
+            reason = event_refusal(record)
+            if reason is not None:
+                return f"event {record['event_id']}: {reason}"
+        if self.preceding_events:
+            ids = [e.event_id for e in self.preceding_events] + [self.event.event_id]
+            if len(set(ids)) < len(ids):
+                return "preceding_events and event repeat an event_id"
+            last = (self.event.event_time, self.event.event_id)
+            if any((e.event_time, e.event_id) > last for e in self.preceding_events):
+                return "preceding_events must come before the triggering event"
+        return None
+
+    def _record(self, event: ScoreEvent) -> dict[str, Any]:
+        record = event.__dict__.copy()
+        record["session_id"] = self.session_id
+        record["user_id"] = self.user_id
+        return record
+
+    def event_record(self) -> dict[str, Any] | None:
+        """The triggering event as a contract record (the request's session and user)."""
+        return self._record(self.event) if self.event is not None else None
+
+    def preceding_records(self) -> list[dict[str, Any]]:
+        return [self._record(e) for e in self.preceding_events]
 
 
 class BatchRequest(BaseModel):

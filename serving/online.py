@@ -21,6 +21,7 @@ from streaming_jobs.online_layout import (
     decode_value,
     entity_key,
     field,
+    state_field,
     ts_field,
 )
 
@@ -63,9 +64,15 @@ class ViewPlan:
     fields: tuple[bytes, ...]      # the features' fields, then `_ts:<view>`
     head: bytes                    # RESP array header and command name
     tail: bytes                    # RESP-encoded fields
+    # the session view's command that also fetches the stored state (`_state:<view>`) last
+    state_head: bytes = b""
+    state_tail: bytes = b""
 
     def command(self, key: bytes) -> bytes:
         return self.head + bulk(key) + self.tail
+
+    def command_with_state(self, key: bytes) -> bytes:
+        return self.state_head + bulk(key) + self.state_tail
 
 
 class FeatureLayout:
@@ -94,11 +101,15 @@ class FeatureLayout:
             if not names:
                 continue
             fields = tuple(field(view, n) for n in names) + (ts_field(view),)
+            tail = b"".join(bulk(f) for f in fields)
             plans.append(ViewPlan(
                 entity=entity, view=view, join_key=join_key, features=names, fields=fields,
-                head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),
-                tail=b"".join(bulk(f) for f in fields)))
+                head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), tail=tail,
+                state_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 3),
+                state_tail=tail + bulk(state_field(view))))
         self.views: tuple[ViewPlan, ...] = tuple(plans)
+        # the session view's features: what a request's folded event replaces
+        self.session_features: tuple[str, ...] = tuple(by_view["session_fv"])
 
     @classmethod
     def from_artifact(cls, artifact, project: str = DEFAULT_PROJECT) -> "FeatureLayout":
@@ -113,10 +124,18 @@ class FeatureLayout:
         return [(plan, entity_key(plan.join_key, ids[plan.entity], self.project))
                 for plan in self.views if ids[plan.entity] is not None]
 
-    def pipeline(self, user_id: str, session_id: str, product_id: str | None
-                 ) -> tuple[bytes, list[ViewPlan]]:
-        """The bytes of the pipelined HMGETs and the views they read, in reply order."""
+    def pipeline(self, user_id: str, session_id: str, product_id: str | None,
+                 with_state: bool = False) -> tuple[bytes, list[ViewPlan]]:
+        """The bytes of the pipelined HMGETs and the views they read, in reply order.
+
+        `with_state`: the session's HMGET also fetches the stored session state (for a request
+        that carries its triggering event, see `streaming_jobs.moment`).
+        """
         pairs = self.keys(user_id, session_id, product_id)
+        if with_state:
+            return (b"".join(plan.command_with_state(key) if plan.entity == "session"
+                             else plan.command(key) for plan, key in pairs),
+                    [plan for plan, _ in pairs])
         return b"".join(plan.command(key) for plan, key in pairs), [plan for plan, _ in pairs]
 
     def decode(self, plans: Sequence[ViewPlan], replies: Sequence[Sequence[bytes | None]]
@@ -125,6 +144,7 @@ class FeatureLayout:
         values: dict[str, Any] = dict.fromkeys(self.feature_names)
         found = dict.fromkeys(ENTITIES, False)
         times: dict[str, int | None] = {}
+        session_state = None
         for plan, reply in zip(plans, replies):
             n = len(plan.features)
             hit = False
@@ -135,7 +155,9 @@ class FeatureLayout:
             ts = reply[n]
             found[plan.entity] = hit or ts is not None
             times[plan.view] = decode_timestamp(ts) if ts is not None else None
-        return OnlineFeatures(values, found, times, self)
+            if len(reply) > n + 1:
+                session_state = reply[n + 1]
+        return OnlineFeatures(values, found, times, self, session_state)
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,8 @@ class OnlineFeatures:
     found: dict[str, bool]            # entity -> whether Redis holds a row for it
     event_times: dict[str, int | None]  # view -> the row's event time (us since epoch) or None
     layout: FeatureLayout
+    # the stored session state (JSON bytes) when the read asked for it and Redis holds one
+    session_state: bytes | None = None
 
     @property
     def missing(self) -> list[str]:

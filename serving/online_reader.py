@@ -39,7 +39,7 @@ class AsyncOnlineReader:
                                         target.username, target.password, connect_timeout)
 
     async def read(self, user_id: str, session_id: str, product_id: str | None = None,
-                   timeout: float | None = None) -> OnlineFeatures:
+                   timeout: float | None = None, with_state: bool = False) -> OnlineFeatures:
         """The features of one request; RedisUnavailable or asyncio.TimeoutError on failure.
 
         A timed-out read closes the connection: replies still owed on it would otherwise be
@@ -49,10 +49,11 @@ class AsyncOnlineReader:
         if self.cluster is not None:
             pairs = layout.keys(user_id, session_id, product_id)
             plans = [plan for plan, _ in pairs]
-            replies = await self.cluster.execute([(key, plan.command(key)) for plan, key in pairs],
-                                                 timeout)
+            replies = await self.cluster.execute(
+                [(key, plan.command_with_state(key) if with_state and plan.entity == "session"
+                  else plan.command(key)) for plan, key in pairs], timeout)
         else:
-            payload, plans = layout.pipeline(user_id, session_id, product_id)
+            payload, plans = layout.pipeline(user_id, session_id, product_id, with_state)
             conn = await self._node.connection()
             future = conn.request(payload, len(plans))
             try:

@@ -14,7 +14,9 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from serving.breaker import CircuitBreaker
 from serving.contract import EndpointError, score_rows
@@ -26,6 +28,7 @@ from serving.holder import LoadedModel, ModelHolder
 from serving.online import FeatureLayout, defaults_row
 from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
+from streaming_jobs.moment import fold_event
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,13 @@ MODES = ("in_process", "endpoint")
 FALLBACK_REDIS = "redis_unavailable"
 FALLBACK_ENDPOINT = "endpoint_unavailable"
 FALLBACK_PRIOR = "prior"
+FALLBACK_SESSION_UNKNOWN = "session_unknown"
+FALLBACK_STATE_UNAVAILABLE = "session_state_unavailable"
+FALLBACK_EVENT_REFUSED = "event_refused"
 DEFAULT_PRIOR = 0.05
+# Which base rate of the model's manifest stands for a request answered without a session:
+# a scoring moment (the request carries its event: a training cut's rate) or a whole session.
+PRIOR_MOMENT, PRIOR_SESSION = "scoring_moment", "session"
 
 
 @dataclass(frozen=True)
@@ -76,17 +85,37 @@ class ScoreInput:
     session_id: str
     product_id: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    # the triggering event as a contract record (`streaming_jobs.moment` folds it), or None
+    event: Mapping[str, Any] | None = None
+    preceding: Sequence[Mapping[str, Any]] = ()
+    # why the request's events were not folded (they broke the contract), or None
+    event_refused: str | None = None
 
 
-def model_prior(model: LoadedModel | None, configured: float | None) -> float:
-    """The probability answered when no model can score: configured, else the model's base rate."""
+def model_prior(model: LoadedModel | None, configured: float | None,
+                kind: str = PRIOR_MOMENT) -> float:
+    """The probability answered without a model or a session: configured, else the model's base
+    rate of that kind (recorded at training in the manifest's `base_rates`; a model from before
+    them has its test split's rate), else DEFAULT_PRIOR."""
     if configured is not None:
         return configured
     if model is not None:
-        rate = (model.artifact.manifest.get("metrics", {}).get("test", {}) or {}).get("base_rate")
-        if isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0:
-            return float(rate)
+        manifest = model.artifact.manifest
+        for rate in ((manifest.get("base_rates") or {}).get(kind),
+                     (manifest.get("metrics", {}).get("test", {}) or {}).get("base_rate")):
+            if isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0:
+                return float(rate)
     return DEFAULT_PRIOR
+
+
+class _Read(NamedTuple):
+    """One request's features: the row, missing entities, fallbacks, and the prior kind that
+    answers it instead of the model (None: the model scores the row)."""
+
+    row: dict[str, Any]
+    missing: list[str]
+    fallbacks: list[str]
+    prior: str | None
 
 
 @dataclass
@@ -152,38 +181,93 @@ class ScoringEngine:
         current = self.holder.current
         return current.version if current is not None else None
 
-    def prior(self) -> float:
-        return model_prior(self.holder.current, self.settings.prior)
+    def prior(self, kind: str = PRIOR_MOMENT) -> float:
+        return model_prior(self.holder.current, self.settings.prior, kind)
 
     # -- scoring -------------------------------------------------------------------------------
     def _count(self, name: str, label: str) -> None:
         if self.metrics is not None:
             self.metrics.count(name, label)
 
-    async def _features(self, served: _Served, req: ScoreInput, deadline: float
-                        ) -> tuple[dict[str, Any], list[str], list[str]]:
-        """(row, missing entities, fallbacks) for one request."""
+    async def _features(self, served: _Served, req: ScoreInput, deadline: float) -> "_Read":
+        """The request's row, missing entities and fallbacks; or which prior answers it."""
         layout = served.layout
+        event = req.event
+        outage = _Read(defaults_row(layout), [], [FALLBACK_REDIS],
+                       PRIOR_MOMENT if event is not None else PRIOR_SESSION)
         reader = self._reader
         if reader is None or not self.redis_breaker.allow():
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return outage
         budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
         if budget <= 0:
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return outage
+        product_id = req.product_id
+        if product_id is None and event is not None:
+            product_id = event.get("product_id")
         try:
-            features = await reader.read(req.user_id, req.session_id, req.product_id,
-                                         timeout=budget)
+            features = await reader.read(req.user_id, req.session_id, product_id,
+                                         timeout=budget, with_state=event is not None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return outage
         except (RedisUnavailable, OSError) as error:
             self.redis_breaker.failure()
             self._count("error", "redis_error")
             log.debug("redis read failed: %s", error)
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return outage
         self.redis_breaker.success()
-        return features.row(), features.missing, []
+        missing = features.missing
+        if event is None:
+            if "session" in missing:
+                # nothing known of the session: the all-default row is no session the model
+                # ever saw, so the session-level base rate answers, flagged
+                return _Read(features.row(), missing, [FALLBACK_SESSION_UNKNOWN], PRIOR_SESSION)
+            return _Read(features.row(), missing, [], None)
+        stored = features.session_state
+        if stored is None and "session" not in missing:
+            # a row written without its state (not by the stream): score it as read, flagged
+            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
+        try:
+            moment = fold_event(orjson.loads(stored) if stored is not None else None, event,
+                                req.preceding)
+        except (ValueError, KeyError, TypeError) as error:  # a state this code cannot read
+            self._count("error", "session_state")
+            log.warning("cannot fold onto session %s's stored state: %s", req.session_id, error)
+            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
+        row = features.row()
+        folded = moment.features
+        for name in layout.session_features:
+            row[name] = folded[name]
+        missing = [e for e in missing if e != "session"]
+        if product_id is None and moment.last_product_id is not None:
+            # a cart view names no product; training takes the session's latest one
+            # (snapshots' product_id), so its features are read now, a second round trip
+            missing = await self._latest_product(served, req, moment.last_product_id, row,
+                                                 missing, deadline)
+        return _Read(row, missing, [], None)
+
+    async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
+                              row: dict[str, Any], missing: list[str], deadline: float
+                              ) -> list[str]:
+        """Put `product_id`'s features into `row`; the missing entities after it."""
+        names = [n for plan in served.layout.views if plan.entity == "product"
+                 for n in plan.features]
+        budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
+        if not names or budget <= 0:
+            return missing
+        try:
+            more = await self._reader.read(req.user_id, req.session_id, product_id,
+                                           timeout=budget)
+        except (asyncio.TimeoutError, RedisUnavailable, OSError) as error:
+            self._count("error", "redis_error")
+            log.debug("redis read of the session's latest product failed: %r", error)
+            return missing
+        values = more.row()
+        for name in names:
+            row[name] = values[name]
+        missing = [e for e in missing if e != "product"]
+        return missing + (["product"] if "product" in more.missing else [])
 
     async def _predict(self, served: _Served | None, rows: list[dict[str, Any]], deadline: float
                        ) -> tuple[list[dict[str, Any]] | None, str | None, str, list[str]]:
@@ -219,29 +303,52 @@ class ScoringEngine:
         deadline = started + self.settings.deadline_s
         served = self._sync(self.holder.current)
         if served is None:
-            reads = [({}, [], []) for _ in requests]
+            reads = [_Read({}, [], [], None) for _ in requests]
         elif len(requests) == 1:
             reads = [await self._features(served, requests[0], deadline)]
         else:
             reads = await asyncio.gather(*(self._features(served, r, deadline)
                                            for r in requests))
-        rows = [row for row, _, _ in reads]
+        for i, req in enumerate(requests):
+            if req.event_refused is not None:  # scored without its events, flagged
+                log.info("event of session %s not folded: %s", req.session_id, req.event_refused)
+                reads[i] = reads[i]._replace(
+                    fallbacks=[FALLBACK_EVENT_REFUSED] + reads[i].fallbacks)
+        # a request answered by a base rate (no session known) is not sent to the model
+        scored = [i for i, read in enumerate(reads) if read.prior is None]
+        predictions: list | None = None
         if served is None:  # no model loaded yet: nothing knows the features to read or score
-            predictions, version, scored_by, model_fallbacks = None, None, "prior", \
-                [FALLBACK_PRIOR]
+            version, scored_by, model_fallbacks = None, "prior", [FALLBACK_PRIOR]
+        elif scored:
+            predicted, version, scored_by, model_fallbacks = await self._predict(
+                served, [reads[i].row for i in scored], deadline)
+            if predicted is not None:
+                predictions = [None] * len(reads)
+                for i, prediction in zip(scored, predicted):
+                    predictions[i] = prediction
         else:
-            predictions, version, scored_by, model_fallbacks = await self._predict(
-                served, rows, deadline)
+            version, scored_by, model_fallbacks = served.model.version, "prior", []
         prior = self.prior()
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         answers = []
-        for i, (req, (row, missing, read_fallbacks)) in enumerate(zip(requests, reads)):
-            fallbacks = read_fallbacks + model_fallbacks
-            if predictions is None:
-                probability, reasons = prior, []
+        for i, (req, read) in enumerate(zip(requests, reads)):
+            row, missing = read.row, read.missing
+            if read.prior is not None:
+                # answered by the model's recorded base rate for what the request stands for
+                fallbacks = read.fallbacks
+                probability = model_prior(served.model if served is not None else None,
+                                          self.settings.prior, read.prior)
+                reasons = []
+                answer_version = served.model.version if served is not None else None
+                answer_by = "prior"
             else:
-                probability = float(predictions[i]["probability"])
-                reasons = predictions[i].get("reasons") or []
+                fallbacks = read.fallbacks + model_fallbacks
+                answer_version, answer_by = version, scored_by
+                if predictions is None:
+                    probability, reasons = prior, []
+                else:
+                    probability = float(predictions[i]["probability"])
+                    reasons = predictions[i].get("reasons") or []
             order_value = req.context.get("order_value") if req.context else None
             order_value = float(order_value) if isinstance(order_value, (int, float)) \
                 and not isinstance(order_value, bool) else None
@@ -260,8 +367,8 @@ class ScoringEngine:
                 "variant": variant,
                 "expected_values": decision.expected_values,
                 "reasons": reasons,
-                "model_version": version,
-                "scored_by": scored_by,
+                "model_version": answer_version,
+                "scored_by": answer_by,
                 "fallback": fallbacks,
                 "missing_entities": missing,
                 "latency_ms": round(elapsed_ms, 3),

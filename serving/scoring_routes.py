@@ -39,7 +39,12 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _input(request: ScoreRequest) -> ScoreInput:
-    return ScoreInput(request.user_id, request.session_id, request.product_id, request.context)
+    refused = request.event_refusal()
+    if refused is not None:
+        return ScoreInput(request.user_id, request.session_id, request.product_id,
+                          request.context, event_refused=refused)
+    return ScoreInput(request.user_id, request.session_id, request.product_id, request.context,
+                      request.event_record(), request.preceding_records())
 
 
 class ScoringRoutes:

@@ -9,6 +9,7 @@ value kept as text.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,6 +256,36 @@ def validate_events(frame: pd.DataFrame) -> Validated:
     )
     quarantine["quarantine_reason"] = pd.array(reason[bad], dtype="string")
     return Validated(typed.loc[~bad].reset_index(drop=True), quarantine.reset_index(drop=True))
+
+
+def event_refusal(event: Mapping) -> str | None:
+    """The reason one event (already typed: a timezone-aware `event_time`, numbers as numbers)
+    breaks the contract, or None: the first rule `validate_events` would flag, for one record.
+
+    For the scoring API, which validates a request's triggering event without building a frame;
+    a test holds it to the same verdicts as `validate_events`.
+    """
+    # in validate_events' order: the required text fields, then the time
+    for col in (*(c for c in REQUIRED if c != "event_time"), "event_time"):
+        value = event.get(col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return f"missing {col}"
+    if event["event_time"] < EARLIEST_EVENT_TIME:
+        return "event_time before 2000-01-01"
+    etype = event["event_type"]
+    if etype not in EVENT_TYPES:
+        return "unknown event_type"
+    product = event.get("product_id")
+    if etype in PRODUCT_EVENT_TYPES and (product is None or not str(product).strip()):
+        return "missing product_id for a product event"
+    if (event.get("price") or 0.0) < 0:
+        return "negative price"
+    if (event.get("revenue") or 0.0) < 0:
+        return "negative revenue"
+    discount = event.get("discount")
+    if discount is not None and not 0 <= discount <= 1:
+        return "discount outside [0, 1]"
+    return None
 
 
 def split_duplicates(events: pd.DataFrame) -> Validated:

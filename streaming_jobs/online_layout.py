@@ -64,6 +64,13 @@ def version_field(view: str) -> bytes:
     return f"_v:{view}".encode("utf-8")
 
 
+def state_field(view: str) -> bytes:
+    """Our own field beside Feast's: the session state machine's whole state after the row's
+    event (`session_state.to_dict` as JSON), written with the row, so the scoring API can fold a
+    request's triggering event onto it (`streaming_jobs.moment`). Feast never reads it."""
+    return f"_state:{view}".encode("utf-8")
+
+
 # -- protobuf wire format ---------------------------------------------------------------------
 def _varint(n: int) -> bytes:
     if n < 0:

@@ -209,10 +209,12 @@ class SessionFolder:
             base, buf = to_dict(folded), buf[cut:]
 
         received = [r[_RECV] for r in accepted if r[_RECV] is not None]
+        current = to_dict(cur)
+        # the state goes to Redis with the row: the API folds a request's event onto it
         out.outputs.append(to_json(
-            [FEATURES, session_id, {"row": _row(cur), "received": received}]))
+            [FEATURES, session_id, {"row": _row(cur), "received": received, "state": current}]))
         # "cur" first: closing a session reads it alone (see `_stored_cur`)
-        out.state = to_json({"cur": to_dict(cur), "base": base, "buf": buf})
+        out.state = to_json({"cur": current, "base": base, "buf": buf})
         out.timeout_ms = self._timeout(cur.last_t, watermark_ms)
         return out
 

@@ -31,7 +31,7 @@ from streaming_jobs.contract import (
 from streaming_jobs.heartbeat import heartbeat_payload, write_json_atomic
 from streaming_jobs.job_config import JobConfig
 from streaming_jobs.redis_target import is_cluster_url, redis_client
-from streaming_jobs.session_fold import CLOSED, FEATURES, LIVE, QUARANTINE
+from streaming_jobs.session_fold import CLOSED, FEATURES, LIVE, QUARANTINE, to_json
 from streaming_jobs.session_state import FEATURE_NAMES, OUTPUT_COLUMNS, SESSION_FEATURES
 
 VIEW = "session_fv"
@@ -97,6 +97,7 @@ class SessionSink:
         self._positions = [_COL[name] for name in FEATURE_NAMES]
         self._ts_field = layout.ts_field(VIEW)
         self._v_field = layout.version_field(VIEW)
+        self._state_field = layout.state_field(VIEW)
         self._fs = None
         self.lock = threading.Lock()
         # Cumulative quarantine counts, kept right when a batch is replayed after a crash.
@@ -188,11 +189,12 @@ class SessionSink:
 
         received: list[int] = []
         if features:
-            rows = []
+            rows, states = [], []
             for data in features:
                 rows.append(data["row"])
+                states.append(data.get("state"))
                 received.extend(data["received"])
-            written = self._write_redis(rows)
+            written = self._write_redis(rows, states)
             stats.sessions_written = written
             stats.sessions_skipped = len(rows) - written
         stats.landed_at = time.time()
@@ -214,7 +216,9 @@ class SessionSink:
                 fh.write(json.dumps(asdict(stats)) + "\n")
         return stats
 
-    def _write_redis(self, rows: list[list]) -> int:
+    def _write_redis(self, rows: list[list], states: Optional[list] = None) -> int:
+        """Write session rows (and beside each, its state machine's state when given) through
+        the version guard; returns how many were newer than what Redis held."""
         client = self._redis()
         cluster = is_cluster_url(self.cfg.redis_url)
         if cluster:
@@ -226,10 +230,14 @@ class SessionSink:
         written = 0
         for start in range(0, len(rows), 2000):
             pipe = client.pipeline(transaction=False)
-            for row in rows[start:start + 2000]:
+            for i, row in enumerate(rows[start:start + 2000], start):
                 last_t = row[_COL["last_event_time"]]
                 args: list[Any] = [self._v_field, f"{last_t}:{row[_COL['version']]}", ttl,
                                    self._ts_field, layout.encode_timestamp(last_t)]
+                state = states[i] if states is not None else None
+                if state is not None:
+                    args.append(self._state_field)
+                    args.append(to_json(state))
                 for fld, kind, pos in zip(self._fields, self._kinds, self._positions):
                     args.append(fld)
                     args.append(encode(kind, row[pos]))

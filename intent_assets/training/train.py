@@ -384,6 +384,22 @@ def _calibrate(tuned: TunedModel, splits: Splits, vectorizer: Vectorizer
                          "small_table_rows": tuned.small_table_rows}
 
 
+def base_rates(df: pd.DataFrame, label: str, weight_column: str | None,
+               group_column: str | None) -> dict[str, float]:
+    """The label's rate over the table's rows (`scoring_moment`: one row per cut) and over its
+    groups (`session`: each session once, its label being its rows'); the scoring API answers a
+    request it knows no session for with them (docs/serving.md, "Fallbacks")."""
+    y = df[label].astype("float64")
+    w = df[weight_column].astype("float64") if weight_column and weight_column in df else None
+    moment = float(np.average(y, weights=w)) if len(y) else float("nan")
+    if group_column and group_column in df:
+        session = float(y.groupby(df[group_column].to_numpy()).max().mean()) if len(y) \
+            else float("nan")
+    else:
+        session = moment
+    return {"scoring_moment": moment, "session": session}
+
+
 def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
                  versioned: bool = True, created_at: dt.datetime | None = None) -> TrainResult:
     """Calibrate a tuned model, measure it on the test split, explain it, save the artifact.
@@ -439,6 +455,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
         "regime": regime,
         "downsampling": tuned.downsampling,
         "splits": splits.summary(label, tuned.group_column, tuned.time_column),
+        "base_rates": base_rates(df, label, weight_column, tuned.group_column),
         "split_fingerprint": tuned.split_fingerprint,
         "dropped_columns": tuned.dropped_columns,
         "training_seconds": seconds,

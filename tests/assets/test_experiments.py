@@ -247,14 +247,20 @@ def test_a_live_experiment_reads_the_api_decision_log_and_orders(lake, tmp_path,
     with TestClient(create_app(settings)) as client:
         answers = {}
         for i, user in enumerate(users):
+            # each session scored at its first event (a view or a cart), which starts it
+            event = {"event_id": f"e{i}", "event_type": ("view", "cart")[i % 2],
+                     "event_time": "2026-10-15T10:00:00Z", "product_id": "p1", "price": 30.0}
             response = client.post("/score", headers={"Authorization": "Bearer t"},
-                                   json={"user_id": user, "session_id": f"s{i}"})
+                                   json={"user_id": user, "session_id": f"s{i}",
+                                         "event": event})
             answers[user] = response.json()
+            assert answers[user]["scored_by"] == "in_process", answers[user]
         client.app.state.decisions.flush()
     now = dt.datetime.now(dt.timezone.utc)
     today = now.date().isoformat()
     yesterday = (now - dt.timedelta(days=1)).date().isoformat()
     offered = [u for u in users if answers[u]["offer"] is not None]
+    assert offered and len(offered) < len(users)
     buyers = users[::4]
     lake.write(pd.DataFrame({
         "order_id": [f"o{i}" for i in range(len(buyers))], "user_id": buyers,

@@ -174,9 +174,19 @@ def test_the_scoring_api_reads_a_cluster_when_redis_url_names_one(redis_cluster_
     settings = ApiSettings.from_env({"INTENT_API_TOKEN": "t", "REDIS_URL": redis_cluster_url,
                                      "INTENT_MODEL_PATH": str(tmp_path / "model"),
                                      "INTENT_HOME": str(tmp_path / "home")})
+    event = {"event_id": "e-1", "event_type": "view", "event_time": "2026-10-15T10:00:00Z",
+             "product_id": "p-api"}
     with TestClient(create_app(settings)) as api:
         answer = api.post("/score", headers={"Authorization": "Bearer t"},
                           json={"user_id": "u-api", "session_id": "s-api"}).json()
+        # with an event the session's read also fetches its state, from the session's node
+        started = api.post("/score", headers={"Authorization": "Bearer t"},
+                           json={"user_id": "u-api", "session_id": "s-new", "event": event}).json()
+        no_state = api.post("/score", headers={"Authorization": "Bearer t"},
+                            json={"user_id": "u-api", "session_id": "s-api", "event": event}).json()
+    assert (started["fallback"], started["scored_by"]) == ([], "in_process")
+    assert "session" not in started["missing_entities"]
+    assert no_state["fallback"] == ["session_state_unavailable"]
     assert answer["fallback"] == [] and answer["missing_entities"] == ["product"]
     row = {f.name: f.default for f in artifact.features}
     user_values = {name: {"int": 2, "float": 0.5, "string": "v2"}[kind]

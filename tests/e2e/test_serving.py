@@ -22,6 +22,7 @@ import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from intent_assets.training.train import base_rates
 from serving.project import free_port
 from serving.batch import score_snapshots
 from serving.breaker import CircuitBreaker
@@ -107,7 +108,11 @@ def build_artifact(out_dir: Path, seed: int = 0, trees: int = 30):
                         num_boost_round=trees)
     return save_artifact(out_dir, booster=booster, features=features,
                          calibrator=Calibrator("platt", a=0.9, b=-0.1),
-                         manifest={"metrics": {"test": {"base_rate": float(y.mean())}}},
+                         manifest={"metrics": {"test": {"base_rate": float(y.mean())}},
+                                   # the rows stand for sessions cut three times each
+                                   "base_rates": base_rates(
+                                       pd.DataFrame({"label": y, "session_id": np.arange(len(y))
+                                                     // 3}), "label", None, "session_id")},
                          explanations=explanation_summary(booster, X[:300]),
                          feature_service=SERVICE)
 

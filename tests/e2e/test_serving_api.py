@@ -27,6 +27,8 @@ from streaming_jobs.session_state import SESSION_FEATURES
 from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)
 
 TOKEN = "test-token"
+VIEW_EVENT = {"event_id": "e-1", "event_type": "view", "event_time": "2026-10-15T10:00:00Z",
+              "product_id": "p", "price": 12.5, "device": "mobile"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SESSION_KINDS = {name: kind for name, kind, _ in SESSION_FEATURES}
 
@@ -154,7 +156,7 @@ def test_invalid_requests_get_a_422_naming_each_bad_field(tmp_path, model_dir, o
                 .endswith(model)
             assert {"401", "422"} <= set(post["responses"])
         assert set(schema["components"]["schemas"]["ScoreRequest"]["properties"]) == {
-            "user_id", "session_id", "product_id", "context"}
+            "user_id", "session_id", "product_id", "event", "preceding_events", "context"}
 
 
 def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model_dir, own_redis,
@@ -183,7 +185,13 @@ def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model
         results = batch.json()["results"]
         assert results[0]["probability"] == pytest.approx(
             artifact.score_one(expected_row, 0).probability, abs=1e-12)
-        assert results[1]["missing_entities"] == ["user", "product", "session"]
+        # a session Redis knows nothing of, with no event: the session-level base rate, flagged
+        cold = results[1]
+        assert cold["missing_entities"] == ["user", "product", "session"]
+        assert (cold["fallback"], cold["scored_by"], cold["reasons"]) == \
+            (["session_unknown"], "prior", [])
+        assert cold["probability"] == artifact.manifest["base_rates"]["session"]
+        assert cold["model_version"] == artifact.version
         # a context integer beyond 64 bits (valid JSON, which orjson will not write) is logged too
         big = client.post("/score", headers=AUTH, json={
             "user_id": "u3", "session_id": "s-none", "context": {"basket": 10**20}})
@@ -257,20 +265,24 @@ def test_experiment_assigns_users_stably_control_acts_by_rules_and_exposures_are
                and r["variant_share"] == {"control": 0.5}.get(r["variant"], 0.25) for r in logged)
 
 
-def test_redis_down_or_hung_gives_flagged_session_less_answers_then_recovers(tmp_path, model_dir,
-                                                                             own_redis,
-                                                                             artifacts):  # noqa: F811
+def test_redis_down_or_hung_gives_flagged_base_rate_answers_then_recovers(tmp_path, model_dir,
+                                                                          own_redis,
+                                                                          artifacts):  # noqa: F811
     artifact = ModelArtifact.load(artifacts[0].tarball)
-    session_less = artifact.score_one({f.name: f.default for f in artifact.features}, 0)
+    rates = artifact.manifest["base_rates"]
     _write_session(own_redis["url"], "s-r", {"session_n_cart_adds": 4})
     with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
         assert _score(client, user_id="u", session_id="s-r")["fallback"] == []
 
         stop_redis_server(own_redis["url"])
+        # never the all-default row scored as a session: the base rate of what the request
+        # stands for, a whole session or (with its event) a scoring moment
         down = _score(client, user_id="u", session_id="s-r")
         assert down["fallback"] == ["redis_unavailable"]
-        assert down["probability"] == pytest.approx(session_less.probability, abs=1e-12)
-        assert down["scored_by"] == "in_process"
+        assert (down["probability"], down["scored_by"]) == (rates["session"], "prior")
+        moment = _score(client, user_id="u", session_id="s-r", event=VIEW_EVENT)
+        assert moment["fallback"] == ["redis_unavailable"]
+        assert (moment["probability"], moment["scored_by"]) == (rates["scoring_moment"], "prior")
         assert client.get("/health").json()["redis"]["state"] == "open"
         assert 'intent_score_fallbacks_total{kind="redis_unavailable"}' in \
             client.get("/metrics").text
@@ -302,30 +314,31 @@ def test_endpoint_mode_falls_back_to_the_in_process_champion_and_recovers(tmp_pa
                                                    breaker_reset_s=0.2, deadline_s=0.2),
                            decision_log_dir=None, endpoint_name="intent-local", endpoint_url=url)
     try:
+        _write_session(own_redis["url"], "s-e", {"session_n_cart_adds": 1, "session_n_events": 3})
         with TestClient(create_app(settings)) as client:
-            first = _score(client, user_id="u", session_id="s")
+            first = _score(client, user_id="u", session_id="s-e")
             assert (first["scored_by"], first["fallback"]) == ("endpoint", [])
 
             process.kill()
             process.wait(10)
-            down = _score(client, user_id="u", session_id="s")
+            down = _score(client, user_id="u", session_id="s-e")
             assert (down["scored_by"], down["fallback"]) == ("in_process",
                                                              ["endpoint_unavailable"])
             assert down["probability"] == pytest.approx(first["probability"], abs=1e-12)
 
             process, _ = start_endpoint(model_dir, port, tmp_path / "endpoint.log")
-            _wait(lambda: _score(client, user_id="u", session_id="s")["scored_by"] == "endpoint",
-                  what="the endpoint to be used again after it came back")
+            _wait(lambda: _score(client, user_id="u", session_id="s-e")["scored_by"]
+                  == "endpoint", what="the endpoint to be used again after it came back")
 
             os.kill(process.pid, signal.SIGSTOP)  # slow: accepts, never answers
             try:
-                slow = _score(client, user_id="u", session_id="s")
+                slow = _score(client, user_id="u", session_id="s-e")
                 assert slow["fallback"] == ["endpoint_unavailable"]
                 assert slow["scored_by"] == "in_process"
             finally:
                 os.kill(process.pid, signal.SIGCONT)
-            _wait(lambda: _score(client, user_id="u", session_id="s")["scored_by"] == "endpoint",
-                  what="recovery after the endpoint resumed")
+            _wait(lambda: _score(client, user_id="u", session_id="s-e")["scored_by"]
+                  == "endpoint", what="recovery after the endpoint resumed")
     finally:
         process.kill()
         process.wait(10)
@@ -371,11 +384,138 @@ def test_intent_serve_api_runs_from_the_command_line(tmp_path, model_dir, own_re
 
         _wait(up, timeout_s=60, what="the API to start")
         assert process.poll() is None, process.stdout.read().decode()
+        # a session the stream has not seen yet, scored at its first event
         answer = httpx.post(f"{url}/score", headers=AUTH, timeout=5,
-                            json={"user_id": "u", "session_id": "s", "product_id": "p"})
+                            json={"user_id": "u", "session_id": "s", "product_id": "p",
+                                  "event": VIEW_EVENT})
         assert answer.status_code == 200 and answer.json()["scored_by"] == "in_process"
+        assert answer.json()["fallback"] == []
         assert httpx.post(f"{url}/score", timeout=5,
                           json={"user_id": "u", "session_id": "s"}).status_code == 401
     finally:
         process.terminate()
         process.wait(10)
+
+
+_REQUEST_EVENT_FIELDS = ("event_id", "event_type", "event_time", "product_id", "category_id",
+                         "category_code", "brand", "price", "device", "country",
+                         "traffic_source", "page_type")
+
+
+def _body_event(row) -> dict:
+    import pandas as pd
+
+    return {name: (row[name].isoformat() if name == "event_time" else row[name])
+            for name in _REQUEST_EVENT_FIELDS if pd.notna(row[name])}
+
+
+def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_path, model_dir,
+                                                                          own_redis):
+    """Whatever the stream's lag, the features scored at a cut are the training snapshot's."""
+    import numpy as np
+    import pandas as pd
+
+    from intent_assets.features.snapshots import build_snapshots
+    from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
+    from streaming_jobs.contract import split_duplicates, validate_events
+    from streaming_jobs.job_config import JobConfig
+    from streaming_jobs.prepare import pack_events
+    from streaming_jobs.session_fold import SessionFolder
+    from streaming_jobs.session_state import FEATURE_NAMES
+    from streaming_jobs.sinks import SessionSink
+
+    sim = simulate_day(SimulatorConfig(seed=5, sessions_per_day=120, n_products=200),
+                       dt.date(2026, 10, 15))
+    events = split_duplicates(validate_events(sim.events).events).events
+    events = events.sort_values(["session_id", "event_time", "event_id"], ignore_index=True)
+    sessions = pd.DataFrame({"session_id": events["session_id"].unique()})
+    sessions = sessions.assign(is_trainable=True, label=0)
+    snapshots = build_snapshots(events, sessions, max_per_session=10_000, keep_rate=1.0)
+    rng = np.random.default_rng(3)
+    # one cut per session: cart views (which name no product) for some, any cut for the rest
+    cart_views = snapshots["snapshot_id"].isin(events.loc[events["event_type"] == "page_view",
+                                                          "event_id"])
+    some = snapshots[cart_views].groupby("session_id").sample(1, random_state=3).head(8)
+    rest = snapshots[~snapshots["session_id"].isin(some["session_id"])]
+    picked = pd.concat([some, rest.groupby("session_id").sample(1, random_state=3).head(17)])
+
+    # each product's features in Redis, one value per product: the product a cut is scored with
+    # shows in what the API scored (a cart view names none: the session's latest product)
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(own_redis["url"])
+    products = sorted(events["product_id"].dropna().unique())
+    price_of = {p: float(i) for i, p in enumerate(products)}
+    for product in products:
+        client.hset(layout.entity_key("product_id", product), mapping=rows.encode_row(
+            "product_fv", {"product_price": "float"}, {"product_price": price_of[product]},
+            rows.micros_of(dt.datetime.now(dt.timezone.utc))))
+
+    folder = SessionFolder(timeout_ms=3_600_000)
+    sink = SessionSink(JobConfig(checkpoint=str(tmp_path / "cp"), redis_url=own_redis["url"],
+                                 lake=str(tmp_path / "lake"), heartbeat=str(tmp_path / "hb.json"),
+                                 landing=str(tmp_path / "landing")))
+    requests, lags = [], []
+    for cut in picked.itertuples():
+        session = events[events["session_id"] == cut.session_id].reset_index(drop=True)
+        k = int(session.index[session["event_id"] == cut.snapshot_id][0])
+        # events of the session not yet in Redis (k + 1: none at all)
+        lag = int(rng.integers(0, min(k + 1, 40) + 1))
+        lags.append(lag)
+        if lag <= k:  # the stream's own fold and sink put the state after event k - lag
+            recs = [json.loads(json.dumps(r)) for r in pack_events(session.iloc[:k + 1 - lag])]
+            update = folder.update(cut.session_id, recs, None, watermark_ms=0)
+            sink.write(pd.DataFrame({"payloads": ["[" + ",".join(update.outputs) + "]"]}), 0)
+        row = session.iloc[k]
+        # the request carries the events Redis lacks, and two it has (they are skipped)
+        preceding = session.iloc[max(0, k + 1 - lag - 2):k]
+        requests.append({"user_id": row["user_id"], "session_id": cut.session_id,
+                         "event": _body_event(row),
+                         "preceding_events": [_body_event(r) for _, r in preceding.iterrows()]})
+    assert {0, 1}.issubset(set(lags)) and any(lag > 1 for lag in lags)
+
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        for start in range(0, len(requests), 10):
+            batch = client.post("/score/batch", headers=AUTH,
+                                json={"requests": requests[start:start + 10]})
+            assert batch.status_code == 200, batch.text
+            for answer in batch.json()["results"]:
+                assert (answer["fallback"], answer["scored_by"]) == ([], "in_process"), answer
+                assert "session" not in answer["missing_entities"]
+        client.app.state.decisions.flush()
+    logged = {r["session_id"]: r["features"] for path in sorted((tmp_path / "decisions").rglob(
+        "*.jsonl")) for r in map(json.loads, path.read_text().splitlines())}
+    mismatches = [(cut.session_id, name, logged[cut.session_id][name], getattr(cut, name))
+                  for cut in picked.itertuples() for name in FEATURE_NAMES
+                  if logged[cut.session_id][name] != getattr(cut, name)]
+    assert not mismatches, mismatches[:10]
+    assert {cut.session_id: logged[cut.session_id]["product_price"] for cut in
+            picked.itertuples()} == {cut.session_id: price_of[cut.product_id]
+                                     for cut in picked.itertuples()}
+    assert len(some) > 0
+
+
+def test_an_event_for_a_row_without_a_readable_state_scores_the_row_as_read_flagged(
+        tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
+    import redis
+
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    values = {"session_n_cart_adds": 2, "session_n_events": 5}
+    _write_session(own_redis["url"], "s-no-state", values)
+    _write_session(own_redis["url"], "s-bad-state", values)
+    redis.Redis.from_url(own_redis["url"]).hset(
+        layout.entity_key("session_id", "s-bad-state"), layout.state_field("session_fv"),
+        b'{"schema": 0}')
+    want = artifact.score_one({f.name: f.default for f in artifact.features} | values, 0)
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        for sid in ("s-no-state", "s-bad-state"):
+            answer = _score(client, user_id="u", session_id=sid, event=VIEW_EVENT)
+            assert answer["fallback"] == ["session_state_unavailable"], answer
+            assert answer["probability"] == pytest.approx(want.probability, abs=1e-12)
+        assert 'intent_score_errors_total{kind="session_state"} 1.0' in \
+            client.get("/metrics").text
+        # an event that breaks the contract is not folded: the row as read, flagged
+        refused = _score(client, user_id="u", session_id="s-no-state",
+                         event={**VIEW_EVENT, "price": -3.0})
+        assert refused["fallback"] == ["event_refused"], refused
+        assert refused["probability"] == pytest.approx(want.probability, abs=1e-12)

@@ -26,7 +26,8 @@ from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
 from streaming_jobs import redis_target
 from streaming_jobs.replay import json_lines, kinesis_client, put_kinesis, write_landing
-from streaming_jobs.session_state import FEATURE_NAMES, replay
+from streaming_jobs.moment import features_of
+from streaming_jobs.session_state import FEATURE_NAMES, from_dict, replay
 from streaming_jobs.spark_app import start_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,11 +57,13 @@ def redis_row(client, session_id: str) -> dict | None:
     names = list(FEATURE_NAMES)
     key = layout.entity_key("session_id", session_id)
     raw = client.hmget(key, [layout.field(VIEW, n) for n in names]
-                       + [layout.ts_field(VIEW), layout.version_field(VIEW)])
-    if raw[-2] is None:
+                       + [layout.ts_field(VIEW), layout.version_field(VIEW),
+                          layout.state_field(VIEW)])
+    if raw[-3] is None:
         return None
-    row = rows.decode_row(VIEW, names, raw[:-1])
-    row["version"] = raw[-1].decode()
+    row = rows.decode_row(VIEW, names, raw[:-2])
+    row["version"] = raw[-2].decode()
+    row["state"] = json.loads(raw[-1]) if raw[-1] is not None else None
     return row
 
 
@@ -77,6 +80,10 @@ def assert_redis_equals(client, expected: pd.DataFrame) -> None:
         for name in FEATURE_NAMES:
             if got[name] != want[name]:
                 mismatches.append((sid, name, got[name], want[name]))
+        # the state beside the row (what the API folds a request's event onto) is the row's
+        state = from_dict(got["state"]) if got["state"] is not None else None
+        if state is None or features_of(state) != {n: want[n] for n in FEATURE_NAMES}:
+            mismatches.append((sid, "state", got["state"]))
     assert not mismatches, mismatches[:10]
 
 

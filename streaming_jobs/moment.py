@@ -1,0 +1,79 @@
+"""The scoring moment: a request's triggering event folded onto the session state the stream wrote.
+
+The shop asks for a score at a view, a cart change or a cart view, before the stream has put
+that event in Redis. Training features are the session's state *after* the cut event
+(`intent_assets.features.snapshots`), so the API folds the event onto the state the stream left
+(`online_layout.state_field`) with the one state machine (`session_state._apply`), and the
+served session features equal the training cut's whatever the stream's lag: exactly, when the
+request carries every event of the session the stream has not applied yet (the triggering event
+alone when the stream is at most one event behind; `preceding_events` for the rest).
+
+Rule, by event identity and order (`session_state`'s (event_time, event_id) order):
+- no stored state: the request's events start the session (`how="started"`);
+- the event sorts after the stored state's latest event: the stream has not applied it; it is
+  folded onto the state (`how="folded"`), after any earlier events the request carries that
+  the state lacks (the stream may be more than one event behind);
+- the event is the stored state's latest, or sorts before it: the stream has applied it (or
+  gone past it, or refused it as late); the stored state answers unchanged (`how="applied"`),
+  so an event is never counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from streaming_jobs.session_state import (
+    FEATURE_NAMES,
+    IDENTITY_COLUMNS,
+    _micros,
+    _row,
+    apply_event,
+    from_dict,
+    new_state,
+)
+
+STARTED, FOLDED, APPLIED = "started", "folded", "applied"
+_FIRST_FEATURE = len(IDENTITY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """The session's features after the request's event, and how they were reached."""
+
+    features: dict[str, Any]       # every session feature, by name
+    how: str                       # STARTED, FOLDED or APPLIED
+    version: int                   # events applied, the request's event included
+    last_product_id: Optional[str]  # the product the state's latest product event named
+
+
+def features_of(state) -> dict[str, Any]:
+    """The session features of a state, as `replay` and the stream's rows hold them."""
+    return dict(zip(FEATURE_NAMES, _row(state)[_FIRST_FEATURE:]))
+
+
+def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Mapping] = ()
+               ) -> Moment:
+    """The session's features after `event`, from the stored state (`to_dict` output, parsed)
+    or None when Redis holds none. Events have the contract's fields, `event_time` a timestamp.
+
+    `preceding` are earlier events of the session the request also carries, in any order: those
+    the stored state has not applied are folded before `event`. Without them the answer is exact
+    when the stream is at most one event behind (it holds the state before `event`, or `event`
+    starts the session).
+    """
+    state = from_dict(stored) if stored is not None else new_state()
+    floor = (state.last_t, state.last_event_id) if state.version else None
+    if floor is not None and _order(event) <= floor:
+        return Moment(features_of(state), APPLIED, state.version, state.last_product_id)
+    how = FOLDED if floor is not None else STARTED
+    for earlier in sorted(preceding, key=_order):
+        if floor is None or _order(earlier) > floor:
+            apply_event(state, earlier)
+    apply_event(state, event)
+    return Moment(features_of(state), how, state.version, state.last_product_id)
+
+
+def _order(event: Mapping) -> tuple[int, str]:
+    return _micros(event["event_time"]), str(event["event_id"])
