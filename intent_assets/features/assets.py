@@ -17,13 +17,16 @@ from pyspark.sql import functions as F
 
 from intent_assets.features.batch import product_features as compute_product_features
 from intent_assets.features.batch import user_features as compute_user_features
-from intent_assets.features.feast_ops import (
-    build_training_set,
-    materialize_day,
-    training_set_metadata,
-)
+from intent_assets.features.feast_ops import materialize_day
 from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION
 from intent_assets.features.spark_snapshots import SNAPSHOT, session_outputs, write_day_tables
+from intent_assets.features.spark_training import (
+    build_training_frame,
+    read_snapshots,
+    training_frame_metadata,
+    training_service,
+    write_training_set,
+)
 from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
 from intent_assets.partitions import (
     daily,
@@ -155,24 +158,28 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
     })
 
 
-@asset(group_name="features", deps=["user_features", "product_features"],
-       kinds={"feast", "pandas", "parquet"}, metadata=schema_metadata("training_set"),
+@asset(group_name="features", deps=["user_features", "product_features"], pool="spark",
+       kinds={"feast", "spark", "parquet"}, metadata=schema_metadata("training_set"),
        ins={"session_snapshots": AssetIn()})
-def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: LakeSlice) -> MaterializeResult:
+def training_set(spark: SparkResource, feast: FeastResource, lake: LakeStorage,
+                 session_snapshots: LakeSlice) -> MaterializeResult:
     """The training table: every snapshot joined point-in-time to user and product features.
 
-    Feast joins the features as of the day before the cut; one parquet table, with its label
-    rate and feature null rates as metadata."""
+    Spark joins the Feast views' rows as of each cut (the day before's), by Feast's rules; one
+    parquet table, with its label rate and feature null rates as metadata."""
     feast.apply()
-    snapshots = session_snapshots.pandas()
-    frame = build_training_set(feast, snapshots)
-    lake.write(frame, "training_set")
-    meta = training_set_metadata(frame)
+    store = feast.store()
+    session = spark.spark_session
+    snapshots = read_snapshots(session, lake, session_snapshots.existing())
+    frame = build_training_frame(session, snapshots, training_service(store), store).cache()
+    write_training_set(frame, lake)
+    meta = training_frame_metadata(frame)
+    frame.unpersist()
     nulls = pd.Series(meta["null_rates"], name="null_rate").sort_values(ascending=False)
     return MaterializeResult(metadata={
-        "dagster/row_count": meta["rows"], "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
-        "sessions": int(frame["session_id"].nunique()),
-        "days": int(frame["date"].nunique()) if "date" in frame else 0,
+        "dagster/row_count": meta["rows"], "rows": meta["rows"],
+        "label_rate": round(meta["label_rate"] or 0.0, 5),
+        "sessions": meta["sessions"], "days": meta["days"],
         "path": MetadataValue.path(lake.uri("training_set")),
         "null_rates": MetadataValue.md(nulls.round(4).to_frame().to_markdown()),
     })

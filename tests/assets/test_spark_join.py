@@ -137,3 +137,38 @@ def test_the_edges_are_in_the_sample(joined):
     assert not joined_rows["s0005"] and not joined_rows["s0006"] and not joined_rows["s0010"]
     assert not joined_rows["s0011"]
     assert joined_rows.mean() > 0.15  # and the random cuts join often enough to compare
+
+
+def test_training_table_on_spark_equals_todays_read_back(spark, feast_store, joined, tmp_path):
+    """The table the training_set asset writes: same rows, order and types as Feast's path."""
+    from intent_assets.features.spark_training import (
+        build_training_frame,
+        read_snapshots,
+        training_frame_metadata,
+        training_service,
+        write_training_set,
+    )
+
+    entity, _, _ = joined
+    snapshots = entity.assign(weight=1.0, date=entity["event_timestamp"].dt.strftime("%Y-%m-%d"))
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+    # partitions are the sessions' start days; a snapshot's own date may be the next day's
+    days = {"2024-05-01": snapshots.iloc[::2], "2024-05-02": snapshots.iloc[1::2]}
+    for day, rows in days.items():
+        lake.write(rows.sort_values(["session_id", "event_timestamp", "snapshot_id"]),
+                   "session_snapshots", day)
+    want = build_training_set(feast_store, lake.read("session_snapshots"))
+    lake.write(want, "want")
+
+    frame = build_training_frame(spark, read_snapshots(spark, lake, list(days)),
+                                 training_service(feast_store), feast_store)
+    write_training_set(frame, lake)
+    got = lake.read("training_set")
+    untied = ~got["snapshot_id"].isin(TIED)
+    pd.testing.assert_frame_equal(got[untied].reset_index(drop=True),
+                                  lake.read("want")[untied].reset_index(drop=True))
+    meta = training_frame_metadata(frame)
+    assert meta["rows"] == len(want) and meta["days"] == want["date"].nunique()
+    assert meta["null_rates"]["user_purchases_lifetime"] == pytest.approx(
+        want["user_purchases_lifetime"].isna().mean())
+    assert meta["null_rates"]["user_aov_90d"] == pytest.approx(want["user_aov_90d"].isna().mean())
