@@ -17,12 +17,12 @@ start)
   "$spark_home/bin/spark-class" org.apache.spark.deploy.master.Master --host 127.0.0.1 \
     --port "$port" --webui-port "$(free_port)" >"$dir/logs/master.out" 2>&1 &
   echo $! >"$dir/master.pid"
-  for _ in $(seq 60); do grep -q "I have been elected leader" "$dir/logs/master.out" && break; sleep 1; done
+  for _ in $(seq 60); do grep -qs "I have been elected leader" "$dir/logs/master.out" && break; sleep 1; done
   "$spark_home/bin/spark-class" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 \
     --port "$(free_port)" --webui-port "$(free_port)" --cores "${3:-2}" --memory "${4:-4g}" \
     --work-dir "$dir/work" "spark://127.0.0.1:$port" >"$dir/logs/worker.out" 2>&1 &
   echo $! >"$dir/worker.pid"
-  for _ in $(seq 60); do grep -q "Successfully registered with master" "$dir/logs/worker.out" && break; sleep 1; done
+  for _ in $(seq 60); do grep -qs "Successfully registered with master" "$dir/logs/worker.out" && break; sleep 1; done
   grep -q "Successfully registered with master" "$dir/logs/worker.out"
   echo "spark://127.0.0.1:$port" | tee "$dir/master_url"
   ;;
