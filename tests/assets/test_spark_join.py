@@ -168,7 +168,7 @@ def test_training_table_on_spark_equals_todays_read_back(spark, feast_store, joi
     pd.testing.assert_frame_equal(got[untied].reset_index(drop=True),
                                   lake.read("want")[untied].reset_index(drop=True))
     meta = training_frame_metadata(frame)
-    assert meta["rows"] == len(want) and meta["days"] == want["date"].nunique()
-    assert meta["null_rates"]["user_purchases_lifetime"] == pytest.approx(
-        want["user_purchases_lifetime"].isna().mean())
-    assert meta["null_rates"]["user_aov_90d"] == pytest.approx(want["user_aov_90d"].isna().mean())
+    # the metadata describe the table written (Feast's own pick on the TIED rows may differ)
+    assert meta["rows"] == len(got) and meta["days"] == got["date"].nunique()
+    for feature in ("user_purchases_lifetime", "user_aov_90d", "product_price_band"):
+        assert meta["null_rates"][feature] == pytest.approx(got[feature].isna().mean()), feature
