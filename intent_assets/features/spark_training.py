@@ -43,14 +43,15 @@ def read_snapshots(spark: SparkSession, lake: LakeStorage, days: list[str]) -> D
 
 def build_training_frame(spark: SparkSession, snapshots: DataFrame, feature_service,
                          store) -> DataFrame:
-    """Snapshots with the service's features as of each cut, in the snapshot tables' order."""
-    joined = historical_features(spark, snapshots, feature_service, store)
-    return joined.orderBy(*_ORDER).drop(_DAY)
+    """Snapshots (from `read_snapshots`) with the service's features as of each cut."""
+    return historical_features(spark, snapshots, feature_service, store)
 
 
 def write_training_set(frame: DataFrame, lake: LakeStorage) -> None:
-    """Replace the `training_set` table; files are named in the frame's order."""
-    frame.write.mode("overwrite").parquet(lake.spark_uri("training_set"))
+    """Replace the `training_set` table with `frame` in the snapshot tables' order (files are
+    named in that order). Cache `frame` first: the sort samples it before writing it."""
+    (frame.orderBy(*_ORDER).drop(_DAY)
+     .write.mode("overwrite").parquet(lake.spark_uri("training_set")))
 
 
 def training_frame_metadata(frame: DataFrame) -> dict:
