@@ -13,15 +13,20 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from pyspark.sql import functions as F
 
 from intent_assets.features.batch import product_features as compute_product_features
 from intent_assets.features.batch import user_features as compute_user_features
-from intent_assets.features.feast_ops import (
-    build_training_set,
-    materialize_day,
-    training_set_metadata,
+from intent_assets.features.feast_ops import materialize_day
+from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION
+from intent_assets.features.spark_snapshots import SNAPSHOT, session_outputs, write_day_tables
+from intent_assets.features.spark_training import (
+    build_training_frame,
+    read_snapshots,
+    training_frame_metadata,
+    training_service,
+    write_training_set,
 )
-from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION, build_snapshots
 from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
 from intent_assets.partitions import (
     daily,
@@ -33,7 +38,6 @@ from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.feast import FeastResource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
-from streaming_jobs.session_state import replay
 
 DAILY = daily("features")
 
@@ -102,47 +106,38 @@ class SnapshotConfig(Config):
     seed: int = 0
 
 
-@asset(**DAILY, kinds={"pandas", "parquet"}, metadata=schema_metadata("session_snapshots"),
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"},
+       metadata=schema_metadata("session_snapshots"),
        ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days), "sessions": AssetIn()})
-def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
-                      raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
+def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, spark: SparkResource,
+                      lake: LakeStorage, raw_clickstream: LakeSlice,
+                      sessions: LakeSlice) -> MaterializeResult:
     """Training examples: sessions cut at scoring moments, with the session features at the cut.
 
     Cuts are sampled before the first purchase without looking ahead; the features are replayed
-    up to the cut by the session state machine, the label comes from what follows. Also writes `session_features`, each session's features at its last event: the offline
-    log of Feast's session view (the streaming job appends the same rows live)."""
-    events = raw_clickstream.pandas()
-    all_sessions = sessions.pandas()
-    rows = positives = n_sessions = 0.0
-    per_day: dict[str, int] = {}
-    for day in context.partition_keys:
-        day_sessions = all_sessions[all_sessions["date"] == day]
-        day_events = events[events["session_id"].isin(day_sessions["session_id"])].drop(columns="date")
-        snaps = build_snapshots(day_events, day_sessions, config.max_per_session, config.seed,
-                                config.keep_rate)
-        lake.write(snaps, "session_snapshots", day)
-        lake.write(closed_session_features(day_events), "session_features", day)
-        rows += len(snaps)
-        per_day[day] = len(snaps)
-        positives += float(snaps.groupby("session_id")["label"].first().sum())
-        n_sessions += snaps["session_id"].nunique()
+    up to the cut by the session state machine, the label comes from what follows. Also writes
+    `session_features`, each session's features at its last event: the offline log of Feast's
+    session view (the streaming job appends the same rows live)."""
+    session = spark.spark_session
+    outputs = session_outputs(raw_clickstream.spark(session), sessions.spark(session),
+                              config.max_per_session, config.seed, config.keep_rate).cache()
+    days = list(context.partition_keys)
+    write_day_tables(outputs, lake, days)
+    stats = {r["session_day"]: r for r in (
+        outputs.where(F.col("kind") == SNAPSHOT).groupBy("session_day")
+        .agg(F.count("*").alias("rows"), F.countDistinct("session_id").alias("sessions"),
+             F.countDistinct(F.when(F.col("label") == 1, F.col("session_id"))).alias("positives"))
+        .collect())}
+    outputs.unpersist()
+    per_day = {day: int(stats[day]["rows"]) if day in stats else 0 for day in days}
+    n_sessions = sum(int(r["sessions"]) for r in stats.values())
+    positives = sum(int(r["positives"]) for r in stats.values())
     record_row_counts(context, per_day)
     return MaterializeResult(metadata={
-        "snapshots": int(rows), "sessions": int(n_sessions), "days": len(context.partition_keys),
+        "snapshots": sum(per_day.values()), "sessions": n_sessions, "days": len(days),
         "session_label_rate": round(positives / n_sessions, 5) if n_sessions else 0.0,
         "path": MetadataValue.path(lake.uri("session_snapshots")),
     })
-
-
-def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
-    """Each session's feature row after its last event, timestamped by that event."""
-    from streaming_jobs.session_state import FEATURE_NAMES
-
-    if events.empty:
-        return pd.DataFrame(columns=["session_id", "event_timestamp", *FEATURE_NAMES])
-    last = replay(events).groupby("session_id", sort=True).tail(1)
-    return (last.assign(event_timestamp=last["last_event_time"])
-            [["session_id", "event_timestamp", *FEATURE_NAMES]].reset_index(drop=True))
 
 
 @asset(**DAILY, deps=["user_features", "product_features"], kinds={"feast", "redis"})
@@ -163,24 +158,28 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
     })
 
 
-@asset(group_name="features", deps=["user_features", "product_features"],
-       kinds={"feast", "pandas", "parquet"}, metadata=schema_metadata("training_set"),
+@asset(group_name="features", deps=["user_features", "product_features"], pool="spark",
+       kinds={"feast", "spark", "parquet"}, metadata=schema_metadata("training_set"),
        ins={"session_snapshots": AssetIn()})
-def training_set(feast: FeastResource, lake: LakeStorage, session_snapshots: LakeSlice) -> MaterializeResult:
+def training_set(spark: SparkResource, feast: FeastResource, lake: LakeStorage,
+                 session_snapshots: LakeSlice) -> MaterializeResult:
     """The training table: every snapshot joined point-in-time to user and product features.
 
-    Feast joins the features as of the day before the cut; one parquet table, with its label
-    rate and feature null rates as metadata."""
+    Spark joins the Feast views' rows as of each cut (the day before's), by Feast's rules; one
+    parquet table, with its label rate and feature null rates as metadata."""
     feast.apply()
-    snapshots = session_snapshots.pandas()
-    frame = build_training_set(feast, snapshots)
-    lake.write(frame, "training_set")
-    meta = training_set_metadata(frame)
+    store = feast.store()
+    session = spark.spark_session
+    snapshots = read_snapshots(session, lake, session_snapshots.existing())
+    frame = build_training_frame(session, snapshots, training_service(store), store).cache()
+    write_training_set(frame, lake)
+    meta = training_frame_metadata(frame)
+    frame.unpersist()
     nulls = pd.Series(meta["null_rates"], name="null_rate").sort_values(ascending=False)
     return MaterializeResult(metadata={
-        "dagster/row_count": meta["rows"], "rows": meta["rows"], "label_rate": round(meta["label_rate"], 5),
-        "sessions": int(frame["session_id"].nunique()),
-        "days": int(frame["date"].nunique()) if "date" in frame else 0,
+        "dagster/row_count": meta["rows"], "rows": meta["rows"],
+        "label_rate": round(meta["label_rate"] or 0.0, 5),
+        "sessions": meta["sessions"], "days": meta["days"],
         "path": MetadataValue.path(lake.uri("training_set")),
         "null_rates": MetadataValue.md(nulls.round(4).to_frame().to_markdown()),
     })

@@ -106,8 +106,18 @@ def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
         raise ValueError("events hold duplicate event_ids; deduplicate them first")
     if events.empty:
         return empty_snapshots()
+    return snapshots_from_states(replay(events), events, trainable.set_index("session_id")["label"],
+                                 max_per_session, seed, keep_rate)
 
-    states = replay(events)
+
+def snapshots_from_states(states: pd.DataFrame, events: pd.DataFrame, labels: pd.Series,
+                          max_per_session: int, seed: int, keep_rate: float) -> pd.DataFrame:
+    """The kept cuts among `replay(events)`'s rows, for the sessions `labels` (by session_id) names.
+
+    `states` may hold other sessions too (they are left out): a session's rows depend on its own
+    events only, so replaying more sessions at once changes none of them.
+    """
+    states = states[states["session_id"].isin(labels.index)]
     page_type = (events["page_type"] if "page_type" in events
                  else pd.Series(None, index=events.index, dtype=object))
     is_cut = scoring_moment_mask(events["event_type"], page_type)
@@ -124,6 +134,35 @@ def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
     thinned = cuts[draw < keep_rate].sort_values(["session_id", "last_event_time", "last_event_id"],
                                                  kind="stable")
     kept = thinned[thinned.groupby("session_id", sort=False).cumcount() < max_per_session]
-
-    labels = trainable.set_index("session_id")["label"]
     return _as_snapshots(kept, kept["session_id"].map(labels))
+
+
+def closed_from_states(states: pd.DataFrame) -> pd.DataFrame:
+    """Each session's feature row after its last event, timestamped by that event."""
+    if states.empty:
+        return pd.DataFrame(columns=["session_id", "event_timestamp", *FEATURE_NAMES])
+    last = states.groupby("session_id", sort=True).tail(1)
+    return (last.assign(event_timestamp=last["last_event_time"])
+            [["session_id", "event_timestamp", *FEATURE_NAMES]].reset_index(drop=True))
+
+
+def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
+    """Each session's feature row after its last event, timestamped by that event."""
+    if events.empty:
+        return closed_from_states(pd.DataFrame())
+    return closed_from_states(replay(events))
+
+
+def day_snapshots(events: pd.DataFrame, sessions: pd.DataFrame, day: str,
+                  max_per_session: int = MAX_PER_SESSION, seed: int = 0,
+                  keep_rate: float = KEEP_RATE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One day's (snapshots, closed-session features) in one process: the sessions starting on
+    `day` (sessions' `date`), from `events` holding at least all of their events.
+
+    The reference the Spark path (`spark_snapshots.session_outputs`) is tested against.
+    """
+    day_sessions = sessions[sessions["date"] == day]
+    day_events = events[events["session_id"].isin(day_sessions["session_id"])]
+    day_events = day_events.drop(columns="date", errors="ignore")
+    return (build_snapshots(day_events, day_sessions, max_per_session, seed, keep_rate),
+            closed_session_features(day_events))
