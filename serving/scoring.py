@@ -9,9 +9,11 @@ log. A failure never becomes an exception to the caller: the answer says which f
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,7 @@ MODES = ("in_process", "endpoint")
 FALLBACK_REDIS = "redis_unavailable"
 FALLBACK_ENDPOINT = "endpoint_unavailable"
 FALLBACK_PRIOR = "prior"
+FALLBACK_STALE = "stale_features"   # a view's row older than its TTL: read as missing
 DEFAULT_PRIOR = 0.05
 
 
@@ -55,7 +58,9 @@ class ScoringSettings:
     endpoint_max_in_flight: int = 1
     breaker_reset_s: float = 1.0
     project: str = DEFAULT_PROJECT
-    log_features: bool = True
+    # share of decisions whose feature vector is logged with them (INTENT_LOG_FEATURES_RATE):
+    # the online_offline_consistency asset replays those requests offline
+    log_features_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,6 +69,8 @@ class ScoringSettings:
             raise ValueError("endpoint_max_in_flight must be at least 1")
         if self.deadline_s <= 0 or self.redis_timeout_s <= 0:
             raise ValueError("deadline and redis timeout must be positive")
+        if not 0.0 <= self.log_features_rate <= 1.0:
+            raise ValueError(f"log_features_rate must be in [0, 1], got {self.log_features_rate}")
         if self.prior is not None and not 0.0 <= self.prior <= 1.0:
             raise ValueError(f"prior must be in [0, 1], got {self.prior}")
 
@@ -161,29 +168,30 @@ class ScoringEngine:
             self.metrics.count(name, label)
 
     async def _features(self, served: _Served, req: ScoreInput, deadline: float
-                        ) -> tuple[dict[str, Any], list[str], list[str]]:
-        """(row, missing entities, fallbacks) for one request."""
+                        ) -> tuple[dict[str, Any], list[str], list[str], int | None]:
+        """(row, missing entities, fallbacks, the time TTLs were judged at) for one request."""
         layout = served.layout
         reader = self._reader
         if reader is None or not self.redis_breaker.allow():
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return defaults_row(layout), [], [FALLBACK_REDIS], None
         budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
         if budget <= 0:
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return defaults_row(layout), [], [FALLBACK_REDIS], None
         try:
             features = await reader.read(req.user_id, req.session_id, req.product_id,
                                          timeout=budget)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return defaults_row(layout), [], [FALLBACK_REDIS], None
         except (RedisUnavailable, OSError) as error:
             self.redis_breaker.failure()
             self._count("error", "redis_error")
             log.debug("redis read failed: %s", error)
-            return defaults_row(layout), [], [FALLBACK_REDIS]
+            return defaults_row(layout), [], [FALLBACK_REDIS], None
         self.redis_breaker.success()
-        return features.row(), features.missing, []
+        return (features.row(), features.missing, [FALLBACK_STALE] if features.stale else [],
+                features.as_of_us)
 
     async def _predict(self, served: _Served | None, rows: list[dict[str, Any]], deadline: float
                        ) -> tuple[list[dict[str, Any]] | None, str | None, str, list[str]]:
@@ -219,13 +227,13 @@ class ScoringEngine:
         deadline = started + self.settings.deadline_s
         served = self._sync(self.holder.current)
         if served is None:
-            reads = [({}, [], []) for _ in requests]
+            reads = [({}, [], [], None) for _ in requests]
         elif len(requests) == 1:
             reads = [await self._features(served, requests[0], deadline)]
         else:
             reads = await asyncio.gather(*(self._features(served, r, deadline)
                                            for r in requests))
-        rows = [row for row, _, _ in reads]
+        rows = [read[0] for read in reads]
         if served is None:  # no model loaded yet: nothing knows the features to read or score
             predictions, version, scored_by, model_fallbacks = None, None, "prior", \
                 [FALLBACK_PRIOR]
@@ -235,7 +243,7 @@ class ScoringEngine:
         prior = self.prior()
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         answers = []
-        for i, (req, (row, missing, read_fallbacks)) in enumerate(zip(requests, reads)):
+        for i, (req, (row, missing, read_fallbacks, as_of_us)) in enumerate(zip(requests, reads)):
             fallbacks = read_fallbacks + model_fallbacks
             if predictions is None:
                 probability, reasons = prior, []
@@ -276,8 +284,11 @@ class ScoringEngine:
                           **answer}
                 if variant is not None:
                     record["variant_share"] = self._shares[variant]
-                if self.settings.log_features:
+                if served is not None and _sampled(answer["request_id"],
+                                                   self.settings.log_features_rate):
                     record["features"] = row
+                    record["feature_service"] = served.model.artifact.feature_service
+                    record["as_of"] = _iso_us(as_of_us)
                 self.decisions.append(record)
         return answers
 
@@ -312,6 +323,17 @@ class ScoringEngine:
             await self._reader.close()
         if self.endpoint is not None:
             await self.endpoint.close()
+
+
+def _sampled(request_id: str, rate: float) -> bool:
+    """Whether a request's features are logged: a hash of its (random) id against the rate."""
+    return rate >= 1.0 or (rate > 0.0 and zlib.crc32(request_id.encode()) < rate * 2**32)
+
+
+def _iso_us(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc).isoformat()
 
 
 def _now_iso() -> str:

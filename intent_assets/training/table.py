@@ -48,9 +48,26 @@ def id_columns(columns, label: str, time_column: str | None = None,
             if c in skip or str(c).endswith("_id") or "weight" in str(c).lower()]
 
 
-def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
-                   ) -> tuple[list[Feature], dict[str, str]]:
-    """Feature specs from the train split, and the columns left out with the reason."""
+def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None,
+                   keep=()) -> tuple[list[Feature], dict[str, str]]:
+    """Feature specs from the train split, and the columns left out with the reason.
+
+    A column in `keep` (a feature service's) is never left out: without values it is a float
+    that is always missing, so the model's features stay the service's."""
+    features, dropped = _infer_features(train, columns, defaults)
+    kept = {name for name in dropped if name in set(keep)}
+    if not kept:
+        return features, dropped
+    defaults = dict(defaults or {})
+    by_name = {f.name: f for f in features}
+    by_name.update({name: Feature(name, "float", _number_or_none(defaults.get(name)))
+                    for name in kept})
+    return ([by_name[name] for name in columns if name in by_name],
+            {name: why for name, why in dropped.items() if name not in kept})
+
+
+def _infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
+                    ) -> tuple[list[Feature], dict[str, str]]:
     defaults = dict(defaults or {})
     features: list[Feature] = []
     dropped: dict[str, str] = {}

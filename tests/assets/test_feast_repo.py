@@ -24,6 +24,7 @@ from intent_assets.features.feast_ops import (
 )
 from intent_resources.feast import FeastResource, feast_environment, feast_redis_connection_string
 from intent_resources.storage import LakeStorage
+from streaming_jobs.feature_spec import SESSION_FEATURES, service_features
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 FEAST_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "feast"
@@ -210,6 +211,7 @@ def test_training_set_joins_yesterdays_rows_and_never_a_future_one(feast_resourc
             _stamp("2024-03-12", 0) + pd.Timedelta(hours=49),  # beyond the 2-day TTL
             cut,                                             # another session, same keys as a
         ],
+        **{name: [default] * 7 for name, _, default in SESSION_FEATURES},
         "session_n_events": [5, 6, 7, 8, 9, 10, 11],
         "label": [1, 0, 0, 1, 0, 1, 0],
         "weight": [1.0, 2.0, 1.0, 1.0, 0.5, 0.5, 1.0],
@@ -254,6 +256,62 @@ def test_training_set_joins_yesterdays_rows_and_never_a_future_one(feast_resourc
     assert meta["null_rates"]["user_aov_90d"] == 1.0
     assert meta["null_rates"]["session_n_events"] == 0.0
     assert "session_id" not in meta["null_rates"]
+
+
+def test_training_set_holds_exactly_the_feature_services_features(feast_resource):
+    snapshots = pd.DataFrame({
+        "snapshot_id": ["a"], "session_id": ["s1"], "user_id": ["u1"], "product_id": ["p1"],
+        "event_timestamp": [_stamp("2024-03-11", 10)],
+        **{name: [default] for name, _, default in SESSION_FEATURES},
+        "session_not_in_the_service": [1.0], "label": [1], "weight": [1.0], "date": ["2024-03-11"],
+    })
+    out = build_training_set(feast_resource.store(), snapshots)
+    features = [c for c in out.columns if c.startswith(("user_", "product_", "session_"))
+                and not c.endswith("_id")]
+    assert sorted(features) == sorted(s.name for s in service_features("intent_model_v1"))
+    with pytest.raises(ValueError, match="lack the session features"):
+        build_training_set(feast_resource.store(), snapshots.drop(columns="session_n_events"))
+
+
+def test_a_row_older_than_its_ttl_is_missing_offline_and_online(feast_resource, redis_url):
+    """The last day's user row (TTL 2 days) at cuts 47 h and 49 h after its stamp: read at
+    47 h by the point-in-time join and by the API's online read, null/default and flagged
+    stale at 49 h by both."""
+    import redis
+
+    from serving.online import FeatureLayout
+
+    last = max(DAYS)
+    materialize_day(feast_resource, last)
+    client = redis.Redis.from_url(redis_url)
+    layout = FeatureLayout([s.name for s in service_features("intent_model_v1")],
+                           defaults={"user_purchases_lifetime": None})
+    for hours, fresh in ((47, True), (49, False)):
+        cut = _stamp(last) + pd.Timedelta(hours=hours)
+        snapshots = pd.DataFrame({
+            "snapshot_id": ["a"], "session_id": ["s_ttl"], "user_id": ["u2"],
+            "product_id": ["p1"], "event_timestamp": [cut],
+            **{name: [default] for name, _, default in SESSION_FEATURES},
+            "label": [0], "weight": [1.0], "date": ["2024-03-12"]})
+        offline = build_training_set(feast_resource.store(), snapshots).iloc[0]
+
+        pipe = client.pipeline(transaction=False)
+        plans = []
+        for plan, key in layout.keys("u2", "s_ttl", "p1"):
+            plans.append(plan)
+            pipe.hmget(key, plan.fields)
+        online = layout.decode(plans, pipe.execute(), as_of_us=int(cut.value // 1000))
+
+        want = _user_rows(last, DAYS[last]).iloc[1]["user_purchases_lifetime"]
+        if fresh:
+            assert offline["user_purchases_lifetime"] == want
+            assert online.values["user_purchases_lifetime"] == want
+            assert "user_fv" not in online.stale
+        else:
+            assert pd.isna(offline["user_purchases_lifetime"])
+            assert online.values["user_purchases_lifetime"] is None
+            assert online.row()["user_purchases_lifetime"] is None
+            assert "user_fv" in online.stale and "product_fv" in online.stale
 
 
 def test_feast_plan_cli_succeeds_on_the_repo(tmp_path, redis_url):
