@@ -1,5 +1,8 @@
 """Monitoring assets: the day's session anomalies and the day's served scores against reality."""
 
+import json
+
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -14,6 +17,7 @@ from dagster import (
 
 from intent_assets.monitoring.alerting import findings_alert
 from intent_assets.monitoring.anomalies import detect_anomalies
+from intent_assets.monitoring.drift import worst_status
 from intent_assets.monitoring.performance import (
     labelled_scores,
     performance_decay,
@@ -24,7 +28,7 @@ from intent_assets.partitions import daily, daily_partitions, last_30_days
 from intent_assets.tables import record_row_counts
 from intent_resources.alerts import AlertsResource
 from intent_resources.decision_log import DecisionLogReader
-from intent_resources.storage import LakeSlice, LakeStorage
+from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 
 GROUP = "monitoring"
 
@@ -66,54 +70,99 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
     })
 
 
+def served_reference(models: ArtifactStore, version: str) -> tuple[np.ndarray, dict] | None:
+    """A served model version's test predictions and test metrics, as `calibrated_model` wrote
+    them (looked up by the version, never "the latest"); None when they are not there."""
+    root = models.directory("artifacts")
+    predictions = root / f"{version}_test_predictions.parquet"
+    manifest = root / version / "manifest.json"
+    if not predictions.exists() or not manifest.exists():
+        return None
+    metrics = (json.loads(manifest.read_text()).get("metrics") or {}).get("test") or {}
+    return pd.read_parquet(predictions)["probability"].to_numpy(), metrics
+
+
+def _no_data(check: str, reason: str) -> AssetCheckResult:
+    """A check that had nothing to judge: a warning that says why, never a pass."""
+    return AssetCheckResult(check_name=check, passed=False, severity=AssetCheckSeverity.WARN,
+                            metadata={"status": "no data", "reason": reason})
+
+
 @asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
-       ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
-       deps=["decision_log"],
+       ins={"sessions": AssetIn()}, deps=["decision_log", "calibrated_model"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
-                                   description="PSI of served probabilities vs the model's test predictions."),
+                                   description="PSI of served probabilities vs the test "
+                                               "predictions of the model version that served them."),
                     AssetCheckSpec("performance_vs_test", asset="served_scores",
                                    description="Live PR-AUC, log loss and ECE once labels arrive, "
-                                               "vs the model's test metrics.")])
-def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessions: LakeSlice,
-                  decision_log: DecisionLogReader, lake: LakeStorage) -> MaterializeResult:
-    """The day's scores served by the current model, with their labels once sessions are built.
+                                               "vs the serving model version's test metrics.")])
+def served_scores(context: AssetExecutionContext, sessions: LakeSlice,
+                  decision_log: DecisionLogReader, lake: LakeStorage,
+                  models: ArtifactStore) -> MaterializeResult:
+    """The day's scores as served, by the model versions that served them, with their labels.
 
-    Read from the decision log; the prediction-distribution and performance-decay checks
-    judge them against the model's test predictions."""
+    Read from the decision log; each version actually served is judged against its own test
+    predictions and metrics. A day with nothing to judge warns and says why."""
     day = context.partition_key
     scores = model_scores(decision_log.read_day(day))
-    version = calibrated_model["version"]
-    current = scores[scores["model_version"] == version]
-    labelled = labelled_scores(current, sessions.pandas()) if len(current) else current.assign(label=[])
-    written = labelled if len(labelled) else current
+    versions = sorted(str(v) for v in scores["model_version"].dropna().unique())
+    frame = sessions.pandas()
+    labelled = labelled_scores(scores, frame) if len(scores) and len(frame) \
+        else scores.assign(label=pd.Series(dtype="int64"))
+    written = labelled if len(labelled) else scores
     lake.write(written, "served_scores", day)
-    reference = pd.read_parquet(calibrated_model["test_predictions"])["probability"].to_numpy()
-    checks = []
-    if len(current):
-        dist = score_distribution(reference, current["probability"].to_numpy())
-        checks.append(AssetCheckResult(
-            check_name="score_distribution", passed=dist["status"] != "alert",
-            severity=AssetCheckSeverity.WARN if dist["status"] != "alert" else AssetCheckSeverity.ERROR,
-            metadata={k: v for k, v in dist.items()}))
-    else:
-        checks.append(AssetCheckResult(check_name="score_distribution", passed=True,
-                                       severity=AssetCheckSeverity.WARN,
-                                       metadata={"status": f"no scores served by {version} on {day}"}))
-    if len(labelled) and labelled["label"].nunique() == 2:
-        decay = performance_decay(labelled, calibrated_model["metrics"])
-        checks.append(AssetCheckResult(
-            check_name="performance_vs_test", passed=not decay["decayed"],
-            severity=AssetCheckSeverity.WARN,
-            metadata={"rows": decay["rows"], "problems": "; ".join(decay["problems"]) or "none",
-                      **{f"live_{k}": v for k, v in decay["live"].items() if v is not None},
-                      **{f"test_{k}": v for k, v in decay["reference"].items()
-                         if k in decay["live"] and v is not None}}))
-    else:
-        checks.append(AssetCheckResult(check_name="performance_vs_test", passed=True,
-                                       severity=AssetCheckSeverity.WARN,
-                                       metadata={"status": "labels not arrived (or one class only)"}))
+    distributions, decays, unknown = [], [], []
+    for version in versions:
+        reference = served_reference(models, version)
+        if reference is None:
+            unknown.append(version)
+            continue
+        predictions, metrics = reference
+        mine = scores[scores["model_version"] == version]
+        distributions.append({"model_version": version,
+                              **score_distribution(predictions, mine["probability"].to_numpy())})
+        mine_labelled = labelled[labelled["model_version"] == version]
+        if len(mine_labelled) and mine_labelled["label"].nunique() == 2:
+            decays.append((version, performance_decay(mine_labelled, metrics)))
+    checks = [_distribution_check(day, versions, distributions, unknown),
+              _performance_check(day, versions, decays, len(labelled))]
     return MaterializeResult(
         metadata={"dagster/row_count": len(written), "served": len(scores),
-                  "by_current_model": len(current), "labelled": len(labelled),
-                  "model_version": version, "path": MetadataValue.path(lake.uri("served_scores", day))},
+                  "labelled": len(labelled), "served_versions": ", ".join(versions) or "none",
+                  "path": MetadataValue.path(lake.uri("served_scores", day))},
         check_results=checks)
+
+
+def _distribution_check(day: str, versions: list[str], distributions: list[dict],
+                        unknown: list[str]) -> AssetCheckResult:
+    if not versions:
+        return _no_data("score_distribution", f"no model scores in the decision log of {day}")
+    if not distributions:
+        return _no_data("score_distribution",
+                        f"no test predictions found for the served versions {unknown}")
+    table = pd.DataFrame(distributions)
+    status = worst_status(table["status"])
+    return AssetCheckResult(
+        check_name="score_distribution", passed=status != "alert",
+        severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
+        metadata={"status": status, "max_psi": float(table["psi"].max()),
+                  "served": int(table["served"].sum()), "versions": ", ".join(versions),
+                  "versions_without_reference": ", ".join(unknown) or "none",
+                  "by_version": MetadataValue.md(table.round(5).to_markdown(index=False))})
+
+
+def _performance_check(day: str, versions: list[str], decays: list[tuple[str, dict]],
+                       labelled: int) -> AssetCheckResult:
+    if not decays:
+        reason = (f"no model scores on {day}" if not versions else
+                  f"{labelled} labelled scores: labels not arrived, one class only, or no "
+                  "reference for the served versions")
+        return _no_data("performance_vs_test", reason)
+    rows = [{"model_version": v, "rows": d["rows"], "decayed": d["decayed"],
+             **{f"live_{k}": v2 for k, v2 in d["live"].items()},
+             **{f"test_{k}": d["reference"].get(k) for k in d["live"]}} for v, d in decays]
+    problems = [f"{v}: {p}" for v, d in decays for p in d["problems"]]
+    return AssetCheckResult(
+        check_name="performance_vs_test", passed=not problems, severity=AssetCheckSeverity.WARN,
+        metadata={"rows": sum(d["rows"] for _, d in decays), "problems": "; ".join(problems) or "none",
+                  "by_version": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False))})
