@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -17,7 +18,17 @@ from dagster import (
 
 from intent_assets.monitoring.alerting import findings_alert
 from intent_assets.monitoring.anomalies import detect_anomalies
-from intent_assets.monitoring.drift import worst_status
+from intent_assets.features.feast_ops import build_training_set
+from intent_assets.ingest.source import arrived_events
+from intent_assets.monitoring.consistency import (
+    compare,
+    entity_frame,
+    event_days,
+    examples,
+    logged_requests,
+    offline_session_features,
+)
+from intent_assets.monitoring.drift import feature_psi, worst_status
 from intent_assets.monitoring.performance import (
     labelled_scores,
     performance_decay,
@@ -27,8 +38,11 @@ from intent_assets.monitoring.performance import (
 from intent_assets.partitions import daily, daily_partitions, last_30_days
 from intent_assets.tables import record_row_counts
 from intent_resources.alerts import AlertsResource
+from intent_resources.clickstream import ClickstreamSource
+from intent_resources.feast import FeastResource
 from intent_resources.decision_log import DecisionLogReader
 from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
+from streaming_jobs.feature_spec import DEFAULT_SERVICE, service_features
 
 GROUP = "monitoring"
 
@@ -166,3 +180,79 @@ def _performance_check(day: str, versions: list[str], decays: list[tuple[str, di
         check_name="performance_vs_test", passed=not problems, severity=AssetCheckSeverity.WARN,
         metadata={"rows": sum(d["rows"] for _, d in decays), "problems": "; ".join(problems) or "none",
                   "by_version": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False))})
+
+
+class ConsistencyConfig(Config):
+    """How much online/offline disagreement the consistency check tolerates, per feature."""
+
+    max_mismatch_rate: float = 0.01
+
+
+@asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"feast", "pandas"},
+       ins={"training_set": AssetIn()}, deps=["decision_log"],
+       check_specs=[AssetCheckSpec("online_offline_mismatch", asset="online_offline_consistency",
+                                   blocking=True,
+                                   description="Per feature, the share of served vectors the "
+                                               "offline path rebuilds differently (fails above "
+                                               "max_mismatch_rate)."),
+                    AssetCheckSpec("served_feature_drift", asset="online_offline_consistency",
+                                   description="PSI of every served feature against the training "
+                                               "set (warn at 0.1, fail at 0.2).")])
+def online_offline_consistency(context: AssetExecutionContext, config: ConsistencyConfig,
+                               training_set: LakeSlice, decision_log: DecisionLogReader,
+                               feast: FeastResource, clickstream: ClickstreamSource,
+                               lake: LakeStorage) -> MaterializeResult:
+    """The feature vectors the API served, rebuilt offline: skew per feature, and drift vs training.
+
+    The day's logged vectors (decision log) are rebuilt point in time at each request's as_of:
+    session features by the state machine over the session's events, user and product features
+    by Feast's join with the views' TTLs. Mismatch rate and mean absolute difference per feature;
+    the served vectors' PSI against the training set."""
+    day = context.partition_key
+    requests = logged_requests(decision_log.read_day(day))
+    if requests.empty:
+        reason = f"no logged feature vectors in the decision log of {day}"
+        return MaterializeResult(metadata={"requests": 0, "status": reason}, check_results=[
+            _no_data("online_offline_mismatch", reason), _no_data("served_feature_drift", reason)])
+    services = sorted(set(requests["feature_service"].dropna()))
+    features = [spec.name for s in services for spec in service_features(s)]
+    features = list(dict.fromkeys(features))
+    events = pd.concat([arrived_events(clickstream, d, lake) for d in event_days(requests)],
+                       ignore_index=True)
+    session = offline_session_features(events, requests)
+    offline = build_training_set(feast, entity_frame(requests, session),
+                                 services[0] if services else DEFAULT_SERVICE)
+    served = requests["features"].tolist()
+    table = compare(served, offline, features)
+    worst = float(table["mismatch_rate"].max())
+    failing = table[table["mismatch_rate"] > config.max_mismatch_rate]
+    by_view = table.groupby("view")["mismatch_rate"].max().round(5).to_dict()
+    mismatch = AssetCheckResult(
+        check_name="online_offline_mismatch", passed=failing.empty,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"requests": len(requests), "max_mismatch_rate": worst,
+                  "threshold": config.max_mismatch_rate,
+                  "features_over_threshold": ", ".join(failing["feature"]) or "none",
+                  "max_mismatch_rate_by_view": MetadataValue.json(by_view)})
+    reference = training_set.pandas()
+    drift = feature_psi(reference, pd.DataFrame(served), features)
+    status = worst_status(drift["status"])
+    drift_check = AssetCheckResult(
+        check_name="served_feature_drift", passed=status != "alert",
+        severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
+        metadata={"status": status, "rows": len(served),
+                  "max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  "features_warn": int((drift["status"] == "warn").sum()),
+                  "features_alert": int((drift["status"] == "alert").sum())})
+    lake.write(table.assign(day=day), "online_offline_consistency", day)
+    diffs = examples(served, offline, requests, features)
+    return MaterializeResult(
+        metadata={"requests": len(requests), "max_mismatch_rate": worst,
+                  "max_mismatch_rate_by_view": MetadataValue.json(by_view),
+                  "served_feature_max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  "consistency": MetadataValue.md(table.round(6).to_markdown(index=False)),
+                  "served_vs_training_psi": MetadataValue.md(drift.round(4).to_markdown(index=False)),
+                  "mismatch_examples": MetadataValue.md(diffs.to_markdown(index=False)
+                                                        if len(diffs) else "None."),
+                  "path": MetadataValue.path(lake.uri("online_offline_consistency", day))},
+        check_results=[mismatch, drift_check])

@@ -6,8 +6,9 @@ reports once its sessions are built.
 
 from dagster import AssetSelection, define_asset_job
 
-DAILY_REPORTS = ("session_anomalies", "served_scores")
+DAILY_REPORTS = ("session_anomalies", "served_scores", "online_offline_consistency")
 
 daily_reports_job = define_asset_job(
     "daily_reports_job", selection=AssetSelection.assets(*DAILY_REPORTS),
-    description="A day's monitoring: session anomalies, served scores and their checks.")
+    description="A day's monitoring: session anomalies, served scores, online/offline "
+                "consistency and their checks.")

@@ -372,3 +372,81 @@ def test_redis_url_converts_to_feast_connection_string():
     start, end = day_window("2024-03-10")
     assert start.isoformat() == "2024-03-10T00:00:01+00:00"
     assert end.isoformat() == "2024-03-11T00:00:01+00:00"
+
+
+def test_served_vectors_rebuilt_offline_match_and_a_skewed_one_is_counted(feast_resource,
+                                                                          redis_url):
+    """The consistency report's path: a session's state pushed online, read by the API's layout
+    and logged as a decision; rebuilt offline (state machine at as_of, Feast's join with TTLs)
+    it matches feature for feature, a user row beyond its TTL is missing on both sides, and a
+    served value the offline path does not give is a mismatch of that feature only."""
+    import redis
+    from feast.data_source import PushMode
+
+    from intent_assets.monitoring.consistency import (
+        compare,
+        entity_frame,
+        logged_requests,
+        offline_session_features,
+    )
+    from serving.online import FeatureLayout
+    from streaming_jobs.session_state import FEATURE_NAMES, replay
+
+    last = max(DAYS)
+    materialize_day(feast_resource, last)
+    store = feast_resource.store()
+    start = _stamp(last) + pd.Timedelta(hours=10)
+    events = pd.DataFrame({
+        "event_id": ["e1", "e2", "e3", "e4", "f1"],
+        "event_time": [start, start + pd.Timedelta(seconds=30), start + pd.Timedelta(seconds=75),
+                       start + pd.Timedelta(seconds=90), start + pd.Timedelta(hours=49)],
+        "event_type": ["page_view", "view", "cart", "view", "view"],
+        "user_id": ["u2", "u2", "u2", "u2", "u1"],
+        "session_id": ["sc1", "sc1", "sc1", "sc1", "sc2"],
+        "product_id": [None, "p1", "p1", "p2", "p1"],
+        "category_id": [None, "c1", "c1", "c2", "c1"],
+        "price": [None, 20.0, 20.0, 35.5, 20.0],
+        "device": "mobile", "country": "DE", "traffic_source": "search",
+        "page_type": ["home", None, None, None, None],
+    })
+    # online: the stream's state after e3 (e4 not applied yet) and sc2's after f1
+    served_events = events[events["event_id"] != "e4"]
+    states = replay(served_events).groupby("session_id").tail(1)
+    pushed = states[["session_id", *FEATURE_NAMES]].assign(
+        event_timestamp=pd.to_datetime(states["last_event_time"], utc=True))
+    store.push("session_features_push_source", pushed, to=PushMode.ONLINE)
+
+    client = redis.Redis.from_url(redis_url)
+    layout = FeatureLayout([s.name for s in service_features("intent_model_v1")])
+    records = []
+    for user, session, product in (("u2", "sc1", "p1"), ("u1", "sc2", "p1")):
+        pipe = client.pipeline(transaction=False)
+        plans = []
+        for plan, key in layout.keys(user, session, product):
+            plans.append(plan)
+            pipe.hmget(key, plan.fields)
+        online = layout.decode(plans, pipe.execute())
+        records.append({"request_id": session, "user_id": user, "session_id": session,
+                        "product_id": product, "features": online.row(), "fallback": [],
+                        "feature_service": "intent_model_v1", "model_version": "v",
+                        "as_of": pd.Timestamp(online.as_of_us * 1000, tz="UTC").isoformat()})
+        if session == "sc2":  # 49 h after the user row's stamp: stale online
+            assert online.stale == ("user_fv", "product_fv")
+    requests = logged_requests(pd.DataFrame(records))
+    session = offline_session_features(events, requests)
+    offline = build_training_set(store, entity_frame(requests, session))
+    names = [s.name for s in service_features("intent_model_v1")]
+
+    table = compare(requests["features"].tolist(), offline, names)
+    assert table["mismatches"].sum() == 0, table[table["mismatches"] > 0]
+    assert offline.loc[0, "session_n_events"] == 3          # e4 came after as_of
+    assert pd.isna(offline.loc[1, "user_purchases_lifetime"])  # beyond the TTL offline too
+    assert offline.loc[0, "user_purchases_lifetime"] == _user_rows(last, DAYS[last]).iloc[1][
+        "user_purchases_lifetime"]
+
+    skewed = [dict(v) for v in requests["features"]]
+    skewed[0]["session_cart_value"] += 5.0
+    table = compare(skewed, offline, names).set_index("feature")
+    assert table.loc["session_cart_value", "mismatch_rate"] == 0.5
+    assert table.loc["session_cart_value", "mean_abs_diff"] == 2.5
+    assert table.drop(index="session_cart_value")["mismatches"].sum() == 0

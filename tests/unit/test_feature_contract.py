@@ -90,3 +90,24 @@ def test_online_read_treats_a_row_older_than_its_views_ttl_as_missing():
     both = layout.decode(plans, replies(session_at), as_of_us=later)
     assert both.stale == ("session_fv",)
     assert both.row() == {"user_aov_90d": 80.0, "session_cart_value": 0.0}
+
+
+def test_feature_vectors_are_logged_at_the_configured_rate():
+    import uuid
+
+    from serving.scoring import ScoringSettings, _sampled
+
+    ids = [uuid.UUID(int=i * 7919 + 12345, version=4).hex for i in range(20_000)]
+    assert all(_sampled(i, 1.0) for i in ids) and not any(_sampled(i, 0.0) for i in ids)
+    share = sum(_sampled(i, 0.1) for i in ids) / len(ids)
+    assert 0.09 < share < 0.11
+    assert [_sampled(i, 0.1) for i in ids[:50]] == [_sampled(i, 0.1) for i in ids[:50]]
+    with pytest.raises(ValueError, match="log_features_rate"):
+        ScoringSettings(log_features_rate=1.5)
+
+
+def test_the_api_reads_the_log_rate_from_the_environment():
+    from serving.api_settings import ApiSettings
+
+    settings = ApiSettings.from_env({"INTENT_API_TOKEN": "t", "INTENT_LOG_FEATURES_RATE": "0.25"})
+    assert settings.scoring.log_features_rate == 0.25
