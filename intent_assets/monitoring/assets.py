@@ -35,7 +35,7 @@ from intent_assets.monitoring.performance import (
     score_distribution,
     served_scores as model_scores,
 )
-from intent_assets.partitions import daily, daily_partitions, last_30_days
+from intent_assets.partitions import daily, daily_partitions, last_30_days, served_days
 from intent_assets.tables import record_row_counts
 from intent_resources.alerts import AlertsResource
 from intent_resources.clickstream import ClickstreamSource
@@ -188,7 +188,7 @@ class ConsistencyConfig(Config):
     max_mismatch_rate: float = 0.01
 
 
-@asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"feast", "pandas"},
+@asset(group_name=GROUP, partitions_def=served_days, kinds={"feast", "pandas"},
        ins={"training_set": AssetIn()}, deps=["decision_log"],
        check_specs=[AssetCheckSpec("online_offline_mismatch", asset="online_offline_consistency",
                                    blocking=True,
@@ -201,18 +201,20 @@ class ConsistencyConfig(Config):
 def online_offline_consistency(context: AssetExecutionContext, config: ConsistencyConfig,
                                training_set: LakeSlice, decision_log: DecisionLogReader,
                                feast: FeastResource, clickstream: ClickstreamSource,
-                               lake: LakeStorage) -> MaterializeResult:
+                               lake: LakeStorage, models: ArtifactStore) -> MaterializeResult:
     """The feature vectors the API served, rebuilt offline: skew per feature, and drift vs training.
 
     The day's logged vectors (decision log) are rebuilt point in time at each request's as_of:
     session features by the state machine over the session's events, user and product features
     by Feast's join with the views' TTLs. Mismatch rate and mean absolute difference per feature;
-    the served vectors' PSI against the training set."""
+    the served vectors' and served scores' PSI against the training set."""
     day = context.partition_key
-    requests = logged_requests(decision_log.read_day(day))
+    decisions = decision_log.read_day(day)
+    scores = _served_score_psi(models, model_scores(decisions))
+    requests = logged_requests(decisions)
     if requests.empty:
         reason = f"no logged feature vectors in the decision log of {day}"
-        return MaterializeResult(metadata={"requests": 0, "status": reason}, check_results=[
+        return MaterializeResult(metadata={"requests": 0, "status": reason, **scores}, check_results=[
             _no_data("online_offline_mismatch", reason), _no_data("served_feature_drift", reason)])
     services = sorted(set(requests["feature_service"].dropna()))
     features = [spec.name for s in services for spec in service_features(s)]
@@ -250,9 +252,27 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
         metadata={"requests": len(requests), "max_mismatch_rate": worst,
                   "max_mismatch_rate_by_view": MetadataValue.json(by_view),
                   "served_feature_max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  **scores,
                   "consistency": MetadataValue.md(table.round(6).to_markdown(index=False)),
                   "served_vs_training_psi": MetadataValue.md(drift.round(4).to_markdown(index=False)),
                   "mismatch_examples": MetadataValue.md(diffs.to_markdown(index=False)
                                                         if len(diffs) else "None."),
                   "path": MetadataValue.path(lake.uri("online_offline_consistency", day))},
         check_results=[mismatch, drift_check])
+
+
+def _served_score_psi(models: ArtifactStore, scores: pd.DataFrame) -> dict:
+    """Metadata: PSI of the day's served scores against each serving version's test predictions."""
+    rows = []
+    for version in sorted(str(v) for v in scores["model_version"].dropna().unique()):
+        reference = served_reference(models, version)
+        mine = scores[scores["model_version"] == version]["probability"].to_numpy()
+        if reference is None:
+            rows.append({"model_version": version, "served": len(mine), "psi": None,
+                         "status": "no test predictions for this version"})
+        else:
+            dist = score_distribution(reference[0], mine)
+            rows.append({"model_version": version, **dist})
+    if not rows:
+        return {"served_score_psi": "no model scores served"}
+    return {"served_score_psi": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False))}

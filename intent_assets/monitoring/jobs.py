@@ -6,9 +6,14 @@ reports once its sessions are built.
 
 from dagster import AssetSelection, define_asset_job
 
-DAILY_REPORTS = ("session_anomalies", "served_scores", "online_offline_consistency")
+DAILY_REPORTS = ("session_anomalies", "served_scores")
 
 daily_reports_job = define_asset_job(
     "daily_reports_job", selection=AssetSelection.assets(*DAILY_REPORTS),
-    description="A day's monitoring: session anomalies, served scores, online/offline "
-                "consistency and their checks.")
+    description="A day's monitoring: session anomalies, served scores and their checks.")
+
+# On the served days' calendar (today included), so apart from the daily reports.
+consistency_job = define_asset_job(
+    "consistency_job", selection=AssetSelection.assets("online_offline_consistency"),
+    description="A served day's feature vectors rebuilt offline: skew per feature, drift vs "
+                "training.")

@@ -409,3 +409,42 @@ def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, 
     assert defs.resolve_job_def("daily_reports_job").partitions_def is not None
     assert "run_failure_alert_sensor" in {s.name for s in defs.sensors}
     assert defs.resolve_job_def("nightly_features_job").partitions_def is not None
+
+
+def test_consistency_warns_with_the_reason_when_no_vector_was_logged(lake, tmp_path):
+    from dagster import AssetSpec, DagsterInstance, Definitions, define_asset_job
+
+    from intent_assets.monitoring.assets import online_offline_consistency
+    from intent_resources.clickstream import ClickstreamSource
+    from intent_resources.decision_log import DecisionLogReader
+    from intent_resources.feast import FeastResource
+    from intent_resources.storage import ArtifactStore, LakeIOManager
+
+    lake.write(pd.DataFrame({"session_n_events": [1, 2], "label": 0}), "training_set")
+    # decisions were served, but with no feature vector logged (INTENT_LOG_FEATURES_RATE=0)
+    log_dir = tmp_path / "decisions" / f"date={TODAY}"
+    log_dir.mkdir(parents=True)
+    (log_dir / "decisions-1.jsonl").write_text(json.dumps(
+        {"ts": f"{TODAY}T10:00:00+00:00", "session_id": "s1", "probability": 0.2,
+         "model_version": "v1", "fallback": []}) + "\n")
+    defs = Definitions(
+        assets=[online_offline_consistency, AssetSpec("training_set")],
+        resources={"lake": lake, "io_manager": LakeIOManager(lake=lake),
+                   "models": ArtifactStore(root=str(tmp_path / "models")),
+                   "clickstream": ClickstreamSource(),
+                   "feast": FeastResource(repo_path=str(tmp_path), env="local",
+                                          redis_url="redis://127.0.0.1:1/0",
+                                          lake_root=str(tmp_path / "lake"), home=str(tmp_path)),
+                   "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
+        jobs=[define_asset_job("consistency", selection=["online_offline_consistency"])])
+    result = defs.resolve_job_def("consistency").execute_in_process(
+        instance=DagsterInstance.ephemeral(), partition_key=TODAY)
+    assert result.success
+    evaluations = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    for name in ("online_offline_mismatch", "served_feature_drift"):
+        assert not evaluations[name].passed and evaluations[name].severity.value == "WARN"
+        assert evaluations[name].metadata["reason"].value == \
+            f"no logged feature vectors in the decision log of {TODAY}"
+    meta = result.asset_materializations_for_node("online_offline_consistency")[0].metadata
+    assert "no test predictions" in meta["served_score_psi"].value
