@@ -201,7 +201,7 @@ def _demo(args) -> int:
         return 1
     else:
         publish(defs, instance, result.output_for_node("calibrated_model"), end, quiet)
-        from intent_assets.live_demo import score_through_api, stream_slice
+        from intent_assets.live_demo import consistency_report, score_through_api, stream_slice
 
         if config.is_simulator:
             live_day = dt.date.fromisoformat(end) + dt.timedelta(days=1)
@@ -211,6 +211,7 @@ def _demo(args) -> int:
               "job, then some of those sessions scored through the API")
         events = stream_slice(defs, instance, live_day, args.stream_events)
         score_through_api(events, experiment=DEMO_EXPERIMENT)
+        consistency_report(defs, instance, assets, quiet)
     if config.is_simulator:
         experiment_readout(defs, instance, assets, quiet)
     else:

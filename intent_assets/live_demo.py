@@ -71,10 +71,10 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
     return events
 
 
-def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
+def score_through_api(events: pd.DataFrame, experiment: str, n: int = 40, shown: int = 5,
                       port: int = 0) -> list[dict]:
     """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
-    last product, stop. The API scores through the local endpoint the model was published to
+    last product (printing the first `shown`), stop. The API scores through the local endpoint the model was published to
     (boto3 `invoke_endpoint`), when one answers; in process otherwise."""
     from serving.project import free_port
     from serving.local import recorded_endpoint
@@ -109,6 +109,8 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
             with urllib.request.urlopen(request, timeout=5) as response:
                 answer = json.loads(response.read())
             answers.append(answer)
+            if len(answers) > shown:
+                continue
             reasons = ", ".join(r.get("feature", "?") for r in (answer.get("reasons") or [])[:3])
             print(f"  POST /score {row.session_id}: p={answer.get('probability'):.3f} "
                   f"variant={answer.get('variant')} ({answer.get('policy')}) "
@@ -119,3 +121,25 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def consistency_report(defs, instance, assets, run_config: dict) -> None:
+    """Rebuild the feature vectors the API just logged through the offline path (today's
+    decision log) and print the skew per view and the served-vs-training drift."""
+    from dagster import AssetKey, AssetSelection, materialize
+
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    print(f"online/offline consistency of the vectors the API served today ({day})")
+    result = materialize(assets, selection=AssetSelection.assets("online_offline_consistency"),
+                         resources=defs.resources, instance=instance, run_config=run_config,
+                         partition_key=day, raise_on_error=False)
+    event = instance.get_latest_materialization_event(AssetKey("online_offline_consistency"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "max_mismatch_rate_by_view" in meta:
+        print(f"  {meta['requests'].value} vectors; max mismatch rate by view: "
+              f"{meta['max_mismatch_rate_by_view'].value}; served-vs-training max PSI "
+              f"{meta['served_feature_max_psi'].value:.4f}")
+    for check in result.get_asset_check_evaluations():
+        status = check.metadata.get("status") or check.metadata.get("features_over_threshold")
+        print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'} "
+              f"({status.value if status is not None else ''})")
