@@ -183,9 +183,11 @@ def _performance_check(day: str, versions: list[str], decays: list[tuple[str, di
 
 
 class ConsistencyConfig(Config):
-    """How much online/offline disagreement the consistency check tolerates, per feature."""
+    """How much online/offline disagreement the consistency check tolerates, per feature, and
+    how many served vectors a PSI needs to mean anything."""
 
     max_mismatch_rate: float = 0.01
+    min_drift_rows: int = 200
 
 
 @asset(group_name=GROUP, partitions_def=served_days, kinds={"feast", "pandas"},
@@ -239,7 +241,9 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
     reference = training_set.pandas()
     drift = feature_psi(reference, pd.DataFrame(served), features)
     status = worst_status(drift["status"])
-    drift_check = AssetCheckResult(
+    drift_check = _no_data("served_feature_drift", f"{len(served)} served vectors, "
+                           f"{config.min_drift_rows} needed for a PSI") \
+        if len(served) < config.min_drift_rows else AssetCheckResult(
         check_name="served_feature_drift", passed=status != "alert",
         severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
         metadata={"status": status, "rows": len(served),
