@@ -1,11 +1,10 @@
-"""The feature views of the intent model: user and product as of the day before, the live session.
+"""The feature views of the intent model, built from the feature contract
+(`streaming_jobs.feature_spec.VIEWS`): entity, TTL, schema and description come from there.
 
-User and product rows are daily (stamped at the next midnight UTC), so a 2-day TTL lets a
-point-in-time join fall back one missed day and no further. Session rows describe a live session,
-which is worthless a day later.
+User and product rows are daily (stamped at the next midnight UTC); session rows are pushed by
+the streaming job. The TTLs (2 days, 2 days, 1 day) hold online as offline: the point-in-time join
+drops an older row, and the API reads one as missing (`serving.online`).
 """
-
-from datetime import timedelta
 
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String
@@ -20,9 +19,8 @@ from data_sources import (
 from entities import product, session, user
 
 # One definition of each feature, in the Spark-free spec that the batch Spark features and the
-# session state machine compute; the views are built from its lists.
-from streaming_jobs.feature_spec import (FEATURE_DESCRIPTIONS, PRODUCT_FEATURES, SESSION_FEATURES,
-                                          USER_FEATURES)
+# session state machine compute; the views are built from it.
+from streaming_jobs.feature_spec import FEATURE_DESCRIPTIONS, VIEWS_BY_NAME
 
 FEAST_TYPES = {"int": Int64, "float": Float64, "string": String}
 
@@ -33,32 +31,17 @@ def fields(join_key: str, features) -> list[Field]:
             *(Field(name=name, dtype=FEAST_TYPES[kind], description=FEATURE_DESCRIPTIONS[name])
               for name, kind, _ in features)]
 
-user_fv = FeatureView(
-    name="user_fv",
-    entities=[user],
-    ttl=timedelta(days=2),
-    schema=fields("user_id", USER_FEATURES),
-    source=user_features_source,
-    online=True,
-    description="A shopper's purchase history and taste, as of the end of the previous day.",
-)
 
-product_fv = FeatureView(
-    name="product_fv",
-    entities=[product],
-    ttl=timedelta(days=2),
-    schema=fields("product_id", PRODUCT_FEATURES),
-    source=product_features_source,
-    online=True,
-    description="A product's conversion rates and price position, as of the previous day's end.",
-)
+def view(name: str, entity, source) -> FeatureView:
+    """The Feast view of the contract's view `name`."""
+    spec = VIEWS_BY_NAME[name]
+    if entity.name != spec.entity:
+        raise ValueError(f"{name} is keyed by {spec.entity}, not {entity.name}")
+    return FeatureView(name=name, entities=[entity], ttl=spec.ttl,
+                       schema=fields(spec.join_key, spec.features), source=source, online=True,
+                       description=spec.description)
 
-session_fv = FeatureView(
-    name="session_fv",
-    entities=[session],
-    ttl=timedelta(days=1),
-    schema=fields("session_id", SESSION_FEATURES),
-    source=session_features_push_source,
-    online=True,
-    description="The live session's state, pushed by the streaming job as events arrive.",
-)
+
+user_fv = view("user_fv", user, user_features_source)
+product_fv = view("product_fv", product, product_features_source)
+session_fv = view("session_fv", session, session_features_push_source)

@@ -71,10 +71,20 @@ def stream_slice(defs, instance, day: dt.date, n_events: int, timeout_s: float =
     return events
 
 
-def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
-                      port: int = 0) -> list[dict]:
-    """Start `intent serve api` running `experiment`, score `n` of the streamed sessions at their
-    last product view (the request carrying that view), stop. The API scores through the local endpoint the model was published to
+def sessions_begun_before(lake, day: dt.date) -> set[str]:
+    """Sessions with events on the day before `day`: the replayed slice starts at `day`'s
+    midnight, so the stream never saw their beginning and holds only their tail."""
+    previous = (day - dt.timedelta(days=1)).isoformat()
+    if not lake.exists("raw_clickstream", previous):
+        return set()
+    return set(lake.read("raw_clickstream", [previous])["session_id"].dropna())
+
+
+def score_through_api(events: pd.DataFrame, experiment: str, n: int = 300, shown: int = 5,
+                      port: int = 0, exclude: set[str] = frozenset()) -> list[dict]:
+    """Start `intent serve api` running `experiment`, score `n` of the streamed sessions (not
+    those in `exclude`) at their last product view, the request carrying that view (printing the first `shown`),
+    stop. The API scores through the local endpoint the model was published to
     (boto3 `invoke_endpoint`), when one answers; in process otherwise."""
     from serving.project import free_port
     from serving.local import recorded_endpoint
@@ -98,7 +108,8 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
                 if server.poll() is not None:
                     raise RuntimeError(f"the API exited: {server.stderr.read().decode()[-2000:]}")
                 time.sleep(0.5)
-        views = events[events["event_type"] == "view"].dropna(subset=["product_id"])
+        views = events[(events["event_type"] == "view")
+                       & ~events["session_id"].isin(exclude)].dropna(subset=["product_id"])
         picks = views.groupby("session_id").tail(1).sort_values("session_id").head(n)
         answers = []
         for row in picks.itertuples():
@@ -116,6 +127,8 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
             with urllib.request.urlopen(request, timeout=5) as response:
                 answer = json.loads(response.read())
             answers.append(answer)
+            if len(answers) > shown:
+                continue
             reasons = ", ".join(r.get("feature", "?") for r in (answer.get("reasons") or [])[:3])
             print(f"  POST /score {row.session_id}: p={answer.get('probability'):.3f} "
                   f"variant={answer.get('variant')} ({answer.get('policy')}) "
@@ -126,3 +139,26 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 5,
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def consistency_report(defs, instance, assets, run_config: dict) -> None:
+    """Rebuild the feature vectors the API just logged through the offline path (today's
+    decision log) and print the skew per view and the served-vs-training drift."""
+    from dagster import AssetKey, AssetSelection, materialize
+
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    print(f"online/offline consistency of the vectors the API served today ({day})")
+    result = materialize(assets, selection=AssetSelection.assets("online_offline_consistency"),
+                         resources=defs.resources, instance=instance, run_config=run_config,
+                         partition_key=day, raise_on_error=False)
+    event = instance.get_latest_materialization_event(AssetKey("online_offline_consistency"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "max_mismatch_rate_by_view" in meta:
+        print(f"  {meta['requests'].value} vectors; max mismatch rate by view: "
+              f"{meta['max_mismatch_rate_by_view'].value}; served-vs-training max PSI "
+              f"{meta['served_feature_max_psi'].value:.4f}")
+    for check in result.get_asset_check_evaluations():
+        status = (check.metadata.get("reason") or check.metadata.get("status")
+                  or check.metadata.get("features_over_threshold"))
+        print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'} "
+              f"({status.value if status is not None else ''})")

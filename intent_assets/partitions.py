@@ -16,6 +16,9 @@ from intent_resources.project_config import SIMULATOR_FIRST_DAY
 FIRST_DAY = SIMULATOR_FIRST_DAY
 
 daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+# The days the scoring API serves. Its decision log is dated by the clock, so today is a
+# partition while it is being written (end_offset=1): the demo judges what it just served.
+served_days = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=1)
 
 
 def calendar(first_day: str) -> DailyPartitionsDefinition:
@@ -31,9 +34,11 @@ def on_calendar(defs: Definitions, first_day: str) -> Definitions:
     if first_day == FIRST_DAY:
         return defs
     days = calendar(first_day)
+    served = DailyPartitionsDefinition(start_date=first_day, timezone="UTC", end_offset=1)
+    moved = {daily_partitions: days, served_days: served}
     defs = defs.map_resolved_asset_specs(
-        func=lambda s: s.replace_attributes(partitions_def=days)
-        if s.partitions_def == daily_partitions else s)
+        func=lambda s: s.replace_attributes(partitions_def=moved[s.partitions_def])
+        if s.partitions_def in (daily_partitions, served_days) else s)
     return _checks_on(defs, days)
 
 

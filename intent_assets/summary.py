@@ -10,7 +10,8 @@ KEY_FIGURES = ("days", "rows", "quarantined", "orders", "revenue", "sessions", "
                "session_label_rate", "model_version", "pr_auc", "roc_auc", "ece", "brier_skill",
                "best_validation_pr_auc", "trials", "calibrator", "pr_auc_vs_oracle", "test_rows",
                "endpoint_name", "endpoint_url", "action", "day_in_redis", "decision",
-               "conversion_uplift", "conversion_uplift_ci", "srm_p_value",
+               "conversion_uplift", "conversion_uplift_ci", "srm_p_value", "max_mismatch_rate",
+               "served_feature_max_psi",
                "cuped_variance_reduction", "findings", "kinds")
 
 

@@ -19,6 +19,7 @@ from serving.api_settings import ApiSettings
 from serving.decisions import DecisionLog
 from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
+from serving.online import check_model_service
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine
 from serving.scoring_routes import ScoringRoutes, declare_scoring_routes
@@ -37,7 +38,7 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         single_threaded_openmp()  # the event loop's thread is the one that scores
-        holder = ModelHolder(settings.model_path)
+        holder = ModelHolder(settings.model_path, check=check_model_service)
         holder.try_load()
         holder.watch(settings.watch_interval_s)
         endpoint = None

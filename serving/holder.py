@@ -59,11 +59,15 @@ class LoadedModel:
         return self.artifact.version
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load and warm a model (the first single-row score sets LightGBM's fast path up)."""
+def load_model(path: str | Path, check: Callable[[ModelArtifact], None] | None = None
+               ) -> LoadedModel:
+    """Load and warm a model (the first single-row score sets LightGBM's fast path up); `check`
+    may refuse it (raise) before it is warmed."""
     source = resolve_source(path)
     signature = source_signature(path)
     artifact = ModelArtifact.load(source)
+    if check is not None:
+        check(artifact)
     warm = {f.name: f.default for f in artifact.features}
     artifact.score_one(warm, top_k=1)
     return LoadedModel(artifact, source, signature, time.time())
@@ -72,9 +76,10 @@ def load_model(path: str | Path) -> LoadedModel:
 class ModelHolder:
     """The current model of a server; `reload` swaps in a new one without a gap."""
 
-    def __init__(self, path: str | Path | None, on_swap: Callable[[LoadedModel], None] | None = None
-                 ) -> None:
+    def __init__(self, path: str | Path | None, on_swap: Callable[[LoadedModel], None] | None = None,
+                 check: Callable[[ModelArtifact], None] | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self._check = check
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self._on_swap = on_swap
@@ -102,7 +107,7 @@ class ModelHolder:
             if self.path is None:
                 raise FileNotFoundError("no model path configured")
             try:
-                loaded = load_model(self.path)
+                loaded = load_model(self.path, self._check)
             except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 raise

@@ -1,20 +1,25 @@
 """Where a model's online features live in Redis, and how one request's read is built and decoded.
 
 A request (user_id, session_id, product_id or None) is read as one pipelined write of HMGETs, one
-per feature view (``user_*`` features from `user_fv`, ``product_*`` from `product_fv`,
-``session_*`` from `session_fv`), each fetching the view's fields and its ``_ts:<view>`` field:
-the keys and fields Feast's Redis online store reads (`streaming_jobs.online_layout`). The values
-equal `FeatureStore.get_online_features` for the same entities (None when missing; no TTL, as
-Feast's Redis read path applies none). `serving.online_reader` sends it.
+per feature view, each fetching the view's fields and its ``_ts:<view>`` field: the keys and
+fields Feast's Redis online store reads (`streaming_jobs.online_layout`). Which view holds a
+feature, and its TTL, come from the feature contract (`streaming_jobs.feature_spec`); the API
+refuses a model whose recorded feature service disagrees with it (`check_model_service`).
+Values equal `FeatureStore.get_online_features` for the same entities, except that a row older
+than its view's TTL at the request's time is read as missing (the point-in-time join's rule:
+Feast's Redis read applies none). `serving.online_reader` sends it.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streaming_jobs.feature_spec import FEATURE_VIEWS, check_service_features
+from streaming_jobs.feature_spec import VIEWS as SPEC_VIEWS
 from streaming_jobs.online_layout import (
     DEFAULT_PROJECT,
     decode_timestamp,
@@ -25,13 +30,10 @@ from streaming_jobs.online_layout import (
     ts_field,
 )
 
-# (feature name prefix, entity, feature view, join key), in the order the replies come back
-VIEWS: tuple[tuple[str, str, str, str], ...] = (
-    ("user_", "user", "user_fv", "user_id"),
-    ("product_", "product", "product_fv", "product_id"),
-    ("session_", "session", "session_fv", "session_id"),
-)
-ENTITIES = tuple(entity for _, entity, _, _ in VIEWS)
+# The contract's views, in the order the replies come back.
+VIEWS = {view.name: view for view in SPEC_VIEWS}
+ENTITIES = tuple(view.entity for view in SPEC_VIEWS)
+SESSION_VIEW = "session_fv"
 
 _F64 = struct.Struct("<d")
 
@@ -60,6 +62,7 @@ class ViewPlan:
     entity: str
     view: str
     join_key: str
+    ttl_us: int
     features: tuple[str, ...]
     fields: tuple[bytes, ...]      # the features' fields, then `_ts:<view>`
     head: bytes                    # RESP array header and command name
@@ -79,31 +82,34 @@ class FeatureLayout:
     """Where each of a model's features lives in Redis, with the pipelined command precomputed."""
 
     def __init__(self, feature_names: Sequence[str], defaults: Mapping[str, Any] | None = None,
-                 project: str = DEFAULT_PROJECT) -> None:
+                 project: str = DEFAULT_PROJECT,
+                 feature_views: Mapping[str, str] | None = None) -> None:
+        """`feature_views` (feature -> view) defaults to the contract's views."""
         self.feature_names = tuple(feature_names)
         self.defaults = dict(defaults or {})
         self.project = project
-        by_view: dict[str, list[str]] = {view: [] for _, _, view, _ in VIEWS}
+        assigned = dict(FEATURE_VIEWS, **dict(feature_views or {}))
+        by_view: dict[str, list[str]] = {name: [] for name in VIEWS}
         unknown = []
         for name in self.feature_names:
-            for prefix, _, view, _ in VIEWS:
-                if name.startswith(prefix):
-                    by_view[view].append(name)
-                    break
+            if assigned.get(name) in by_view:
+                by_view[assigned[name]].append(name)
             else:
                 unknown.append(name)
         if unknown:
-            raise ValueError(f"features {unknown} belong to no online feature view "
-                             f"(expected prefixes {[p for p, _, _, _ in VIEWS]})")
+            raise ValueError(f"features {unknown} belong to no online feature view of the "
+                             "feature contract (streaming_jobs.feature_spec)")
         plans = []
-        for _, entity, view, join_key in VIEWS:
-            names = tuple(by_view[view])
+        for spec in VIEWS.values():
+            names = tuple(by_view[spec.name])
             if not names:
                 continue
+            view = spec.name
             fields = tuple(field(view, n) for n in names) + (ts_field(view),)
             tail = b"".join(bulk(f) for f in fields)
             plans.append(ViewPlan(
-                entity=entity, view=view, join_key=join_key, features=names, fields=fields,
+                entity=spec.entity, view=view, join_key=spec.join_key,
+                ttl_us=int(spec.ttl.total_seconds() * 1_000_000), features=names, fields=fields,
                 head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2), tail=tail,
                 state_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 3),
                 state_tail=tail + bulk(state_field(view))))
@@ -113,9 +119,10 @@ class FeatureLayout:
 
     @classmethod
     def from_artifact(cls, artifact, project: str = DEFAULT_PROJECT) -> "FeatureLayout":
-        """The layout of a `serving.model.ModelArtifact`'s features, with its defaults."""
+        """The layout of a `serving.model.ModelArtifact`'s features, with its defaults, each in
+        the view the artifact records for it."""
         return cls(artifact.feature_names, {f.name: f.default for f in artifact.features},
-                   project)
+                   project, artifact.manifest.get("feature_views"))
 
     def keys(self, user_id: str, session_id: str, product_id: str | None
              ) -> list[tuple[ViewPlan, bytes]]:
@@ -138,26 +145,39 @@ class FeatureLayout:
                     [plan for plan, _ in pairs])
         return b"".join(plan.command(key) for plan, key in pairs), [plan for plan, _ in pairs]
 
-    def decode(self, plans: Sequence[ViewPlan], replies: Sequence[Sequence[bytes | None]]
-               ) -> "OnlineFeatures":
-        """The features, entity flags and row times from the HMGET replies."""
+    def decode(self, plans: Sequence[ViewPlan], replies: Sequence[Sequence[bytes | None]],
+               as_of_us: int | None = None) -> "OnlineFeatures":
+        """The features, entity flags and row times from the HMGET replies.
+
+        A row older than its view's TTL at `as_of_us` (the request's event time, us since epoch;
+        default: the session row's time, the session's latest event, else the clock) is read
+        as missing and its view listed in `stale`, as the point-in-time join drops it offline.
+        """
         values: dict[str, Any] = dict.fromkeys(self.feature_names)
         found = dict.fromkeys(ENTITIES, False)
         times: dict[str, int | None] = {}
         session_state = None
         for plan, reply in zip(plans, replies):
-            n = len(plan.features)
-            hit = False
+            ts = reply[len(plan.features)]
+            times[plan.view] = decode_timestamp(ts) if ts is not None else None
+        if as_of_us is None:
+            as_of_us = times.get(SESSION_VIEW) or time.time_ns() // 1000
+        stale = []
+        for plan, reply in zip(plans, replies):
+            row_us = times[plan.view]
+            if row_us is not None and row_us < as_of_us - plan.ttl_us:
+                stale.append(plan.view)
+                found[plan.entity] = True
+                continue
+            hit = row_us is not None
             for name, raw in zip(plan.features, reply):
                 if raw is not None:
                     hit = True
                     values[name] = _decode(raw)
-            ts = reply[n]
-            found[plan.entity] = hit or ts is not None
-            times[plan.view] = decode_timestamp(ts) if ts is not None else None
-            if len(reply) > n + 1:
-                session_state = reply[n + 1]
-        return OnlineFeatures(values, found, times, self, session_state)
+            found[plan.entity] = hit
+            if len(reply) > len(plan.features) + 1:
+                session_state = reply[len(plan.features) + 1]
+        return OnlineFeatures(values, found, times, self, session_state, tuple(stale), as_of_us)
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,8 @@ class OnlineFeatures:
     layout: FeatureLayout
     # the stored session state (JSON bytes) when the read asked for it and Redis holds one
     session_state: bytes | None = None
+    stale: tuple[str, ...] = ()       # views whose row was older than their TTL: read as missing
+    as_of_us: int | None = None       # the time the TTLs were judged at
 
     @property
     def missing(self) -> list[str]:
@@ -182,6 +204,16 @@ class OnlineFeatures:
         defaults = self.layout.defaults
         return {name: defaults.get(name) if value is None else value
                 for name, value in self.values.items()}
+
+
+def check_model_service(artifact) -> None:
+    """ValueError unless the model's features are exactly its recorded feature service's, each
+    in the service's view: the API reads exactly that list."""
+    try:
+        check_service_features(artifact.feature_service, artifact.feature_names,
+                               artifact.manifest.get("feature_views"))
+    except ValueError as error:
+        raise ValueError(f"model {artifact.version or '?'} refused: {error}") from None
 
 
 def defaults_row(layout: FeatureLayout) -> dict[str, Any]:

@@ -39,8 +39,11 @@ class AsyncOnlineReader:
                                         target.username, target.password, connect_timeout)
 
     async def read(self, user_id: str, session_id: str, product_id: str | None = None,
-                   timeout: float | None = None, with_state: bool = False) -> OnlineFeatures:
+                   timeout: float | None = None, with_state: bool = False,
+                   as_of_us: int | None = None) -> OnlineFeatures:
         """The features of one request; RedisUnavailable or asyncio.TimeoutError on failure.
+
+        `as_of_us`: the time the views' TTLs are judged at (see `FeatureLayout.decode`).
 
         A timed-out read closes the connection: replies still owed on it would otherwise be
         matched to later requests' futures after a slow spell, and a fresh connection is cheap.
@@ -65,7 +68,7 @@ class AsyncOnlineReader:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise RedisUnavailable(f"redis answered with an error: {reply}")
-        return layout.decode(plans, replies)
+        return layout.decode(plans, replies, as_of_us)
 
     async def close(self) -> None:
         if self.cluster is not None:

@@ -9,9 +9,11 @@ log. A failure never becomes an exception to the caller: the answer says which f
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,7 +30,7 @@ from serving.holder import LoadedModel, ModelHolder
 from serving.online import FeatureLayout, defaults_row
 from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
-from streaming_jobs.moment import fold_event
+from streaming_jobs.moment import event_time_us, fold_event
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ FALLBACK_PRIOR = "prior"
 FALLBACK_SESSION_UNKNOWN = "session_unknown"
 FALLBACK_STATE_UNAVAILABLE = "session_state_unavailable"
 FALLBACK_EVENT_REFUSED = "event_refused"
+FALLBACK_STALE = "stale_features"   # a view's row older than its TTL: read as missing
 DEFAULT_PRIOR = 0.05
 # Which base rate of the model's manifest stands for a request answered without a session:
 # a scoring moment (the request carries its event: a training cut's rate) or a whole session.
@@ -64,7 +67,9 @@ class ScoringSettings:
     endpoint_max_in_flight: int = 1
     breaker_reset_s: float = 1.0
     project: str = DEFAULT_PROJECT
-    log_features: bool = True
+    # share of decisions whose feature vector is logged with them (INTENT_LOG_FEATURES_RATE):
+    # the online_offline_consistency asset replays those requests offline
+    log_features_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +78,8 @@ class ScoringSettings:
             raise ValueError("endpoint_max_in_flight must be at least 1")
         if self.deadline_s <= 0 or self.redis_timeout_s <= 0:
             raise ValueError("deadline and redis timeout must be positive")
+        if not 0.0 <= self.log_features_rate <= 1.0:
+            raise ValueError(f"log_features_rate must be in [0, 1], got {self.log_features_rate}")
         if self.prior is not None and not 0.0 <= self.prior <= 1.0:
             raise ValueError(f"prior must be in [0, 1], got {self.prior}")
 
@@ -116,6 +123,7 @@ class _Read(NamedTuple):
     missing: list[str]
     fallbacks: list[str]
     prior: str | None
+    as_of_us: int | None = None   # the moment the row stands for (TTLs judged, vector logged)
 
 
 @dataclass
@@ -206,7 +214,8 @@ class ScoringEngine:
             product_id = event.get("product_id")
         try:
             features = await reader.read(req.user_id, req.session_id, product_id,
-                                         timeout=budget, with_state=event is not None)
+                                         timeout=budget, with_state=event is not None,
+                                         as_of_us=event_time_us(event) if event else None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
@@ -218,23 +227,27 @@ class ScoringEngine:
             return outage
         self.redis_breaker.success()
         missing = features.missing
+        stale = [FALLBACK_STALE] if features.stale else []
         if event is None:
             if "session" in missing:
                 # nothing known of the session: the all-default row is no session the model
                 # ever saw, so the session-level base rate answers, flagged
-                return _Read(features.row(), missing, [FALLBACK_SESSION_UNKNOWN], PRIOR_SESSION)
-            return _Read(features.row(), missing, [], None)
+                return _Read(features.row(), missing, [FALLBACK_SESSION_UNKNOWN] + stale,
+                             PRIOR_SESSION, features.as_of_us)
+            return _Read(features.row(), missing, stale, None, features.as_of_us)
         stored = features.session_state
         if stored is None and "session" not in missing:
             # a row written without its state (not by the stream): score it as read, flagged
-            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
+            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE] + stale, None,
+                         features.as_of_us)
         try:
             moment = fold_event(orjson.loads(stored) if stored is not None else None, event,
                                 req.preceding)
         except (ValueError, KeyError, TypeError) as error:  # a state this code cannot read
             self._count("error", "session_state")
             log.warning("cannot fold onto session %s's stored state: %s", req.session_id, error)
-            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE], None)
+            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE] + stale, None,
+                         features.as_of_us)
         row = features.row()
         folded = moment.features
         for name in layout.session_features:
@@ -245,7 +258,8 @@ class ScoringEngine:
             # (snapshots' product_id), so its features are read now, a second round trip
             missing = await self._latest_product(served, req, moment.last_product_id, row,
                                                  missing, deadline)
-        return _Read(row, missing, [], None)
+        # the row now stands for the moment of the request's event (the training cut's time)
+        return _Read(row, missing, stale, None, event_time_us(event))
 
     async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
                               row: dict[str, Any], missing: list[str], deadline: float
@@ -258,7 +272,7 @@ class ScoringEngine:
             return missing
         try:
             more = await self._reader.read(req.user_id, req.session_id, product_id,
-                                           timeout=budget)
+                                           timeout=budget, as_of_us=event_time_us(req.event))
         except (asyncio.TimeoutError, RedisUnavailable, OSError) as error:
             self._count("error", "redis_error")
             log.debug("redis read of the session's latest product failed: %r", error)
@@ -383,8 +397,12 @@ class ScoringEngine:
                           **answer}
                 if variant is not None:
                     record["variant_share"] = self._shares[variant]
-                if self.settings.log_features:
+                # the vector the model scored (a base-rate answer scored none)
+                if served is not None and read.prior is None and _sampled(
+                        answer["request_id"], self.settings.log_features_rate):
                     record["features"] = row
+                    record["feature_service"] = served.model.artifact.feature_service
+                    record["as_of"] = _iso_us(read.as_of_us)
                 self.decisions.append(record)
         return answers
 
@@ -419,6 +437,17 @@ class ScoringEngine:
             await self._reader.close()
         if self.endpoint is not None:
             await self.endpoint.close()
+
+
+def _sampled(request_id: str, rate: float) -> bool:
+    """Whether a request's features are logged: a hash of its (random) id against the rate."""
+    return rate >= 1.0 or (rate > 0.0 and zlib.crc32(request_id.encode()) < rate * 2**32)
+
+
+def _iso_us(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc).isoformat()
 
 
 def _now_iso() -> str:

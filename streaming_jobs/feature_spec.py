@@ -1,16 +1,25 @@
-"""Every feature of the intent model, by Feast view: name, kind and default, Spark-free.
+"""The feature contract of the intent model: every feature's name, entity, view, kind, default
+and TTL, and the feature service a model version reads, Spark-free.
 
 One definition of each feature. The batch Spark job (`intent_assets.features.batch`) computes
 `USER_FEATURES` and `PRODUCT_FEATURES`, the session state machine (`session_state`) computes
-`SESSION_FEATURES`, and the Feast views (`feature_repo/feature_views.py`) are built from these
-lists, so `feast apply` needs neither Spark nor Dagster.
+`SESSION_FEATURES`; the Feast views and the FeatureService (`feature_repo/`) are built from
+`VIEWS` and `SERVICES`, training joins exactly a service's features and the API reads exactly the
+list its model's artifact records (checked against `SERVICES` at load). Importing this module
+needs neither Spark, Dagster nor Feast.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from streaming_jobs.session_state import SESSION_FEATURES
 
-__all__ = ["PRODUCT_FEATURES", "SESSION_FEATURES", "USER_FEATURES"]
+__all__ = ["DEFAULT_SERVICE", "FEATURE_VIEWS", "FeatureSpec", "PRODUCT_FEATURES", "SERVICES", "SESSION_FEATURES",
+           "USER_FEATURES", "VIEWS", "ViewSpec", "check_service_features", "service_features"]
 
 NAN = float("nan")
 
@@ -95,3 +104,85 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "session_weekday": "UTC weekday of the latest event, Monday = 0 (-1: no event yet).",
     "session_has_purchased": "1 once the session has a purchase.",
 }
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature of the contract: where it lives, what it holds, what stands in when it is missing."""
+
+    name: str
+    entity: str
+    view: str
+    kind: str            # "int", "float" or "string"
+    default: Any
+    ttl: dt.timedelta    # the view's: a row older than this is missing, offline and online
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One Feast feature view: its entity and join key, TTL, and features in order."""
+
+    name: str
+    entity: str
+    join_key: str
+    ttl: dt.timedelta
+    features: tuple[tuple[str, str, Any], ...]
+    description: str
+
+    def specs(self) -> tuple[FeatureSpec, ...]:
+        return tuple(FeatureSpec(name, self.entity, self.name, kind, default, self.ttl)
+                     for name, kind, default in self.features)
+
+
+# User and product rows are daily (stamped at the next midnight UTC), so a 2-day TTL lets a
+# point-in-time join fall back one missed day and no further. A session row is worthless a day
+# after its latest event.
+VIEWS: tuple[ViewSpec, ...] = (
+    ViewSpec("user_fv", "user", "user_id", dt.timedelta(days=2), USER_FEATURES,
+             "A shopper's purchase history and taste, as of the end of the previous day."),
+    ViewSpec("product_fv", "product", "product_id", dt.timedelta(days=2), PRODUCT_FEATURES,
+             "A product's conversion rates and price position, as of the previous day's end."),
+    ViewSpec("session_fv", "session", "session_id", dt.timedelta(days=1), SESSION_FEATURES,
+             "The live session's state, pushed by the streaming job as events arrive."),
+)
+VIEWS_BY_NAME: dict[str, ViewSpec] = {view.name: view for view in VIEWS}
+# feature -> the view it lives in
+FEATURE_VIEWS: dict[str, str] = {name: view.name for view in VIEWS for name, _, _ in view.features}
+
+# One feature service per model version: service name -> the views it reads, whole and in order.
+DEFAULT_SERVICE = "intent_model_v1"
+SERVICES: dict[str, tuple[str, ...]] = {
+    DEFAULT_SERVICE: ("user_fv", "product_fv", "session_fv"),
+}
+SERVICE_DESCRIPTIONS: dict[str, str] = {
+    DEFAULT_SERVICE: "Purchase-intent model v1: user and product as of yesterday, the live session.",
+}
+
+
+def service_features(service: str = DEFAULT_SERVICE) -> tuple[FeatureSpec, ...]:
+    """The features a service reads, view by view in the service's order."""
+    if service not in SERVICES:
+        raise KeyError(f"unknown feature service {service!r}; known: {sorted(SERVICES)}")
+    return tuple(spec for view in SERVICES[service] for spec in VIEWS_BY_NAME[view].specs())
+
+
+def check_service_features(service: str, features: Sequence[str],
+                           views: Mapping[str, str] | None = None) -> None:
+    """ValueError unless `features` (a model's, any order) are exactly the service's, each in
+    the service's view when `views` (feature -> view) is given."""
+    if not service:
+        raise ValueError("the model records no feature service; retrain it with one")
+    if service not in SERVICES:
+        raise ValueError(f"the model was trained on feature service {service!r}, which this "
+                         f"code does not define (known: {sorted(SERVICES)})")
+    expected = {spec.name: spec.view for spec in service_features(service)}
+    extra = sorted(set(features) - set(expected))
+    lacking = sorted(set(expected) - set(features))
+    moved = sorted(f"{f} ({views[f]} != {expected[f]})" for f in features
+                   if views and f in expected and f in views and views[f] != expected[f])
+    if extra or lacking or moved:
+        problems = [f"not in the service: {extra}" if extra else "",
+                    f"in the service but not the model: {lacking}" if lacking else "",
+                    f"in another view: {moved}" if moved else ""]
+        raise ValueError(f"model and feature service {service!r} disagree: "
+                         + "; ".join(p for p in problems if p))

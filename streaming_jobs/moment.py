@@ -75,5 +75,10 @@ def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Ma
     return Moment(features_of(state), how, state.version, state.last_product_id)
 
 
+def event_time_us(event: Mapping) -> int:
+    """An event's time in microseconds since the epoch, as the state machine orders it."""
+    return _micros(event["event_time"])
+
+
 def _order(event: Mapping) -> tuple[int, str]:
-    return _micros(event["event_time"]), str(event["event_id"])
+    return event_time_us(event), str(event["event_id"])

@@ -24,7 +24,6 @@ from intent_assets.features.spark_training import (
     build_training_frame,
     read_snapshots,
     training_frame_metadata,
-    training_service,
     write_training_set,
 )
 from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
@@ -171,7 +170,7 @@ def training_set(spark: SparkResource, feast: FeastResource, lake: LakeStorage,
     store = feast.store()
     session = spark.spark_session
     snapshots = read_snapshots(session, lake, session_snapshots.existing())
-    frame = build_training_frame(session, snapshots, training_service(store), store).cache()
+    frame = build_training_frame(session, snapshots, store).cache()
     write_training_set(frame, lake)
     meta = training_frame_metadata(frame)
     frame.unpersist()

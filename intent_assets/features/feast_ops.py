@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from streaming_jobs.feature_spec import DEFAULT_SERVICE
+
 # The batch views a day's materialization loads; the session view is fed by the stream (push).
 DAILY_VIEWS: tuple[str, ...] = ("user_fv", "product_fv")
-# The views a training set joins point-in-time. Session features are not among them: a snapshot
-# carries its own, computed by the session state machine up to the cut.
-TRAINING_VIEWS: tuple[str, ...] = ("user_fv", "product_fv")
 SNAPSHOT_KEYS: tuple[str, ...] = ("snapshot_id", "session_id", "user_id", "product_id",
                                   "event_timestamp")
 # Columns of a training set that are neither features nor features' keys.
@@ -109,15 +108,28 @@ def materialize_day(resource_or_store: Any, day: str) -> dict:
     return report
 
 
-def training_feature_refs(store) -> list[str]:
-    """The `view:feature` references a training set joins: every feature of TRAINING_VIEWS."""
-    refs = []
-    for name in TRAINING_VIEWS:
-        refs.extend(f"{name}:{field.name}" for field in store.get_feature_view(name).features)
-    return refs
+def service_views(store, service: str = DEFAULT_SERVICE) -> list[tuple[str, list[str], bool]]:
+    """(view, features, joined) for each view of the registered feature service, in its order.
+
+    `joined`: the view is joined point-in-time from its batch source. A view fed by a push
+    source (the live session) is not: its offline value at a cut is the session state machine's
+    state after the cut event, which the snapshot carries.
+    """
+    out = []
+    for projection in store.get_feature_service(service).feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        out.append((projection.name, [f.name for f in projection.features],
+                    view.stream_source is None))
+    return out
 
 
-def _join_view(store, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+def training_feature_refs(store, service: str = DEFAULT_SERVICE) -> list[str]:
+    """The `view:feature` references a training set joins: the service's batch views' features."""
+    return [f"{name}:{f}" for name, features, joined in service_views(store, service) if joined
+            for f in features]
+
+
+def _join_view(store, name: str, frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """One view's features for each distinct (key, cut) of `frame`, columns key, _CUT, features.
 
     Feast's file (dask) store needs two guards here, both keeping its answer what a left
@@ -132,7 +144,6 @@ def _join_view(store, name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """
     view = store.get_feature_view(name)
     key = view.join_keys[0]
-    features = [field.name for field in view.features]
     pairs = frame[[key, _CUT]].dropna().drop_duplicates()
     if len(pairs):
         known = _keys_stamped_between(view.batch_source, key, pairs[_CUT].min() - view.ttl,
@@ -152,31 +163,44 @@ def _join_view(store, name: str, frame: pd.DataFrame) -> pd.DataFrame:
     return got
 
 
-def build_training_set(store, snapshots: pd.DataFrame) -> pd.DataFrame:
-    """Snapshots with the user and product features as of each snapshot's cut, point in time.
+def build_training_set(store, snapshots: pd.DataFrame, service: str = DEFAULT_SERVICE
+                       ) -> pd.DataFrame:
+    """Snapshots with exactly the feature service's features as of each snapshot's cut.
 
     `snapshots` is the entity frame: snapshot_id, session_id, user_id, product_id,
     event_timestamp (the cut, UTC), the session_* features computed up to the cut, label,
-    weight, date. Feast joins, for each row, the newest user_fv / product_fv row stamped at or
-    before the cut and within the view's TTL; a row stamped after the cut is never read. Every
-    snapshot row comes back, in the input order, with its own columns unchanged; a feature
-    without a row to join is null.
+    weight, date. For each batch view of the service (user_fv, product_fv) Feast joins, for
+    each row, the newest row stamped at or before the cut and within the view's TTL; a row
+    stamped after the cut is never read. The session view's features are the snapshot's own
+    (see `service_views`). Every snapshot row comes back, in the input order, with its
+    non-feature columns unchanged; a feature without a row to join is null; a snapshot column
+    that looks like a feature but is not the service's is dropped.
     """
     store = _feature_store(store)
     missing = [c for c in SNAPSHOT_KEYS if c not in snapshots.columns]
     if missing:
         raise ValueError(f"snapshots lack columns {missing}")
-    added = [ref.split(":", 1)[1] for ref in training_feature_refs(store)]
+    views = service_views(store, service)
+    added = [f for _, features, joined in views if joined for f in features]
     clash = sorted(set(added) & set(snapshots.columns))
     if clash:
         raise ValueError(f"snapshots already hold feature columns Feast would add: {clash}")
+    carried = [f for _, features, joined in views if not joined for f in features]
+    lacking = [f for f in carried if f not in snapshots.columns]
+    if lacking:
+        raise ValueError(f"snapshots lack the session features of service {service!r}: {lacking}")
+    served = set(added) | set(carried)
+    foreign = [c for c in snapshots.columns
+               if c.startswith(_FEATURE_PREFIXES) and c not in _NON_FEATURES and c not in served]
 
-    out = snapshots.reset_index(drop=True)
+    out = snapshots.drop(columns=foreign).reset_index(drop=True)
     out[_CUT] = pd.to_datetime(out["event_timestamp"], utc=True).dt.as_unit("ns")
-    for name in TRAINING_VIEWS:
-        joined = _join_view(store, name, out)
-        key = joined.columns[0]
-        out = out.merge(joined, on=[key, _CUT], how="left", validate="many_to_one")
+    for name, features, joined in views:
+        if not joined:
+            continue
+        frame = _join_view(store, name, out, features)
+        key = frame.columns[0]
+        out = out.merge(frame, on=[key, _CUT], how="left", validate="many_to_one")
     return out.drop(columns=[_CUT])
 
 

@@ -11,9 +11,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
-from intent_assets.features.feast_ops import TRAINING_VIEWS
+from intent_assets.features.feast_ops import service_views
 from intent_assets.features.spark_join import historical_features
 from intent_resources.storage import LakeStorage
+from streaming_jobs.feature_spec import DEFAULT_SERVICE
 
 _DAY = "__day"
 # The snapshot tables' own order (spark_snapshots.day_table), day by day.
@@ -22,12 +23,14 @@ _FEATURE_PREFIXES = ("user_", "product_", "session_")
 _NON_FEATURES = frozenset({"user_id", "product_id", "session_id"})
 
 
-def training_service(store):
-    """The FeatureService of the views a training set joins (`feast_ops.TRAINING_VIEWS`)."""
+def training_service(store, service: str = DEFAULT_SERVICE):
+    """The registered feature service's views that are joined point in time (its batch views,
+    with exactly the service's features); the push-fed session view is the snapshot's own."""
     from feast import FeatureService
 
-    return FeatureService(name="training_views",
-                          features=[store.get_feature_view(v) for v in TRAINING_VIEWS])
+    return FeatureService(name=f"{service}_joined", features=[
+        store.get_feature_view(name)[features]
+        for name, features, joined in service_views(store, service) if joined])
 
 
 def read_snapshots(spark: SparkSession, lake: LakeStorage, days: list[str]) -> DataFrame:
@@ -41,10 +44,21 @@ def read_snapshots(spark: SparkSession, lake: LakeStorage, days: list[str]) -> D
             .withColumn(_DAY, F.regexp_extract(F.col("_metadata.file_path"), r"date=([^/]+)", 1)))
 
 
-def build_training_frame(spark: SparkSession, snapshots: DataFrame, feature_service,
-                         store) -> DataFrame:
-    """Snapshots (from `read_snapshots`) with the service's features as of each cut."""
-    return historical_features(spark, snapshots, feature_service, store)
+def build_training_frame(spark: SparkSession, snapshots: DataFrame, store,
+                         service: str = DEFAULT_SERVICE) -> DataFrame:
+    """Snapshots (from `read_snapshots`) with exactly the feature service's features as of each
+    cut, by `feast_ops.build_training_set`'s rules: the batch views joined point in time, the
+    session features the snapshot's own (required), any other feature-like column dropped."""
+    views = service_views(store, service)
+    carried = [f for _, features, joined in views if not joined for f in features]
+    lacking = [f for f in carried if f not in snapshots.columns]
+    if lacking:
+        raise ValueError(f"snapshots lack the session features of service {service!r}: {lacking}")
+    served = {f for _, features, _ in views for f in features}
+    foreign = [c for c in snapshots.columns
+               if c.startswith(_FEATURE_PREFIXES) and c not in _NON_FEATURES and c not in served]
+    return historical_features(spark, snapshots.drop(*foreign), training_service(store, service),
+                               store)
 
 
 def write_training_set(frame: DataFrame, lake: LakeStorage) -> None:

@@ -1,5 +1,8 @@
 """Monitoring assets: the day's session anomalies and the day's served scores against reality."""
 
+import json
+
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -7,6 +10,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -14,17 +18,31 @@ from dagster import (
 
 from intent_assets.monitoring.alerting import findings_alert
 from intent_assets.monitoring.anomalies import detect_anomalies
+from intent_assets.features.feast_ops import build_training_set
+from intent_assets.ingest.source import arrived_events
+from intent_assets.monitoring.consistency import (
+    compare,
+    entity_frame,
+    event_days,
+    examples,
+    logged_requests,
+    offline_session_features,
+)
+from intent_assets.monitoring.drift import feature_psi, worst_status
 from intent_assets.monitoring.performance import (
     labelled_scores,
     performance_decay,
     score_distribution,
     served_scores as model_scores,
 )
-from intent_assets.partitions import daily, daily_partitions, last_30_days
+from intent_assets.partitions import daily, daily_partitions, last_30_days, served_days
 from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.alerts import AlertsResource
+from intent_resources.clickstream import ClickstreamSource
+from intent_resources.feast import FeastResource
 from intent_resources.decision_log import DecisionLogReader
-from intent_resources.storage import LakeSlice, LakeStorage
+from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
+from streaming_jobs.feature_spec import DEFAULT_SERVICE, service_features
 
 GROUP = "monitoring"
 
@@ -66,55 +84,200 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
     })
 
 
+def served_reference(models: ArtifactStore, version: str) -> tuple[np.ndarray, dict] | None:
+    """A served model version's test predictions and test metrics, as `calibrated_model` wrote
+    them (looked up by the version, never "the latest"); None when they are not there."""
+    root = models.directory("artifacts")
+    predictions = root / f"{version}_test_predictions.parquet"
+    manifest = root / version / "manifest.json"
+    if not predictions.exists() or not manifest.exists():
+        return None
+    metrics = (json.loads(manifest.read_text()).get("metrics") or {}).get("test") or {}
+    return pd.read_parquet(predictions)["probability"].to_numpy(), metrics
+
+
+def _no_data(check: str, reason: str) -> AssetCheckResult:
+    """A check that had nothing to judge: a warning that says why, never a pass."""
+    return AssetCheckResult(check_name=check, passed=False, severity=AssetCheckSeverity.WARN,
+                            metadata={"status": "no data", "reason": reason})
+
+
 @asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
        metadata=schema_metadata("served_scores"),
-       ins={"calibrated_model": AssetIn(input_manager_key="model_io_manager"), "sessions": AssetIn()},
-       deps=["decision_log"],
+       ins={"sessions": AssetIn()}, deps=["decision_log", "calibrated_model"],
        check_specs=[AssetCheckSpec("score_distribution", asset="served_scores",
-                                   description="PSI of served probabilities vs the model's test predictions."),
+                                   description="PSI of served probabilities vs the test "
+                                               "predictions of the model version that served them."),
                     AssetCheckSpec("performance_vs_test", asset="served_scores",
                                    description="Live PR-AUC, log loss and ECE once labels arrive, "
-                                               "vs the model's test metrics.")])
-def served_scores(context: AssetExecutionContext, calibrated_model: dict, sessions: LakeSlice,
-                  decision_log: DecisionLogReader, lake: LakeStorage) -> MaterializeResult:
-    """The day's scores served by the current model, with their labels once sessions are built.
+                                               "vs the serving model version's test metrics.")])
+def served_scores(context: AssetExecutionContext, sessions: LakeSlice,
+                  decision_log: DecisionLogReader, lake: LakeStorage,
+                  models: ArtifactStore) -> MaterializeResult:
+    """The day's scores as served, by the model versions that served them, with their labels.
 
-    Read from the decision log; the prediction-distribution and performance-decay checks
-    judge them against the model's test predictions."""
+    Read from the decision log; each version actually served is judged against its own test
+    predictions and metrics. A day with nothing to judge warns and says why."""
     day = context.partition_key
     scores = model_scores(decision_log.read_day(day))
-    version = calibrated_model["version"]
-    current = scores[scores["model_version"] == version]
-    labelled = labelled_scores(current, sessions.pandas()) if len(current) else current.assign(label=[])
-    written = labelled if len(labelled) else current
+    versions = sorted(str(v) for v in scores["model_version"].dropna().unique())
+    frame = sessions.pandas()
+    labelled = labelled_scores(scores, frame) if len(scores) and len(frame) \
+        else scores.assign(label=pd.Series(dtype="int64"))
+    written = labelled if len(labelled) else scores
     lake.write(written, "served_scores", day)
-    reference = pd.read_parquet(calibrated_model["test_predictions"])["probability"].to_numpy()
-    checks = []
-    if len(current):
-        dist = score_distribution(reference, current["probability"].to_numpy())
-        checks.append(AssetCheckResult(
-            check_name="score_distribution", passed=dist["status"] != "alert",
-            severity=AssetCheckSeverity.WARN if dist["status"] != "alert" else AssetCheckSeverity.ERROR,
-            metadata={k: v for k, v in dist.items()}))
-    else:
-        checks.append(AssetCheckResult(check_name="score_distribution", passed=True,
-                                       severity=AssetCheckSeverity.WARN,
-                                       metadata={"status": f"no scores served by {version} on {day}"}))
-    if len(labelled) and labelled["label"].nunique() == 2:
-        decay = performance_decay(labelled, calibrated_model["metrics"])
-        checks.append(AssetCheckResult(
-            check_name="performance_vs_test", passed=not decay["decayed"],
-            severity=AssetCheckSeverity.WARN,
-            metadata={"rows": decay["rows"], "problems": "; ".join(decay["problems"]) or "none",
-                      **{f"live_{k}": v for k, v in decay["live"].items() if v is not None},
-                      **{f"test_{k}": v for k, v in decay["reference"].items()
-                         if k in decay["live"] and v is not None}}))
-    else:
-        checks.append(AssetCheckResult(check_name="performance_vs_test", passed=True,
-                                       severity=AssetCheckSeverity.WARN,
-                                       metadata={"status": "labels not arrived (or one class only)"}))
+    distributions, decays, unknown = [], [], []
+    for version in versions:
+        reference = served_reference(models, version)
+        if reference is None:
+            unknown.append(version)
+            continue
+        predictions, metrics = reference
+        mine = scores[scores["model_version"] == version]
+        distributions.append({"model_version": version,
+                              **score_distribution(predictions, mine["probability"].to_numpy())})
+        mine_labelled = labelled[labelled["model_version"] == version]
+        if len(mine_labelled) and mine_labelled["label"].nunique() == 2:
+            decays.append((version, performance_decay(mine_labelled, metrics)))
+    checks = [_distribution_check(day, versions, distributions, unknown),
+              _performance_check(day, versions, decays, len(labelled))]
     return MaterializeResult(
         metadata={"dagster/row_count": len(written), "served": len(scores),
-                  "by_current_model": len(current), "labelled": len(labelled),
-                  "model_version": version, "path": MetadataValue.path(lake.uri("served_scores", day))},
+                  "labelled": len(labelled), "served_versions": ", ".join(versions) or "none",
+                  "path": MetadataValue.path(lake.uri("served_scores", day))},
         check_results=checks)
+
+
+def _distribution_check(day: str, versions: list[str], distributions: list[dict],
+                        unknown: list[str]) -> AssetCheckResult:
+    if not versions:
+        return _no_data("score_distribution", f"no model scores in the decision log of {day}")
+    if not distributions:
+        return _no_data("score_distribution",
+                        f"no test predictions found for the served versions {unknown}")
+    table = pd.DataFrame(distributions)
+    status = worst_status(table["status"])
+    return AssetCheckResult(
+        check_name="score_distribution", passed=status != "alert",
+        severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
+        metadata={"status": status, "max_psi": float(table["psi"].max()),
+                  "served": int(table["served"].sum()), "versions": ", ".join(versions),
+                  "versions_without_reference": ", ".join(unknown) or "none",
+                  "by_version": MetadataValue.md(table.round(5).to_markdown(index=False))})
+
+
+def _performance_check(day: str, versions: list[str], decays: list[tuple[str, dict]],
+                       labelled: int) -> AssetCheckResult:
+    if not decays:
+        reason = (f"no model scores on {day}" if not versions else
+                  f"{labelled} labelled scores: labels not arrived, one class only, or no "
+                  "reference for the served versions")
+        return _no_data("performance_vs_test", reason)
+    rows = [{"model_version": v, "rows": d["rows"], "decayed": d["decayed"],
+             **{f"live_{k}": v2 for k, v2 in d["live"].items()},
+             **{f"test_{k}": d["reference"].get(k) for k in d["live"]}} for v, d in decays]
+    problems = [f"{v}: {p}" for v, d in decays for p in d["problems"]]
+    return AssetCheckResult(
+        check_name="performance_vs_test", passed=not problems, severity=AssetCheckSeverity.WARN,
+        metadata={"rows": sum(d["rows"] for _, d in decays), "problems": "; ".join(problems) or "none",
+                  "by_version": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False))})
+
+
+class ConsistencyConfig(Config):
+    """How much online/offline disagreement the consistency check tolerates, per feature, and
+    how many served vectors a PSI needs to mean anything."""
+
+    max_mismatch_rate: float = 0.01
+    min_drift_rows: int = 200
+
+
+@asset(group_name=GROUP, partitions_def=served_days, kinds={"feast", "pandas"},
+       ins={"training_set": AssetIn()}, deps=["decision_log"],
+       check_specs=[AssetCheckSpec("online_offline_mismatch", asset="online_offline_consistency",
+                                   blocking=True,
+                                   description="Per feature, the share of served vectors the "
+                                               "offline path rebuilds differently (fails above "
+                                               "max_mismatch_rate)."),
+                    AssetCheckSpec("served_feature_drift", asset="online_offline_consistency",
+                                   description="PSI of every served feature against the training "
+                                               "set (warn at 0.1, fail at 0.2).")])
+def online_offline_consistency(context: AssetExecutionContext, config: ConsistencyConfig,
+                               training_set: LakeSlice, decision_log: DecisionLogReader,
+                               feast: FeastResource, clickstream: ClickstreamSource,
+                               lake: LakeStorage, models: ArtifactStore) -> MaterializeResult:
+    """The feature vectors the API served, rebuilt offline: skew per feature, and drift vs training.
+
+    The day's logged vectors (decision log) are rebuilt point in time at each request's as_of:
+    session features by the state machine over the session's events, user and product features
+    by Feast's join with the views' TTLs. Mismatch rate and mean absolute difference per feature;
+    the served vectors' and served scores' PSI against the training set."""
+    day = context.partition_key
+    decisions = decision_log.read_day(day)
+    scores = _served_score_psi(models, model_scores(decisions))
+    requests = logged_requests(decisions)
+    if requests.empty:
+        reason = f"no logged feature vectors in the decision log of {day}"
+        return MaterializeResult(metadata={"requests": 0, "status": reason, **scores}, check_results=[
+            _no_data("online_offline_mismatch", reason), _no_data("served_feature_drift", reason)])
+    services = sorted(set(requests["feature_service"].dropna()))
+    features = [spec.name for s in services for spec in service_features(s)]
+    features = list(dict.fromkeys(features))
+    events = pd.concat([arrived_events(clickstream, d, lake) for d in event_days(requests)],
+                       ignore_index=True)
+    session = offline_session_features(events, requests)
+    offline = build_training_set(feast, entity_frame(requests, session),
+                                 services[0] if services else DEFAULT_SERVICE)
+    served = requests["features"].tolist()
+    table = compare(served, offline, features)
+    worst = float(table["mismatch_rate"].max())
+    failing = table[table["mismatch_rate"] > config.max_mismatch_rate]
+    by_view = table.groupby("view")["mismatch_rate"].max().round(5).to_dict()
+    mismatch = AssetCheckResult(
+        check_name="online_offline_mismatch", passed=failing.empty,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"requests": len(requests), "max_mismatch_rate": worst,
+                  "threshold": config.max_mismatch_rate,
+                  "features_over_threshold": ", ".join(failing["feature"]) or "none",
+                  "max_mismatch_rate_by_view": MetadataValue.json(by_view)})
+    reference = training_set.pandas()
+    drift = feature_psi(reference, pd.DataFrame(served), features)
+    status = worst_status(drift["status"])
+    drift_check = _no_data("served_feature_drift", f"{len(served)} served vectors, "
+                           f"{config.min_drift_rows} needed for a PSI") \
+        if len(served) < config.min_drift_rows else AssetCheckResult(
+        check_name="served_feature_drift", passed=status != "alert",
+        severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
+        metadata={"status": status, "rows": len(served),
+                  "max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  "features_warn": int((drift["status"] == "warn").sum()),
+                  "features_alert": int((drift["status"] == "alert").sum())})
+    lake.write(table.assign(day=day), "online_offline_consistency", day)
+    diffs = examples(served, offline, requests, features)
+    return MaterializeResult(
+        metadata={"requests": len(requests), "max_mismatch_rate": worst,
+                  "max_mismatch_rate_by_view": MetadataValue.json(by_view),
+                  "served_feature_max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  **scores,
+                  "consistency": MetadataValue.md(table.round(6).to_markdown(index=False)),
+                  "served_vs_training_psi": MetadataValue.md(drift.round(4).to_markdown(index=False)),
+                  "mismatch_examples": MetadataValue.md(diffs.to_markdown(index=False)
+                                                        if len(diffs) else "None."),
+                  "path": MetadataValue.path(lake.uri("online_offline_consistency", day))},
+        check_results=[mismatch, drift_check])
+
+
+def _served_score_psi(models: ArtifactStore, scores: pd.DataFrame) -> dict:
+    """Metadata: PSI of the day's served scores against each serving version's test predictions."""
+    rows = []
+    for version in sorted(str(v) for v in scores["model_version"].dropna().unique()):
+        reference = served_reference(models, version)
+        mine = scores[scores["model_version"] == version]["probability"].to_numpy()
+        if reference is None:
+            rows.append({"model_version": version, "served": len(mine), "psi": None,
+                         "status": "no test predictions for this version"})
+        else:
+            dist = score_distribution(reference[0], mine)
+            rows.append({"model_version": version, **dist})
+    if not rows:
+        return {"served_score_psi": "no model scores served"}
+    return {"served_score_psi": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False))}

@@ -19,6 +19,13 @@ def feature_drift(context: AssetCheckExecutionContext, session_snapshots: LakeSl
     current = session_snapshots.pandas()
     reference = training_set.pandas()
     table = feature_psi(reference, current, FEATURE_NAMES)
+    reason = ("no snapshots for the day" if current.empty else
+              "the training set is empty" if reference.empty else
+              "no session feature in both tables" if table.empty else None)
+    if reason:  # nothing was compared: a warning that says so, never a pass
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                metadata={"status": "no data", "reason": reason,
+                                          "rows": len(current)})
     status = worst_status(table["status"])
     return AssetCheckResult(
         passed=status != "alert",

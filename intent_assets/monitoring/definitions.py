@@ -1,10 +1,14 @@
 from dagster import Definitions
 
-from intent_assets.monitoring.assets import served_scores, session_anomalies
+from intent_assets.monitoring.assets import (
+    online_offline_consistency,
+    served_scores,
+    session_anomalies,
+)
 from intent_assets.monitoring.checks import feature_drift
-from intent_assets.monitoring.jobs import daily_reports_job
+from intent_assets.monitoring.jobs import consistency_job, daily_reports_job
 from intent_assets.monitoring.sensors import run_failure_alert_sensor
 
-defs = Definitions(assets=[session_anomalies, served_scores], asset_checks=[feature_drift],
-                   jobs=[daily_reports_job],
+defs = Definitions(assets=[session_anomalies, served_scores, online_offline_consistency], asset_checks=[feature_drift],
+                   jobs=[daily_reports_job, consistency_job],
                    sensors=[run_failure_alert_sensor])

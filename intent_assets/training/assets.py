@@ -29,6 +29,7 @@ from intent_assets.training.train import (
     training_splits,
 )
 from intent_resources.storage import ArtifactStore, LakeSlice
+from streaming_jobs.feature_spec import DEFAULT_SERVICE, service_features
 
 LABEL = "label"
 TIME_COLUMN = "event_timestamp"
@@ -77,8 +78,11 @@ def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_s
     the search history are metadata."""
     frame = training_set.pandas()
     require_enough_positives(frame)
+    # exactly the feature service's features, the list the API will read for this model
     tuned = fit_tuned(frame, LABEL, time_column=TIME_COLUMN, n_trials=config.n_trials,
-                      seed=config.seed, backend=config.backend, regime=config.regime)
+                      seed=config.seed, backend=config.backend, regime=config.regime,
+                      feature_service=DEFAULT_SERVICE,
+                      features=[spec.name for spec in service_features(DEFAULT_SERVICE)])
     directory = models.directory("tuned", context.run_id)
     tuned.save(directory)
     history = pd.DataFrame(tuned.tuning.history)

@@ -48,9 +48,26 @@ def id_columns(columns, label: str, time_column: str | None = None,
             if c in skip or str(c).endswith("_id") or "weight" in str(c).lower()]
 
 
-def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
-                   ) -> tuple[list[Feature], dict[str, str]]:
-    """Feature specs from the train split, and the columns left out with the reason."""
+def infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None,
+                   keep=()) -> tuple[list[Feature], dict[str, str]]:
+    """Feature specs from the train split, and the columns left out with the reason.
+
+    A column in `keep` (a feature service's) is never left out: without values it is a float
+    that is always missing, so the model's features stay the service's."""
+    features, dropped = _infer_features(train, columns, defaults)
+    kept = {name for name in dropped if name in set(keep)}
+    if not kept:
+        return features, dropped
+    defaults = dict(defaults or {})
+    by_name = {f.name: f for f in features}
+    by_name.update({name: Feature(name, "float", _number_or_none(defaults.get(name)))
+                    for name in kept})
+    return ([by_name[name] for name in columns if name in by_name],
+            {name: why for name, why in dropped.items() if name not in kept})
+
+
+def _infer_features(train: pd.DataFrame, columns, defaults: Mapping[str, Any] | None = None
+                    ) -> tuple[list[Feature], dict[str, str]]:
     defaults = dict(defaults or {})
     features: list[Feature] = []
     dropped: dict[str, str] = {}
@@ -120,3 +137,19 @@ def design(vectorizer: Vectorizer, df: pd.DataFrame, label: str, weight_column: 
         w = w / w.mean()
     return DesignMatrix(vectorizer.frame(df), label_values(df, label), w, vectorizer.feature_names,
                         vectorizer.categorical_indices)
+
+
+def base_rates(df: pd.DataFrame, label: str, weight_column: str | None,
+               group_column: str | None) -> dict[str, float]:
+    """The label's rate over the table's rows (`scoring_moment`: one row per cut) and over its
+    groups (`session`: each session once, its label being its rows'); the scoring API answers a
+    request it knows no session for with them (docs/serving.md, "Fallbacks")."""
+    y = df[label].astype("float64")
+    w = df[weight_column].astype("float64") if weight_column and weight_column in df else None
+    moment = float(np.average(y, weights=w)) if len(y) else float("nan")
+    if group_column and group_column in df:
+        session = float(y.groupby(df[group_column].to_numpy()).max().mean()) if len(y) \
+            else float("nan")
+    else:
+        session = moment
+    return {"scoring_moment": moment, "session": session}

@@ -31,8 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from intent_assets.training.crossval import (
     tune_cv,
 )
 from intent_assets.training.table import (
+    base_rates,
     design,
     id_columns,
     infer_features,
@@ -79,6 +79,7 @@ from intent_assets.training.tuning import (
     tuning_to_json,
 )
 from intent_assets.training.weights import BOUNCE_KEEP_RATE, downsample_bounces
+from streaming_jobs.feature_spec import DEFAULT_SERVICE, FEATURE_VIEWS
 from serving.model import (
     Calibrator,
     Feature,
@@ -88,7 +89,6 @@ from serving.model import (
     save_artifact,
 )
 
-DEFAULT_FEATURE_SERVICE = "intent_model_v1"
 # Rows of the test split the global importance is averaged over.
 EXPLANATION_ROWS = 5_000
 
@@ -188,15 +188,20 @@ def _plain(value: Any) -> Any:
 
 
 def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
-              feature_service: str = DEFAULT_FEATURE_SERVICE, n_trials: int = 20,
+              feature_service: str = DEFAULT_SERVICE, n_trials: int = 20,
               seed: int = 0, weight_column: str | None = "weight",
               group_column: str | None = "session_id",
               defaults: Mapping[str, Any] | None = None,
               space: tuple[Param, ...] = SEARCH_SPACE,
               bounce_keep_rate: float = BOUNCE_KEEP_RATE, refit_on_validation: bool = True,
               backend: str = "optuna", tuner: Tuner | None = None, regime: str = "auto",
-              small_table_rows: int = SMALL_TABLE_ROWS) -> TunedModel:
+              small_table_rows: int = SMALL_TABLE_ROWS,
+              features: Sequence[str] | None = None) -> TunedModel:
     """Split, pick features, downsample bounces, search hyperparameters, fit the final booster.
+
+    `features` (a feature service's list, e.g. `feature_spec.service_features`) fixes the
+    feature columns: every one must be in the table, and each is kept even without values;
+    without it every column that is not an id is a feature.
 
     `backend` "optuna" searches in process; "sagemaker" needs `tuner`, a function with the
     signature of `tuning.tune_optuna` (train, valid, space, n_trials=, seed=) that runs the
@@ -225,8 +230,17 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     for name, part in splits.items():
         if (chosen == "holdout" or name == "test") and not (label_values(part, label) == 1).any():
             raise ValueError(f"the {name} split has no positives; the table is too small")
-    candidates = [c for c in df.columns if c not in id_columns(df.columns, label, time_column,
-                                                              weight_column)]
+    if features is not None:
+        lacking = [f for f in features if f not in df.columns]
+        if lacking:
+            raise ValueError(f"the table lacks features of service {feature_service!r}: {lacking}")
+        # the table's column order, so a model does not change with the service's order
+        candidates = [c for c in df.columns if c in set(features)]
+        required = tuple(candidates)
+    else:
+        candidates = [c for c in df.columns if c not in id_columns(df.columns, label, time_column,
+                                                                  weight_column)]
+        required = ()
     common = dict(label=label, time_column=time_column, group_column=group,
                   weight_column=weight_column if weight_column in df.columns else None,
                   key_column=key_column, feature_service=feature_service, seed=seed,
@@ -235,8 +249,8 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
                   small_table_rows=small_table_rows)
     if chosen == "cross_validated":
         return _fit_cross_validated(splits, candidates, defaults, common, space, n_trials,
-                                    started)
-    features, dropped = infer_features(splits.train, candidates, defaults)
+                                    started, required)
+    features, dropped = infer_features(splits.train, candidates, defaults, keep=required)
     if not features:
         raise ValueError("the table has no usable feature columns")
     vectorizer = Vectorizer(features)
@@ -279,7 +293,7 @@ def development_rows(splits: Splits) -> pd.DataFrame:
 
 def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mapping[str, Any],
                          common: dict, space: tuple[Param, ...], n_trials: int,
-                         started: float) -> TunedModel:
+                         started: float, required: Sequence[str] = ()) -> TunedModel:
     """Tune on folds of the non-test rows, keep out-of-fold margins, refit on them all.
 
     No bounce downsampling here: it buys speed on large tables, and a small table's point is
@@ -288,7 +302,7 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
     label, group, seed = common["label"], common["group_column"], common["seed"]
     weight_column, time_column = common["weight_column"], common["time_column"]
     dev = development_rows(splits)
-    features, dropped = infer_features(dev, candidates, defaults)
+    features, dropped = infer_features(dev, candidates, defaults, keep=required)
     if not features:
         raise ValueError("the table has no usable feature columns")
     vectorizer = Vectorizer(features)
@@ -384,22 +398,6 @@ def _calibrate(tuned: TunedModel, splits: Splits, vectorizer: Vectorizer
                          "small_table_rows": tuned.small_table_rows}
 
 
-def base_rates(df: pd.DataFrame, label: str, weight_column: str | None,
-               group_column: str | None) -> dict[str, float]:
-    """The label's rate over the table's rows (`scoring_moment`: one row per cut) and over its
-    groups (`session`: each session once, its label being its rows'); the scoring API answers a
-    request it knows no session for with them (docs/serving.md, "Fallbacks")."""
-    y = df[label].astype("float64")
-    w = df[weight_column].astype("float64") if weight_column and weight_column in df else None
-    moment = float(np.average(y, weights=w)) if len(y) else float("nan")
-    if group_column and group_column in df:
-        session = float(y.groupby(df[group_column].to_numpy()).max().mean()) if len(y) \
-            else float("nan")
-    else:
-        session = moment
-    return {"scoring_moment": moment, "session": session}
-
-
 def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
                  versioned: bool = True, created_at: dt.datetime | None = None) -> TrainResult:
     """Calibrate a tuned model, measure it on the test split, explain it, save the artifact.
@@ -459,6 +457,9 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
         "split_fingerprint": tuned.split_fingerprint,
         "dropped_columns": tuned.dropped_columns,
         "training_seconds": seconds,
+        # the view each feature is read from online, by the feature contract
+        "feature_views": {f.name: FEATURE_VIEWS[f.name] for f in tuned.features
+                          if f.name in FEATURE_VIEWS},
     }
     saved = save_artifact(out_dir, booster=booster, features=tuned.features,
                           calibrator=calibration.calibrator, manifest=manifest,
@@ -480,7 +481,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
 
 def train_model(df: pd.DataFrame, label: str, *, out_dir: str | Path,
                 time_column: str | None = None,
-                feature_service: str = DEFAULT_FEATURE_SERVICE, n_trials: int = 20,
+                feature_service: str = DEFAULT_SERVICE, n_trials: int = 20,
                 seed: int = 0, weight_column: str | None = "weight",
                 group_column: str | None = "session_id",
                 defaults: Mapping[str, Any] | None = None,

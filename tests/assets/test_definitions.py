@@ -16,7 +16,8 @@ def test_definitions_load_with_the_expected_graph():
                     "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
                     "published_model", "batch_scores", "session_features_stream",
                     "experiment_assignments", "experiment_exposures", "experiment_orders",
-                    "ab_readout", "session_anomalies", "served_scores", "decision_log"}
+                    "ab_readout", "session_anomalies", "served_scores", "decision_log",
+                    "online_offline_consistency"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -57,6 +58,7 @@ def test_definitions_load_with_the_expected_graph():
     assert parents("experiment_exposures") == {"decision_log", "orders"}
     assert parents("experiment_orders") == {"orders"}
     assert "decision_log" in parents("served_scores")
+    assert parents("online_offline_consistency") == {"decision_log", "training_set"}
     assert parents("session_anomalies") == {"sessions"}
     assert groups["session_features_stream"] == "streaming"
     # every daily asset backfills a range in one run
@@ -73,7 +75,7 @@ def test_every_asset_is_catalogued():
     """Kinds, an owning team, a domain tag, a description and a link to the defining code."""
     defs = build_definitions("local")
     specs = list(defs.resolve_all_asset_specs())
-    assert len(specs) == 23
+    assert len(specs) == 24
     for spec in specs:
         name = spec.key.to_user_string()
         assert spec.kinds, name

@@ -24,6 +24,7 @@ from intent_assets.features.feast_ops import (
 )
 from intent_resources.feast import FeastResource, feast_environment, feast_redis_connection_string
 from intent_resources.storage import LakeStorage
+from streaming_jobs.feature_spec import SESSION_FEATURES, service_features
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 FEAST_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "feast"
@@ -210,6 +211,7 @@ def test_training_set_joins_yesterdays_rows_and_never_a_future_one(feast_resourc
             _stamp("2024-03-12", 0) + pd.Timedelta(hours=49),  # beyond the 2-day TTL
             cut,                                             # another session, same keys as a
         ],
+        **{name: [default] * 7 for name, _, default in SESSION_FEATURES},
         "session_n_events": [5, 6, 7, 8, 9, 10, 11],
         "label": [1, 0, 0, 1, 0, 1, 0],
         "weight": [1.0, 2.0, 1.0, 1.0, 0.5, 0.5, 1.0],
@@ -254,6 +256,62 @@ def test_training_set_joins_yesterdays_rows_and_never_a_future_one(feast_resourc
     assert meta["null_rates"]["user_aov_90d"] == 1.0
     assert meta["null_rates"]["session_n_events"] == 0.0
     assert "session_id" not in meta["null_rates"]
+
+
+def test_training_set_holds_exactly_the_feature_services_features(feast_resource):
+    snapshots = pd.DataFrame({
+        "snapshot_id": ["a"], "session_id": ["s1"], "user_id": ["u1"], "product_id": ["p1"],
+        "event_timestamp": [_stamp("2024-03-11", 10)],
+        **{name: [default] for name, _, default in SESSION_FEATURES},
+        "session_not_in_the_service": [1.0], "label": [1], "weight": [1.0], "date": ["2024-03-11"],
+    })
+    out = build_training_set(feast_resource.store(), snapshots)
+    features = [c for c in out.columns if c.startswith(("user_", "product_", "session_"))
+                and not c.endswith("_id")]
+    assert sorted(features) == sorted(s.name for s in service_features("intent_model_v1"))
+    with pytest.raises(ValueError, match="lack the session features"):
+        build_training_set(feast_resource.store(), snapshots.drop(columns="session_n_events"))
+
+
+def test_a_row_older_than_its_ttl_is_missing_offline_and_online(feast_resource, redis_url):
+    """The last day's user row (TTL 2 days) at cuts 47 h and 49 h after its stamp: read at
+    47 h by the point-in-time join and by the API's online read, null/default and flagged
+    stale at 49 h by both."""
+    import redis
+
+    from serving.online import FeatureLayout
+
+    last = max(DAYS)
+    materialize_day(feast_resource, last)
+    client = redis.Redis.from_url(redis_url)
+    layout = FeatureLayout([s.name for s in service_features("intent_model_v1")],
+                           defaults={"user_purchases_lifetime": None})
+    for hours, fresh in ((47, True), (49, False)):
+        cut = _stamp(last) + pd.Timedelta(hours=hours)
+        snapshots = pd.DataFrame({
+            "snapshot_id": ["a"], "session_id": ["s_ttl"], "user_id": ["u2"],
+            "product_id": ["p1"], "event_timestamp": [cut],
+            **{name: [default] for name, _, default in SESSION_FEATURES},
+            "label": [0], "weight": [1.0], "date": ["2024-03-12"]})
+        offline = build_training_set(feast_resource.store(), snapshots).iloc[0]
+
+        pipe = client.pipeline(transaction=False)
+        plans = []
+        for plan, key in layout.keys("u2", "s_ttl", "p1"):
+            plans.append(plan)
+            pipe.hmget(key, plan.fields)
+        online = layout.decode(plans, pipe.execute(), as_of_us=int(cut.value // 1000))
+
+        want = _user_rows(last, DAYS[last]).iloc[1]["user_purchases_lifetime"]
+        if fresh:
+            assert offline["user_purchases_lifetime"] == want
+            assert online.values["user_purchases_lifetime"] == want
+            assert "user_fv" not in online.stale
+        else:
+            assert pd.isna(offline["user_purchases_lifetime"])
+            assert online.values["user_purchases_lifetime"] is None
+            assert online.row()["user_purchases_lifetime"] is None
+            assert "user_fv" in online.stale and "product_fv" in online.stale
 
 
 def test_feast_plan_cli_succeeds_on_the_repo(tmp_path, redis_url):
@@ -333,3 +391,81 @@ def test_every_feature_of_the_views_carries_its_description_from_the_spec(feast_
     for view in ("user_fv", "product_fv", "session_fv"):
         for feature in store.get_feature_view(view).features:
             assert feature.description == FEATURE_DESCRIPTIONS[feature.name], (view, feature.name)
+
+
+def test_served_vectors_rebuilt_offline_match_and_a_skewed_one_is_counted(feast_resource,
+                                                                          redis_url):
+    """The consistency report's path: a session's state pushed online, read by the API's layout
+    and logged as a decision; rebuilt offline (state machine at as_of, Feast's join with TTLs)
+    it matches feature for feature, a user row beyond its TTL is missing on both sides, and a
+    served value the offline path does not give is a mismatch of that feature only."""
+    import redis
+    from feast.data_source import PushMode
+
+    from intent_assets.monitoring.consistency import (
+        compare,
+        entity_frame,
+        logged_requests,
+        offline_session_features,
+    )
+    from serving.online import FeatureLayout
+    from streaming_jobs.session_state import FEATURE_NAMES, replay
+
+    last = max(DAYS)
+    materialize_day(feast_resource, last)
+    store = feast_resource.store()
+    start = _stamp(last) + pd.Timedelta(hours=10)
+    events = pd.DataFrame({
+        "event_id": ["e1", "e2", "e3", "e4", "f1"],
+        "event_time": [start, start + pd.Timedelta(seconds=30), start + pd.Timedelta(seconds=75),
+                       start + pd.Timedelta(seconds=90), start + pd.Timedelta(hours=49)],
+        "event_type": ["page_view", "view", "cart", "view", "view"],
+        "user_id": ["u2", "u2", "u2", "u2", "u1"],
+        "session_id": ["sc1", "sc1", "sc1", "sc1", "sc2"],
+        "product_id": [None, "p1", "p1", "p2", "p1"],
+        "category_id": [None, "c1", "c1", "c2", "c1"],
+        "price": [None, 20.0, 20.0, 35.5, 20.0],
+        "device": "mobile", "country": "DE", "traffic_source": "search",
+        "page_type": ["home", None, None, None, None],
+    })
+    # online: the stream's state after e3 (e4 not applied yet) and sc2's after f1
+    served_events = events[events["event_id"] != "e4"]
+    states = replay(served_events).groupby("session_id").tail(1)
+    pushed = states[["session_id", *FEATURE_NAMES]].assign(
+        event_timestamp=pd.to_datetime(states["last_event_time"], utc=True))
+    store.push("session_features_push_source", pushed, to=PushMode.ONLINE)
+
+    client = redis.Redis.from_url(redis_url)
+    layout = FeatureLayout([s.name for s in service_features("intent_model_v1")])
+    records = []
+    for user, session, product in (("u2", "sc1", "p1"), ("u1", "sc2", "p1")):
+        pipe = client.pipeline(transaction=False)
+        plans = []
+        for plan, key in layout.keys(user, session, product):
+            plans.append(plan)
+            pipe.hmget(key, plan.fields)
+        online = layout.decode(plans, pipe.execute())
+        records.append({"request_id": session, "user_id": user, "session_id": session,
+                        "product_id": product, "features": online.row(), "fallback": [],
+                        "feature_service": "intent_model_v1", "model_version": "v",
+                        "as_of": pd.Timestamp(online.as_of_us * 1000, tz="UTC").isoformat()})
+        if session == "sc2":  # 49 h after the user row's stamp: stale online
+            assert online.stale == ("user_fv", "product_fv")
+    requests = logged_requests(pd.DataFrame(records))
+    session = offline_session_features(events, requests)
+    offline = build_training_set(store, entity_frame(requests, session))
+    names = [s.name for s in service_features("intent_model_v1")]
+
+    table = compare(requests["features"].tolist(), offline, names)
+    assert table["mismatches"].sum() == 0, table[table["mismatches"] > 0]
+    assert offline.loc[0, "session_n_events"] == 3          # e4 came after as_of
+    assert pd.isna(offline.loc[1, "user_purchases_lifetime"])  # beyond the TTL offline too
+    assert offline.loc[0, "user_purchases_lifetime"] == _user_rows(last, DAYS[last]).iloc[1][
+        "user_purchases_lifetime"]
+
+    skewed = [dict(v) for v in requests["features"]]
+    skewed[0]["session_cart_value"] += 5.0
+    table = compare(skewed, offline, names).set_index("feature")
+    assert table.loc["session_cart_value", "mismatch_rate"] == 0.5
+    assert table.loc["session_cart_value", "mean_abs_diff"] == 2.5
+    assert table.drop(index="session_cart_value")["mismatches"].sum() == 0

@@ -301,43 +301,39 @@ def test_feature_drift_check_fails_on_a_drifted_day(lake):
     assert outcomes == {DAYS[0]: (True, "ok"), DAYS[1]: (False, "alert")}
 
 
-def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
-    from dagster import (
-        AssetSpec,
-        DagsterInstance,
-        Definitions,
-        FilesystemIOManager,
-        asset,
-        define_asset_job,
-    )
+def _run_served_scores(lake, tmp_path, decisions: pd.DataFrame | None, sessions: pd.DataFrame,
+                       references: dict[str, tuple[pd.DataFrame, dict]], latest: str):
+    """served_scores for TODAY over `decisions` (None: nothing served), with the test
+    predictions and metrics of each version in `references` where calibrated_model writes them,
+    after a calibrated_model run whose latest version is `latest`."""
+    from dagster import AssetSpec, DagsterInstance, Definitions, FilesystemIOManager, asset, define_asset_job
 
     from intent_assets.monitoring.assets import served_scores as served_scores_asset
-    from intent_resources.decision_log import DecisionLogReader
     from intent_assets.partitions import daily_partitions
-    from intent_resources.storage import LakeIOManager
+    from intent_resources.decision_log import DecisionLogReader
+    from intent_resources.storage import ArtifactStore, LakeIOManager
 
-    rng = np.random.default_rng(8)
-    truth, sessions, decisions = scored_day(rng)
     lake.write(sessions, "sessions", TODAY)
     log_dir = tmp_path / "decisions" / f"date={TODAY}"
-    log_dir.mkdir(parents=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / "decisions-1.jsonl").open("w") as out:
-        for record in decisions.to_dict("records"):
+        for record in ([] if decisions is None else decisions.to_dict("records")):
             out.write(json.dumps(record) + "\n")
         out.write('{"torn": ')  # a writer killed mid-line
-    _, test_sessions, test_decisions = scored_day(np.random.default_rng(80))
-    test_predictions = tmp_path / "v1_test_predictions.parquet"
-    test_decisions[["probability"]].to_parquet(test_predictions)
-    reference = performance_decay(labelled_scores(served_scores(test_decisions), test_sessions), {})["live"]
+    models = ArtifactStore(root=str(tmp_path / "models"))
+    for version, (predictions, metrics) in references.items():
+        predictions.to_parquet(models.directory("artifacts") / f"{version}_test_predictions.parquet")
+        (models.directory("artifacts", version) / "manifest.json").write_text(
+            json.dumps({"version": version, "metrics": {"test": metrics}}))
 
-    # Stands in for the training chain's asset of the same key: what calibrated_model hands on.
+    # Stands in for the training chain's asset: its latest version need not be the served one.
     @asset(key="calibrated_model", io_manager_key="model_io_manager")
     def calibrated_model() -> dict:
-        return {"version": "v1", "test_predictions": str(test_predictions), "metrics": reference}
+        return {"version": latest}
 
     defs = Definitions(
         assets=[calibrated_model, served_scores_asset, AssetSpec("sessions", partitions_def=daily_partitions)],
-        resources={"lake": lake, "io_manager": LakeIOManager(lake=lake),
+        resources={"lake": lake, "io_manager": LakeIOManager(lake=lake), "models": models,
                    "model_io_manager": FilesystemIOManager(base_dir=str(tmp_path / "storage")),
                    "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
         jobs=[define_asset_job("model", selection=["calibrated_model"]),
@@ -346,9 +342,24 @@ def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
     assert defs.resolve_job_def("model").execute_in_process(instance=instance).success
     result = defs.resolve_job_def("scores").execute_in_process(instance=instance, partition_key=TODAY)
     assert result.success
-    evaluations = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
-                   if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return result, {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_served_scores_judges_the_versions_that_served_not_the_latest_model(lake, tmp_path):
+    rng = np.random.default_rng(8)
+    truth, sessions, decisions = scored_day(rng)
+    _, test_sessions, test_decisions = scored_day(np.random.default_rng(80))
+    reference = performance_decay(labelled_scores(served_scores(test_decisions), test_sessions), {})["live"]
+    # v1 served the day; v2, the latest calibrated_model (say rejected at its gates), served nothing
+    result, evaluations = _run_served_scores(
+        lake, tmp_path, decisions, sessions,
+        {"v1": (test_decisions[["probability"]], reference),
+         "v2": (test_decisions[["probability"]].assign(probability=0.9), reference)}, latest="v2")
+    meta = result.asset_materializations_for_node("served_scores")[0].metadata
+    assert meta["served_versions"].value == "v1"
     assert evaluations["score_distribution"].passed
+    assert evaluations["score_distribution"].metadata["versions"].value == "v1"
     assert evaluations["performance_vs_test"].passed
     assert evaluations["performance_vs_test"].metadata["rows"].value == len(decisions)
     written = lake.read("served_scores", [TODAY])
@@ -358,6 +369,49 @@ def test_served_scores_checks_distribution_and_performance(lake, tmp_path):
     assert list(written.columns) == [c.name for c in schema.columns]
     [materialization] = result.asset_materializations_for_node("served_scores")
     assert materialization.metadata["dagster/row_count"].value == len(written)
+
+
+def test_served_scores_checks_warn_with_the_reason_when_there_is_nothing_to_judge(lake, tmp_path):
+    _, sessions, decisions = scored_day(np.random.default_rng(9), 200)
+    _, evaluations = _run_served_scores(lake, tmp_path, None, sessions, {}, latest="v1")
+    for name in ("score_distribution", "performance_vs_test"):
+        assert not evaluations[name].passed, name
+        assert evaluations[name].severity.value == "WARN"
+        assert evaluations[name].metadata["status"].value == "no data"
+    assert "no model scores" in evaluations["score_distribution"].metadata["reason"].value
+    # served, but by a version whose test predictions are nowhere: not a pass either
+    _, evaluations = _run_served_scores(lake, tmp_path / "unknown", decisions, sessions, {},
+                                        latest="v1")
+    assert not evaluations["score_distribution"].passed
+    assert "no test predictions found for the served versions ['v1']" in \
+        evaluations["score_distribution"].metadata["reason"].value
+
+
+def test_feature_drift_check_warns_on_a_day_without_snapshots(lake):
+    from dagster import AssetSelection, AssetSpec, Definitions, asset, define_asset_job
+
+    from intent_assets.monitoring.checks import feature_drift
+    from intent_assets.partitions import daily_partitions
+    from intent_resources.storage import LakeIOManager
+
+    lake.write(pd.DataFrame({"session_n_events": [1, 2, 3], "label": 0}), "training_set")
+
+    @asset(key="session_snapshots", partitions_def=daily_partitions)
+    def session_snapshots(context) -> None:
+        lake.write(pd.DataFrame({"session_n_events": pd.Series(dtype="int64")}),
+                   "session_snapshots", context.partition_key)
+
+    job = Definitions(
+        assets=[session_snapshots, AssetSpec("training_set")], asset_checks=[feature_drift],
+        resources={"io_manager": LakeIOManager(lake=lake)},
+        jobs=[define_asset_job("drift_job", selection=AssetSelection.assets(session_snapshots),
+                               partitions_def=daily_partitions)]).resolve_job_def("drift_job")
+    result = job.execute_in_process(partition_key=DAYS[0])
+    evaluation = next(e.event_specific_data for e in result.all_events
+                      if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    assert not evaluation.passed
+    assert evaluation.metadata["status"].value == "no data"
+    assert evaluation.metadata["reason"].value == "no snapshots for the day"
 
 
 def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, monkeypatch):
@@ -378,3 +432,42 @@ def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, 
     assert defs.resolve_job_def("daily_reports_job").partitions_def is not None
     assert "run_failure_alert_sensor" in {s.name for s in defs.sensors}
     assert defs.resolve_job_def("nightly_features_job").partitions_def is not None
+
+
+def test_consistency_warns_with_the_reason_when_no_vector_was_logged(lake, tmp_path):
+    from dagster import AssetSpec, DagsterInstance, Definitions, define_asset_job
+
+    from intent_assets.monitoring.assets import online_offline_consistency
+    from intent_resources.clickstream import ClickstreamSource
+    from intent_resources.decision_log import DecisionLogReader
+    from intent_resources.feast import FeastResource
+    from intent_resources.storage import ArtifactStore, LakeIOManager
+
+    lake.write(pd.DataFrame({"session_n_events": [1, 2], "label": 0}), "training_set")
+    # decisions were served, but with no feature vector logged (INTENT_LOG_FEATURES_RATE=0)
+    log_dir = tmp_path / "decisions" / f"date={TODAY}"
+    log_dir.mkdir(parents=True)
+    (log_dir / "decisions-1.jsonl").write_text(json.dumps(
+        {"ts": f"{TODAY}T10:00:00+00:00", "session_id": "s1", "probability": 0.2,
+         "model_version": "v1", "fallback": []}) + "\n")
+    defs = Definitions(
+        assets=[online_offline_consistency, AssetSpec("training_set")],
+        resources={"lake": lake, "io_manager": LakeIOManager(lake=lake),
+                   "models": ArtifactStore(root=str(tmp_path / "models")),
+                   "clickstream": ClickstreamSource(),
+                   "feast": FeastResource(repo_path=str(tmp_path), env="local",
+                                          redis_url="redis://127.0.0.1:1/0",
+                                          lake_root=str(tmp_path / "lake"), home=str(tmp_path)),
+                   "decision_log": DecisionLogReader(directory=str(tmp_path / "decisions"))},
+        jobs=[define_asset_job("consistency", selection=["online_offline_consistency"])])
+    result = defs.resolve_job_def("consistency").execute_in_process(
+        instance=DagsterInstance.ephemeral(), partition_key=TODAY)
+    assert result.success
+    evaluations = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    for name in ("online_offline_mismatch", "served_feature_drift"):
+        assert not evaluations[name].passed and evaluations[name].severity.value == "WARN"
+        assert evaluations[name].metadata["reason"].value == \
+            f"no logged feature vectors in the decision log of {TODAY}"
+    meta = result.asset_materializations_for_node("online_offline_consistency")[0].metadata
+    assert "no test predictions" in meta["served_score_psi"].value

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from intent_assets.features.feast_ops import TRAINING_VIEWS, build_training_set
+from intent_assets.features.feast_ops import build_training_set, service_views
 from intent_assets.features.spark_join import historical_features
 from intent_resources.storage import LakeStorage
 from streaming_jobs.feature_spec import PRODUCT_FEATURES, USER_FEATURES
@@ -82,14 +82,16 @@ def joined(spark, feast_store):
     entity.insert(0, "snapshot_id", [f"s{i:04d}" for i in range(len(entity))])
     entity.insert(1, "session_id", entity["snapshot_id"])
     entity["label"] = rng.integers(0, 2, len(entity))
+    # the session view is the snapshot's own (the state machine's), carried through unchanged
+    for name, features, joined in service_views(feast_store):
+        for feature in features if not joined else ():
+            entity[feature] = rng.integers(0, 5, len(entity))
 
     want = build_training_set(feast_store, entity)
-    from feast import FeatureService
+    from intent_assets.features.spark_training import training_service
 
-    service = FeatureService(name="training_views",
-                             features=[feast_store.get_feature_view(v) for v in TRAINING_VIEWS])
-    got = historical_features(spark, spark.createDataFrame(entity), service,
-                              feast_store).toPandas()
+    got = historical_features(spark, spark.createDataFrame(entity),
+                              training_service(feast_store), feast_store).toPandas()
     return entity, want, got.sort_values("snapshot_id", ignore_index=True)
 
 
@@ -145,7 +147,6 @@ def test_training_table_on_spark_equals_todays_read_back(spark, feast_store, joi
         build_training_frame,
         read_snapshots,
         training_frame_metadata,
-        training_service,
         write_training_set,
     )
 
@@ -160,8 +161,7 @@ def test_training_table_on_spark_equals_todays_read_back(spark, feast_store, joi
     want = build_training_set(feast_store, lake.read("session_snapshots"))
     lake.write(want, "want")
 
-    frame = build_training_frame(spark, read_snapshots(spark, lake, list(days)),
-                                 training_service(feast_store), feast_store)
+    frame = build_training_frame(spark, read_snapshots(spark, lake, list(days)), feast_store)
     write_training_set(frame, lake)
     got = lake.read("training_set")
     untied = ~got["snapshot_id"].isin(TIED)
