@@ -70,6 +70,11 @@ def source_gaps(context: AssetCheckExecutionContext, sessions: LakeSlice,
                 raw_clickstream: LakeSlice) -> AssetCheckResult:
     table = sessions.pandas()
     events = raw_clickstream.pandas()
+    if table.empty or events.empty:
+        # nothing to judge is said as such, never a pass
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata={
+            "status": "no data", "sessions": len(table), "events": len(events),
+            "reason": "no sessions or no events for this day"})
     days = raw_clickstream.storage.partitions("raw_clickstream")
     counts = gap_counts(events, table, days)
     touched = {k: v for k, v in counts.items() if v}

@@ -104,3 +104,36 @@ def test_each_partition_records_its_row_count_and_the_schema_matches_the_table(b
         assert rows > 0 and event.materialization.metadata["dagster/row_count"].value == rows, (table, day)
     for table in ("raw_clickstream", "orders", "sessions"):
         assert [c.name for c in column_schema(table).columns] == list(lake.read(table).columns), table
+
+
+def test_source_gaps_warns_with_the_reason_on_a_day_without_data(tmp_path):
+    """A day with no sessions (or no events) is said to have nothing to judge, never passed."""
+    from dagster import AssetSelection, Definitions, asset, define_asset_job
+
+    from intent_assets.ingest.gaps import source_gaps
+    from intent_assets.partitions import daily_partitions
+
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+    day = "2026-10-02"
+
+    @asset(key="raw_clickstream", partitions_def=daily_partitions)
+    def empty_events(context) -> None:
+        lake.write(pd.DataFrame({"event_id": pd.Series(dtype=object)}), "raw_clickstream",
+                   context.partition_key)
+
+    @asset(key="sessions", partitions_def=daily_partitions, deps=["raw_clickstream"])
+    def empty_sessions(context) -> None:
+        lake.write(pd.DataFrame({"session_id": pd.Series(dtype=object)}), "sessions",
+                   context.partition_key)
+
+    job = Definitions(
+        assets=[empty_events, empty_sessions], asset_checks=[source_gaps],
+        resources={"io_manager": LakeIOManager(lake=lake)},
+        jobs=[define_asset_job("gaps_job", selection=AssetSelection.all(),
+                               partitions_def=daily_partitions)]).resolve_job_def("gaps_job")
+    result = job.execute_in_process(partition_key=day)
+    evaluation = next(e.event_specific_data for e in result.all_events
+                      if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    assert not evaluation.passed
+    assert evaluation.metadata["status"].value == "no data"
+    assert evaluation.metadata["sessions"].value == 0
