@@ -28,7 +28,7 @@ from intent_assets.monitoring.consistency import (
     logged_requests,
     offline_session_features,
 )
-from intent_assets.monitoring.drift import feature_psi, worst_status
+from intent_assets.monitoring.drift import feature_psi, max_judged_psi, worst_status
 from intent_assets.monitoring.performance import (
     labelled_scores,
     performance_decay,
@@ -248,7 +248,7 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
         check_name="served_feature_drift", passed=status != "alert",
         severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
         metadata={"status": status, "rows": len(served),
-                  "max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  "max_psi": max_judged_psi(drift),
                   "features_warn": int((drift["status"] == "warn").sum()),
                   "features_alert": int((drift["status"] == "alert").sum())})
     lake.write(table.assign(day=day), "online_offline_consistency", day)
@@ -256,7 +256,7 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
     return MaterializeResult(
         metadata={"requests": len(requests), "max_mismatch_rate": worst,
                   "max_mismatch_rate_by_view": MetadataValue.json(by_view),
-                  "served_feature_max_psi": float(drift["psi"].max()) if len(drift) else 0.0,
+                  "served_feature_max_psi": max_judged_psi(drift),
                   **scores,
                   "consistency": MetadataValue.md(table.round(6).to_markdown(index=False)),
                   "served_vs_training_psi": MetadataValue.md(drift.round(4).to_markdown(index=False)),

@@ -2,7 +2,7 @@
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
 
-from intent_assets.monitoring.drift import feature_psi, worst_status
+from intent_assets.monitoring.drift import feature_psi, max_judged_psi, worst_status
 from intent_assets.partitions import daily_partitions
 from intent_resources.storage import LakeSlice
 
@@ -30,7 +30,7 @@ def feature_drift(context: AssetCheckExecutionContext, session_snapshots: LakeSl
     return AssetCheckResult(
         passed=status != "alert",
         severity=AssetCheckSeverity.WARN if status != "alert" else AssetCheckSeverity.ERROR,
-        metadata={"status": status, "max_psi": float(table["psi"].max()) if len(table) else 0.0,
+        metadata={"status": status, "max_psi": max_judged_psi(table),
                   "features_warn": int((table["status"] == "warn").sum()),
                   "features_alert": int((table["status"] == "alert").sum()),
                   "rows": len(current),

@@ -56,16 +56,29 @@ def psi(reference, current, n_bins: int = N_BINS) -> float:
     return float(np.sum((cs - rs) * np.log(cs / rs)))
 
 
+# Features whose distribution over one day, or part of one, differs from the training set's by
+# construction: a day's traffic has one weekday, a morning only its hours. Their PSI is shown
+# with status "calendar" and judged by no check: it says when the traffic came, not what it is.
+CALENDAR_FEATURES = frozenset({"session_hour", "session_weekday"})
+
+
 def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, features: Iterable[str],
                 n_bins: int = N_BINS) -> pd.DataFrame:
     """PSI and status per feature present in both frames, worst first."""
     rows = [{"feature": f, "psi": psi(reference[f], current[f], n_bins)}
             for f in features if f in reference.columns and f in current.columns]
     table = pd.DataFrame(rows, columns=["feature", "psi"])
-    table["status"] = table["psi"].map(psi_status)
+    table["status"] = [("calendar" if f in CALENDAR_FEATURES else psi_status(p))
+                       for f, p in zip(table["feature"], table["psi"])]
     return table.sort_values("psi", ascending=False, na_position="first").reset_index(drop=True)
+
+
+def max_judged_psi(table: pd.DataFrame) -> float:
+    """The largest PSI among the features a check judges (calendar features left out)."""
+    judged = table.loc[table["status"] != "calendar", "psi"] if len(table) else table
+    return float(judged.max()) if len(judged) and pd.notna(judged.max()) else 0.0
 
 
 def worst_status(statuses: Iterable[str]) -> str:
     order = {"ok": 0, "warn": 1, "alert": 2}
-    return max(statuses, key=order.__getitem__, default="ok")
+    return max((s for s in statuses if s in order), key=order.__getitem__, default="ok")

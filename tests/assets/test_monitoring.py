@@ -56,6 +56,25 @@ def test_feature_psi_ranks_the_drifted_feature_first():
     assert table.set_index("feature").loc["a", "status"] == "ok"
 
 
+
+def test_calendar_features_are_shown_but_judged_by_no_drift_check():
+    """One morning's traffic has one weekday and a few hours: that is when, not drift."""
+    from intent_assets.monitoring.drift import max_judged_psi
+
+    rng = np.random.default_rng(2)
+    reference = pd.DataFrame({"session_weekday": rng.integers(0, 7, 5000),
+                              "session_hour": rng.integers(0, 24, 5000),
+                              "session_n_events": rng.poisson(4, 5000)})
+    morning = reference.assign(session_weekday=3, session_hour=rng.integers(8, 10, 5000))
+    table = feature_psi(reference, morning, list(reference.columns)).set_index("feature")
+    assert table.loc["session_weekday", "psi"] > 1 and table.loc["session_hour", "psi"] > 1
+    assert table.loc["session_weekday", "status"] == "calendar"
+    assert worst_status(table["status"]) == "ok"
+    assert max_judged_psi(table.reset_index()) == table.loc["session_n_events", "psi"]
+    drifted = morning.assign(session_n_events=rng.poisson(9, 5000))
+    assert worst_status(feature_psi(reference, drifted, list(reference.columns))["status"]) \
+        == "alert"
+
 # -- anomalies ------------------------------------------------------------------------------------
 def make_sessions(day: str, n: int, rng: np.random.Generator, conversion: float = 0.08,
                   views: float = 4.0) -> pd.DataFrame:
@@ -364,6 +383,8 @@ def test_served_scores_judges_the_versions_that_served_not_the_latest_model(lake
     assert evaluations["performance_vs_test"].metadata["rows"].value == len(decisions)
     written = lake.read("served_scores", [TODAY])
     assert len(written) == len(decisions)
+    from intent_assets.monitoring.assets import served_scores as served_scores_asset
+
     schema = served_scores_asset.specs_by_key[served_scores_asset.key].metadata[
         "dagster/column_schema"]
     assert list(written.columns) == [c.name for c in schema.columns]
