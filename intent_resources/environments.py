@@ -49,7 +49,8 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
                                    lake_root=str(home / "lake"), home=str(home)),
             "models": ArtifactStore(root=str(home / "models")),
             "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
-            "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url),
+            "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url,
+                                              session_timeout_min=config.session_timeout_min),
             "alerts": AlertsResource(jsonl_path=str(home / "alerts.jsonl")),
             "decision_log": DecisionLogReader(
                 directory=os.environ.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions")),
@@ -80,7 +81,8 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
             # EMR settings (bucket, script, checkpoint) come with the EMR deployment; see
             # intent_resources/streaming.py.
             "streaming": StreamingJobResource(mode="emr", redis_url=EnvVar("REDIS_URL"),
-                                              lake=EnvVar("INTENT_LAKE_URI")),
+                                              lake=EnvVar("INTENT_LAKE_URI"),
+                                              session_timeout_min=config.session_timeout_min),
             "alerts": AlertsResource(topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"),
                                      ui_base_url=EnvVar("DAGSTER_UI_URL")),
             "decision_log": DecisionLogReader(directory=EnvVar("INTENT_DECISION_LOG_DIR")),

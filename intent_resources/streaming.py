@@ -46,6 +46,8 @@ class LocalStream:
     kinesis_stream: Optional[str] = None
     kinesis_endpoint: Optional[str] = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # the project configuration's session timeout, so live sessions close as batch ones split
+    session_timeout_min: int = 30
 
     @property
     def directory(self) -> Path:
@@ -76,7 +78,8 @@ class LocalStream:
         cmd = [sys.executable, "-m", "streaming_jobs.session_job",
                "--checkpoint", str(self.checkpoint), "--heartbeat", str(self.heartbeat),
                "--redis-url", self.redis_url, "--lake", self.lake,
-               "--trigger", self.trigger, "--master", self.master, "--source", self.source]
+               "--trigger", self.trigger, "--master", self.master, "--source", self.source,
+               "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
         if self.source == "files":
             cmd += ["--landing", str(self.landing)]
         else:
@@ -178,6 +181,7 @@ class StreamingJobResource(ConfigurableResource):
     heartbeat_path: Optional[str] = None  # default: $INTENT_HOME/stream/heartbeat.json
     alerts_path: Optional[str] = None     # default: $INTENT_HOME/alerts.jsonl
     trigger: str = "1 second"
+    session_timeout_min: int = 30         # the project configuration's
     stale_after_s: float = Thresholds.stale_after_s
     startup_grace_s: float = Thresholds.startup_grace_s
     # -- EMR (mode="emr") ------------------------------------------------------------------------
@@ -204,7 +208,8 @@ class StreamingJobResource(ConfigurableResource):
 
         home = self.resolved_home()
         return LocalStream(home=home, redis_url=self.redis_url or redis_url(home),
-                           lake=self.lake or str(home / "lake"), trigger=self.trigger)
+                           lake=self.lake or str(home / "lake"), trigger=self.trigger,
+                           session_timeout_min=self.session_timeout_min)
 
     def heartbeat_file(self) -> Path:
         if self.heartbeat_path:
@@ -258,7 +263,8 @@ class StreamingJobResource(ConfigurableResource):
             args += ["--py-files", self.job_py_files_uri]
         args += [self.job_script_uri, "--checkpoint", self.checkpoint_uri,
                  "--heartbeat", "/tmp/intent_stream_heartbeat.json",
-                 "--state-store", "rocksdb", "--trigger", self.trigger]
+                 "--state-store", "rocksdb", "--trigger", self.trigger,
+                 "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
         if self.kinesis_stream:
             args += ["--source", "kinesis", "--kinesis-stream", self.kinesis_stream]
         else:

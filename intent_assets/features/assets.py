@@ -23,6 +23,7 @@ from intent_assets.features.feast_ops import (
 )
 from intent_assets.features.snapshots import KEEP_RATE, MAX_PER_SESSION, build_snapshots
 from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
+from intent_assets.ingest.session_timeout import split_sessions, split_sessions_frame
 from intent_assets.partitions import (
     daily,
     history_to_date,
@@ -30,6 +31,7 @@ from intent_assets.partitions import (
     neighbouring_days,
 )
 from intent_assets.tables import record_row_counts, schema_metadata
+from intent_resources.clickstream import ClickstreamSource
 from intent_resources.feast import FeastResource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -62,15 +64,16 @@ def _spark_feature_result(context: AssetExecutionContext, frame, lake: LakeStora
             "sessions": AssetIn(partition_mapping=history_to_date),
             "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
 def user_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
-                  orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice) -> MaterializeResult:
+                  orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice,
+                  clickstream: ClickstreamSource) -> MaterializeResult:
     """Batch features per user as of the end of each day, for Feast's user view.
 
     From data strictly before the day: purchase counts, recency, AOV, sessions, conversion,
     category/brand affinity, discount sensitivity."""
     session = spark.spark_session
     days = list(context.partition_keys)
-    frame = compute_user_features(orders.spark(session), sessions.spark(session),
-                                  raw_clickstream.spark(session), days)
+    events = split_sessions(raw_clickstream.spark(session), clickstream.session_timeout_min)
+    frame = compute_user_features(orders.spark(session), sessions.spark(session), events, days)
     return _spark_feature_result(context, frame, lake, "user_features", "user_id")
 
 
@@ -79,7 +82,8 @@ def user_features(context: AssetExecutionContext, spark: SparkResource, lake: La
        ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
             "sessions": AssetIn(partition_mapping=last_30_days)})
 def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
-                     raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
+                     raw_clickstream: LakeSlice, sessions: LakeSlice,
+                     clickstream: ClickstreamSource) -> MaterializeResult:
     """Batch features per product as of the end of each day, for Feast's product view.
 
     Smoothed view/cart→purchase rates (7 d, 30 d), recent demand, price band and price against
@@ -89,8 +93,8 @@ def product_features(context: AssetExecutionContext, spark: SparkResource, lake:
     # The catalog comes with the simulated clickstream; imported data has none (margin is null).
     catalog = LakeSlice(lake, "catalog", None).spark(session) if lake.exists("catalog") else None
     # Bot sessions' views would dilute every rate: the sessions table says which they are.
-    frame = compute_product_features(raw_clickstream.spark(session), catalog, days,
-                                     sessions=sessions.spark(session))
+    events = split_sessions(raw_clickstream.spark(session), clickstream.session_timeout_min)
+    frame = compute_product_features(events, catalog, days, sessions=sessions.spark(session))
     return _spark_feature_result(context, frame, lake, "product_features", "product_id")
 
 
@@ -105,13 +109,15 @@ class SnapshotConfig(Config):
 @asset(**DAILY, kinds={"pandas", "parquet"}, metadata=schema_metadata("session_snapshots"),
        ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days), "sessions": AssetIn()})
 def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, lake: LakeStorage,
-                      raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
+                      raw_clickstream: LakeSlice, sessions: LakeSlice,
+                      clickstream: ClickstreamSource) -> MaterializeResult:
     """Training examples: sessions cut at scoring moments, with the session features at the cut.
 
     Cuts are sampled before the first purchase without looking ahead; the features are replayed
     up to the cut by the session state machine, the label comes from what follows. Also writes `session_features`, each session's features at its last event: the offline
     log of Feast's session view (the streaming job appends the same rows live)."""
-    events = raw_clickstream.pandas()
+    # the sessions table's ids: a pause beyond the timeout started a new session
+    events = split_sessions_frame(raw_clickstream.pandas(), clickstream.session_timeout_min)
     all_sessions = sessions.pandas()
     rows = positives = n_sessions = 0.0
     per_day: dict[str, int] = {}
@@ -119,7 +125,7 @@ def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, la
         day_sessions = all_sessions[all_sessions["date"] == day]
         day_events = events[events["session_id"].isin(day_sessions["session_id"])].drop(columns="date")
         snaps = build_snapshots(day_events, day_sessions, config.max_per_session, config.seed,
-                                config.keep_rate)
+                                config.keep_rate, clickstream.scoring_moment_pairs())
         lake.write(snaps, "session_snapshots", day)
         lake.write(closed_session_features(day_events), "session_features", day)
         rows += len(snaps)
