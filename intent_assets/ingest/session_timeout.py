@@ -12,7 +12,6 @@ One rule in two forms: `split_sessions` on Spark (orders, sessions, batch featur
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from intent_resources.project_config import ProjectConfig
@@ -35,13 +34,14 @@ def split_sessions_frame(events: pd.DataFrame, timeout_min: float = SESSION_TIME
         return events
     order = events.sort_values(["session_id", "event_time", "event_id"], kind="stable")
     gap = order.groupby("session_id", sort=False)["event_time"].diff()
-    part = (gap > limit).groupby(order["session_id"], sort=False).cumsum().to_numpy()
-    if not part.any():
+    part = (gap > limit).groupby(order["session_id"], sort=False).cumsum()
+    later = part.fillna(0).to_numpy() > 0
+    if not later.any():
         return events
-    ids = order["session_id"].astype(str).to_numpy(dtype=object)
-    renamed = np.where(part > 0, ids + PART_SEPARATOR + part.astype(str), ids)
+    moved = order.index[later]
     out = events.copy()
-    out.loc[order.index, "session_id"] = renamed
+    out.loc[moved, "session_id"] = (order.loc[moved, "session_id"].astype(str) + PART_SEPARATOR
+                                    + part[later].astype(int).astype(str)).to_numpy()
     return out
 
 
@@ -57,7 +57,8 @@ def split_sessions(events, timeout_min: float = SESSION_TIMEOUT_MIN):
     part = F.sum(F.coalesce(starts, F.lit(0))).over(
         w.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     return (events.withColumn("_part", part)
-            .withColumn("session_id", F.when(F.col("_part") > 0, F.concat_ws(
+            .withColumn("session_id", F.when(F.col("session_id").isNotNull()
+                                             & (F.col("_part") > 0), F.concat_ws(
                 PART_SEPARATOR, F.col("session_id"), F.col("_part").cast("string")))
                 .otherwise(F.col("session_id")))
             .drop("_part"))

@@ -45,6 +45,13 @@ def test_a_changed_timeout_changes_the_sessions():
         split_sessions_frame(events, 0)
 
 
+def test_rows_without_a_session_id_are_left_as_they_are():
+    events = frame(_visit([45]) + [event("s", "u", 60.0)])
+    events.loc[2, "session_id"] = None
+    out = split_sessions_frame(events, 30)
+    assert out["session_id"].tolist()[:2] == ["s", "s~1"] and out.loc[2, "session_id"] is None
+
+
 def _trainable(events: pd.DataFrame) -> pd.DataFrame:
     ids = events["session_id"].unique()
     return pd.DataFrame({"session_id": ids, "label": 0, "is_trainable": True})
