@@ -15,7 +15,7 @@
 
 That is the "holdout" regime. Below `crossval.SMALL_TABLE_ROWS` rows the "cross_validated" one
 keeps the same test split and uses every other row: folds instead of steps 3-4, the calibrator
-fitted on out-of-fold margins (step 6), the booster refitted on all non-test rows (step 5).
+fitted on out-of-fold margins (step 6), the fold boosters averaged as the final one (step 5).
 The manifest's `regime` says which ran and how many rows each role got.
 
 Steps 1-5 are `fit_tuned` (a `TunedModel`, saved between assets), 6-7 `finish_model`; both
@@ -43,6 +43,7 @@ import pandas as pd
 
 from intent_assets.training.calibration import CalibrationResult, calibrate
 from intent_assets.reports.metrics import classification_metrics
+from intent_assets.training.ensemble import average_boosters
 from intent_assets.training.crossval import (
     SMALL_TABLE_ROWS,
     FoldData,
@@ -306,7 +307,8 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
                  n_trials=n_trials, seed=seed)
     searched = time.perf_counter()
     params = lgb_params(cv.tuning.best_params, seed)
-    booster = fit(params, dev_m)
+    # the fold boosters the calibrator's margins come from, averaged (crossval, step 3)
+    booster = average_boosters(cv.boosters, cv.tuning.best_iteration)
     fitted = time.perf_counter()
 
     validated = cv.oof_fold >= 0
@@ -318,8 +320,11 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
         "label": label_values(dev, label)[validated],
         "weight": row_weights(dev, weight_column)[validated],
         "group": (dev[group].astype(str).to_numpy()[validated] if group else None)})
+    # rows some fold booster learned from: all of them with stratified folds; forward time
+    # folds validate their last block only
+    learned = np.logical_or.reduce([np.asarray(folds.train_mask(k)) for k in range(folds.k)])
     rows = {"test": int(len(splits.test)), "development": int(len(dev)),
-            "out_of_fold": int(validated.sum()), "fitted": int(len(dev_m.y))}
+            "out_of_fold": int(validated.sum()), "fitted": int(learned.sum())}
     not_applied = {"applied": False, "rows_in": int(len(dev)), "rows_out": int(len(dev)),
                    "reason": "small table: every row is kept"}
     return TunedModel(

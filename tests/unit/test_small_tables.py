@@ -1,4 +1,5 @@
-"""The small-table regime: cross-validated tuning, out-of-fold calibration, a refit on every row."""
+"""The small-table regime: cross-validated tuning, out-of-fold calibration, the fold boosters
+averaged into the shipped one."""
 
 from __future__ import annotations
 
@@ -39,22 +40,43 @@ def _refit(tuned, frame: pd.DataFrame):
                                     tuned.weight_column, normalize=True))
 
 
-def test_small_tables_are_cross_validated_and_the_booster_sees_every_non_test_row(table, tuned):
+def test_small_tables_are_cross_validated_and_ship_the_average_of_the_fold_boosters(table, tuned):
     splits = training_splits(table, "label", TIME)
-    development = development_rows(splits)
+    development = development_rows(splits).reset_index(drop=True)
+    folds = time_folds(development, TIME, "session_id")
     assert tuned.regime == "cross_validated"
-    assert tuned.rows["fitted"] == tuned.rows["development"] == len(table) - len(splits.test)
+    assert tuned.rows["development"] == len(table) - len(splits.test)
     assert set(development["snapshot_id"]) == \
         set(table["snapshot_id"]) - set(splits.test["snapshot_id"])
+    # forward folds: every row but the last block's is in some fold booster's training rows
+    last = folds.valid_mask(folds.k - 1)
+    assert tuned.rows["fitted"] == len(development) - int(np.sum(last))
     X = Vectorizer(tuned.features).frame(table)
-    # the shipped booster is the one a fit on all non-test rows gives, tree count from the folds
-    assert tuned.booster.current_iteration() == tuned.tuning.best_iteration
-    assert np.allclose(tuned.booster.predict(X, raw_score=True),
-                       _refit(tuned, development).predict(X, raw_score=True), rtol=0, atol=1e-9)
-    # and not the one the holdout regime would fit on 75 % of the rows
-    holdout_rows = pd.concat([splits.train, splits.validation])
-    assert not np.allclose(tuned.booster.predict(X, raw_score=True),
-                           _refit(tuned, holdout_rows).predict(X, raw_score=True), atol=1e-6)
+    # the shipped booster's margin is the mean of the fold boosters', each fitted on its fold's
+    # training rows with the searched tree count: the models the calibrator's margins come from
+    fold_margins = [_refit(tuned, development[folds.train_mask(k)]).predict(X, raw_score=True)
+                    for k in range(folds.k)]
+    assert tuned.booster.num_trees() == folds.k * tuned.tuning.best_iteration
+    assert np.allclose(tuned.booster.predict(X, raw_score=True), np.mean(fold_margins, axis=0),
+                       rtol=0, atol=1e-9)
+    # not a booster refitted on every row, whose margins spread wider than the folds'
+    refit = _refit(tuned, development).predict(X, raw_score=True)
+    assert not np.allclose(tuned.booster.predict(X, raw_score=True), refit, atol=1e-6)
+
+
+def test_the_averaged_booster_explains_as_the_mean_of_the_fold_boosters(table, tuned):
+    from intent_assets.training.ensemble import average_boosters
+
+    development = development_rows(training_splits(table, "label", TIME)).reset_index(drop=True)
+    folds = time_folds(development, TIME, "session_id")
+    boosters = [_refit(tuned, development[folds.train_mask(k)]) for k in range(2)]
+    X = Vectorizer(tuned.features).frame(table.head(50))
+    average = average_boosters(boosters, tuned.tuning.best_iteration)
+    again = type(average)(model_str=average.model_to_string())  # saved and loaded, as served
+    expected = np.mean([b.predict(X, pred_contrib=True) for b in boosters], axis=0)
+    assert np.allclose(again.predict(X, pred_contrib=True), expected, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="no boosters"):
+        average_boosters([], 3)
 
 
 def test_time_folds_run_forward_and_keep_sessions_whole(table):
@@ -113,7 +135,7 @@ def test_calibration_is_fitted_on_out_of_fold_margins_only(table, tuned, tmp_pat
     regime = result.manifest["regime"]
     assert regime["name"] == "cross_validated"
     assert regime["rows"] == {"tuning_folds": len(development), "calibration_out_of_fold": len(oof),
-                              "final_fit": len(development), "test": len(splits.test)}
+                              "final_fit": tuned.rows["fitted"], "test": len(splits.test)}
     assert regime["folds"]["folds"] == 5 and regime["folds"]["method"] == "time"
     assert result.metrics["test"]["rows"] == len(splits.test)
 
