@@ -9,9 +9,11 @@ instead cuts the non-test rows into folds (`splits.time_folds` / `splits.stratif
    count fits every fold; the first trial is LightGBM's defaults;
 2. keeps the best trial's out-of-fold margins: each row's margin comes from the fold model that
    was not trained on it, and the calibrator is fitted on those margins only;
-3. ships the best trial's fold boosters averaged into one (`ensemble.average_boosters`): the
-   model the calibrator's margins come from, every non-test row in it (a fold booster's
-   validation rows are the others' training rows).
+3. with stratified folds, ships the best trial's fold boosters averaged into one
+   (`ensemble.average_boosters`): the models the calibrator's margins come from, every non-test
+   row in all of them but one. Forward time folds never learn from their last block, the rows
+   nearest the test split, so there one booster is refitted on all non-test rows with the best
+   parameters and tree count (its margins spread a little wider than the folds').
 
 Why 100,000 rows: the holdout's calibration split then holds 10,000 rows (a few hundred to a
 thousand positives at the rates this project sees), enough for a stable isotonic fit, and its

@@ -15,7 +15,8 @@
 
 That is the "holdout" regime. Below `crossval.SMALL_TABLE_ROWS` rows the "cross_validated" one
 keeps the same test split and uses every other row: folds instead of steps 3-4, the calibrator
-fitted on out-of-fold margins (step 6), the fold boosters averaged as the final one (step 5).
+fitted on out-of-fold margins (step 6), and as the final booster (step 5) the fold boosters
+averaged (stratified folds) or one refitted on all non-test rows (forward time folds).
 The manifest's `regime` says which ran and how many rows each role got.
 
 Steps 1-5 are `fit_tuned` (a `TunedModel`, saved between assets), 6-7 `finish_model`; both
@@ -307,8 +308,16 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
                  n_trials=n_trials, seed=seed)
     searched = time.perf_counter()
     params = lgb_params(cv.tuning.best_params, seed)
-    # the fold boosters the calibrator's margins come from, averaged (crossval, step 3)
-    booster = average_boosters(cv.boosters, cv.tuning.best_iteration)
+    if folds.method == "time":
+        # forward folds never learn from their last block, the rows nearest the test split:
+        # one booster refitted on every row uses them
+        booster = fit(params, dev_m)
+        learned = np.ones(len(dev), dtype=bool)
+    else:
+        # exchangeable folds: the fold boosters the calibrator's margins come from, averaged
+        # (crossval, step 3); each row is in all of them but its own fold's
+        booster = average_boosters(cv.boosters, cv.tuning.best_iteration)
+        learned = np.logical_or.reduce([np.asarray(folds.train_mask(k)) for k in range(folds.k)])
     fitted = time.perf_counter()
 
     validated = cv.oof_fold >= 0
@@ -320,9 +329,6 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
         "label": label_values(dev, label)[validated],
         "weight": row_weights(dev, weight_column)[validated],
         "group": (dev[group].astype(str).to_numpy()[validated] if group else None)})
-    # rows some fold booster learned from: all of them with stratified folds; forward time
-    # folds validate their last block only
-    learned = np.logical_or.reduce([np.asarray(folds.train_mask(k)) for k in range(folds.k)])
     rows = {"test": int(len(splits.test)), "development": int(len(dev)),
             "out_of_fold": int(validated.sum()), "fitted": int(learned.sum())}
     not_applied = {"applied": False, "rows_in": int(len(dev)), "rows_out": int(len(dev)),

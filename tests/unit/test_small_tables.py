@@ -40,28 +40,40 @@ def _refit(tuned, frame: pd.DataFrame):
                                     tuned.weight_column, normalize=True))
 
 
-def test_small_tables_are_cross_validated_and_ship_the_average_of_the_fold_boosters(table, tuned):
+def test_small_tables_in_time_are_cross_validated_and_refitted_on_every_non_test_row(table, tuned):
     splits = training_splits(table, "label", TIME)
-    development = development_rows(splits).reset_index(drop=True)
-    folds = time_folds(development, TIME, "session_id")
+    development = development_rows(splits)
     assert tuned.regime == "cross_validated"
-    assert tuned.rows["development"] == len(table) - len(splits.test)
+    assert tuned.rows["fitted"] == tuned.rows["development"] == len(table) - len(splits.test)
     assert set(development["snapshot_id"]) == \
         set(table["snapshot_id"]) - set(splits.test["snapshot_id"])
-    # forward folds: every row but the last block's is in some fold booster's training rows
-    last = folds.valid_mask(folds.k - 1)
-    assert tuned.rows["fitted"] == len(development) - int(np.sum(last))
     X = Vectorizer(tuned.features).frame(table)
-    # the shipped booster's margin is the mean of the fold boosters', each fitted on its fold's
-    # training rows with the searched tree count: the models the calibrator's margins come from
+    # forward folds never learn from their last block: the shipped booster is the one a fit on
+    # all non-test rows gives, tree count from the folds
+    assert tuned.booster.current_iteration() == tuned.tuning.best_iteration
+    assert np.allclose(tuned.booster.predict(X, raw_score=True),
+                       _refit(tuned, development).predict(X, raw_score=True), rtol=0, atol=1e-9)
+    # and not the one the holdout regime would fit on 75 % of the rows
+    holdout_rows = pd.concat([splits.train, splits.validation])
+    assert not np.allclose(tuned.booster.predict(X, raw_score=True),
+                           _refit(tuned, holdout_rows).predict(X, raw_score=True), atol=1e-6)
+
+
+def test_stratified_folds_ship_the_average_of_the_fold_boosters():
+    table = generic_table(n=1500, seed=8)
+    tuned = fit_tuned(table, "bought", n_trials=1, seed=0)
+    development = development_rows(training_splits(table, "bought", None)).reset_index(drop=True)
+    folds = stratified_folds(development, "bought", None, seed=0)
+    assert tuned.folds["method"] == "stratified"
+    assert tuned.rows["fitted"] == len(development)
+    X = Vectorizer(tuned.features).frame(table)
+    # the margin is the mean of the fold boosters', each fitted on its fold's training rows with
+    # the searched tree count: the models the calibrator's out-of-fold margins come from
     fold_margins = [_refit(tuned, development[folds.train_mask(k)]).predict(X, raw_score=True)
                     for k in range(folds.k)]
     assert tuned.booster.num_trees() == folds.k * tuned.tuning.best_iteration
     assert np.allclose(tuned.booster.predict(X, raw_score=True), np.mean(fold_margins, axis=0),
                        rtol=0, atol=1e-9)
-    # not a booster refitted on every row, whose margins spread wider than the folds'
-    refit = _refit(tuned, development).predict(X, raw_score=True)
-    assert not np.allclose(tuned.booster.predict(X, raw_score=True), refit, atol=1e-6)
 
 
 def test_the_averaged_booster_explains_as_the_mean_of_the_fold_boosters(table, tuned):
@@ -135,7 +147,7 @@ def test_calibration_is_fitted_on_out_of_fold_margins_only(table, tuned, tmp_pat
     regime = result.manifest["regime"]
     assert regime["name"] == "cross_validated"
     assert regime["rows"] == {"tuning_folds": len(development), "calibration_out_of_fold": len(oof),
-                              "final_fit": tuned.rows["fitted"], "test": len(splits.test)}
+                              "final_fit": len(development), "test": len(splits.test)}
     assert regime["folds"]["folds"] == 5 and regime["folds"]["method"] == "time"
     assert result.metrics["test"]["rows"] == len(splits.test)
 
