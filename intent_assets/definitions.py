@@ -41,7 +41,7 @@ def build_definitions(env: str | None = None) -> Definitions:
         experiment_defs, monitoring_defs, Definitions(resources=resources, metadata=shown)))))
     defs = defs.map_resolved_asset_specs(
         func=lambda s: s.merge_attributes(metadata=shown), selection="raw_clickstream")
-    return on_calendar(defs, config.first_day)
+    return on_calendar(defs, config.first_day, config.last_day)
 
 
 @definitions

@@ -1,5 +1,7 @@
 """Every partitions definition of the project, in one place."""
 
+import datetime as dt
+
 from dagster import (
     BackfillPolicy,
     DailyPartitionsDefinition,
@@ -21,19 +23,26 @@ daily_partitions = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC
 served_days = DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=1)
 
 
-def calendar(first_day: str) -> DailyPartitionsDefinition:
-    """The daily partitions starting on `first_day` (UTC)."""
-    if first_day == FIRST_DAY:
+def calendar(first_day: str, last_day: str | None = None) -> DailyPartitionsDefinition:
+    """The daily partitions from `first_day` to `last_day` (UTC; open-ended without one)."""
+    if first_day == FIRST_DAY and last_day is None:
         return daily_partitions
-    return DailyPartitionsDefinition(start_date=first_day, timezone="UTC")
+    # Dagster's end date is exclusive
+    end = None if last_day is None else (dt.date.fromisoformat(last_day)
+                                         + dt.timedelta(days=1)).isoformat()
+    return DailyPartitionsDefinition(start_date=first_day, end_date=end, timezone="UTC")
 
 
-def on_calendar(defs: Definitions, first_day: str) -> Definitions:
-    """The same definitions with every daily asset and check on the calendar starting on
-    `first_day`; jobs infer their partitions from their assets."""
-    if first_day == FIRST_DAY:
+def on_calendar(defs: Definitions, first_day: str, last_day: str | None = None) -> Definitions:
+    """The same definitions with every daily asset and check on the calendar from `first_day`
+    to `last_day`; jobs infer their partitions from their assets.
+
+    Imported data ends on its last day: its calendar holds exactly the imported days, which is
+    also what the UI's launch dialog lists (it shows a partitions definition's last 90 days)."""
+    if first_day == FIRST_DAY and last_day is None:
         return defs
-    days = calendar(first_day)
+    days = calendar(first_day, last_day)
+    # the decision log is dated by the clock: served days run to today whatever the data's end
     served = DailyPartitionsDefinition(start_date=first_day, timezone="UTC", end_offset=1)
     moved = {daily_partitions: days, served_days: served}
     defs = defs.map_resolved_asset_specs(

@@ -4,7 +4,7 @@ Locally the default is the simulator (a deterministic marketplace); `landing` re
 importer (`intent import-rees46`, `intent import events`) or Kinesis Firehose put in the lake.
 The resource only carries this configuration (from the project configuration,
 intent_resources/project_config.py): the ingest assets run the simulator or read the landing
-table, and apply the label and bot rules.
+table, and apply the session timeout, the label and bot rules and the scoring moments.
 """
 
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from dagster import ConfigurableResource
 
-from intent_resources.project_config import ProjectConfig
+from intent_resources.project_config import ProjectConfig, parse_scoring_moments
 
 
 class ClickstreamSource(ConfigurableResource):
@@ -28,6 +28,10 @@ class ClickstreamSource(ConfigurableResource):
     bot_min_events: int = 20
     bot_events_per_minute: float = 20.0
     bot_max_events: int = 500
+    # A pause longer than this ends a session (intent_assets/ingest/session_timeout.py).
+    session_timeout_min: int = ProjectConfig.session_timeout_min
+    # The moments the site asks for a score: event_type, or event_type:page_type.
+    scoring_moments: list[str] = list(ProjectConfig.scoring_moments)
 
     @classmethod
     def from_config(cls, config: ProjectConfig,
@@ -39,4 +43,10 @@ class ClickstreamSource(ConfigurableResource):
                    sessions_per_day=config.sessions_per_day,
                    label_grace_min=config.label_grace_min, bot_min_events=config.bot_min_events,
                    bot_events_per_minute=config.bot_events_per_minute,
-                   bot_max_events=config.bot_max_events)
+                   bot_max_events=config.bot_max_events,
+                   session_timeout_min=config.session_timeout_min,
+                   scoring_moments=list(config.scoring_moments))
+
+    def scoring_moment_pairs(self) -> tuple[tuple[str, str | None], ...]:
+        """The scoring moments as (event_type, page_type or None)."""
+        return parse_scoring_moments(self.scoring_moments)

@@ -49,7 +49,8 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
                                    lake_root=str(home / "lake"), home=str(home)),
             "models": ArtifactStore(root=str(home / "models")),
             "model_endpoint": ModelEndpointResource(target="local", home=str(home)),
-            "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url),
+            "streaming": StreamingJobResource(mode="local", home=str(home), redis_url=redis_url,
+                                              session_timeout_min=config.session_timeout_min),
             "alerts": AlertsResource(jsonl_path=str(home / "alerts.jsonl"),
                                      metrics_path=str(metrics_dir(home) / "alerts.prom")),
             "decision_log": DecisionLogReader(
@@ -102,6 +103,7 @@ def _prod_resources(config: ProjectConfig) -> dict:
             mode="emr", redis_url=EnvVar("REDIS_URL"), lake=EnvVar("INTENT_LAKE_URI"),
             checkpoint_uri=checkpoint, kinesis_stream=os.environ.get("INTENT_KINESIS_STREAM"),
             emr_cluster_id=os.environ.get("INTENT_EMR_CLUSTER_ID"),
+            session_timeout_min=config.session_timeout_min,
             # beside the checkpoint: readable wherever the job's driver runs
             heartbeat_path=f"{checkpoint.rstrip('/')}-heartbeat.json" if checkpoint else None,
             alerts_topic_arn=EnvVar("INTENT_ALERTS_TOPIC_ARN"), ui_base_url=EnvVar("DAGSTER_UI_URL")),

@@ -23,10 +23,6 @@ SIMULATOR = "simulator"
 SIMULATOR_FIRST_DAY = "2026-10-01"
 # (event_type, page_type it must have, or None for any): the moments the site asks for a score.
 DEFAULT_SCORING_MOMENTS = ("view", "cart", "remove_from_cart", "page_view:cart")
-# Settings the configuration carries but the code does not read from it yet: the streaming job
-# keeps its own session timeout (streaming_jobs/job_config.py) and the snapshots their scoring
-# moments (intent_assets/features/snapshots.py); both equal these defaults.
-NOT_APPLIED = ("session_timeout_min", "scoring_moments")
 IMPORTS_FILE = "imports.json"
 CONFIG_FILE = "config.json"
 
@@ -79,8 +75,7 @@ class ProjectConfig:
 
     def scoring_moment_pairs(self) -> tuple[tuple[str, str | None], ...]:
         """The scoring moments as (event_type, page_type or None)."""
-        return tuple((m.split(":", 1)[0], m.split(":", 1)[1] if ":" in m else None)
-                     for m in self.scoring_moments)
+        return parse_scoring_moments(self.scoring_moments)
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -93,9 +88,18 @@ class ProjectConfig:
         out = []
         for k, v in self.as_dict().items():
             text = ",".join(v) if isinstance(v, list) else str(v)
-            note = "; shown, not applied yet" if k in NOT_APPLIED else ""
-            out.append(f"{k:<22} {text:<40} ({self.origin.get(k, 'default')}{note})")
+            out.append(f"{k:<22} {text:<40} ({self.origin.get(k, 'default')})")
         return out
+
+
+def parse_scoring_moments(moments) -> tuple[tuple[str, str | None], ...]:
+    """`event_type` or `event_type:page_type` items as (event_type, page_type or None)."""
+    pairs = tuple((m.split(":", 1)[0].strip(), m.split(":", 1)[1].strip() if ":" in m else None)
+                  for m in moments)
+    if not pairs or any(not etype for etype, _ in pairs):
+        raise ProjectConfigError(f"scoring_moments {list(moments)!r}: expected event types, "
+                                 "each optionally as event_type:page_type")
+    return pairs
 
 
 def imported_calendars(home: Path | None = None) -> dict:
@@ -168,4 +172,9 @@ def load_project_config(home: Path | None = None, environ: dict | None = None) -
     except ValueError as exc:
         raise ProjectConfigError(f"first_day {values['first_day']!r} is not a date "
                                  "(YYYY-MM-DD)") from exc
+    if values.get("session_timeout_min", 1) <= 0:
+        raise ProjectConfigError(f"session_timeout_min {values['session_timeout_min']!r}: "
+                                 "expected a positive number of minutes")
+    if "scoring_moments" in values:
+        parse_scoring_moments(values["scoring_moments"])
     return ProjectConfig(**values, origin=origin)

@@ -53,6 +53,8 @@ class LocalStream:
     kinesis_stream: Optional[str] = None
     kinesis_endpoint: Optional[str] = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # the project configuration's session timeout, so live sessions close as batch ones split
+    session_timeout_min: int = 30
 
     @property
     def directory(self) -> Path:
@@ -89,7 +91,8 @@ class LocalStream:
                "--checkpoint", str(self.checkpoint), "--heartbeat", str(self.heartbeat),
                "--metrics-file", str(self.metrics_file),
                "--redis-url", self.redis_url, "--lake", self.lake,
-               "--trigger", self.trigger, "--master", self.master, "--source", self.source]
+               "--trigger", self.trigger, "--master", self.master, "--source", self.source,
+               "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
         if self.source == "files":
             cmd += ["--landing", str(self.landing)]
         else:
@@ -195,6 +198,7 @@ class StreamingJobResource(ConfigurableResource):
     alerts_topic_arn: Optional[str] = None
     ui_base_url: str = "http://127.0.0.1:3000"
     trigger: str = "1 second"
+    session_timeout_min: int = 30         # the project configuration's
     stale_after_s: float = Thresholds.stale_after_s
     startup_grace_s: float = Thresholds.startup_grace_s
     # -- EMR (mode="emr") ------------------------------------------------------------------------
@@ -222,7 +226,8 @@ class StreamingJobResource(ConfigurableResource):
 
         home = self.resolved_home()
         return LocalStream(home=home, redis_url=self.redis_url or redis_url(home),
-                           lake=self.lake or str(home / "lake"), trigger=self.trigger)
+                           lake=self.lake or str(home / "lake"), trigger=self.trigger,
+                           session_timeout_min=self.session_timeout_min)
 
     def heartbeat_file(self) -> Path:
         if self.heartbeat_path:
@@ -286,7 +291,8 @@ class StreamingJobResource(ConfigurableResource):
             args += ["--py-files", self.job_py_files_uri]
         args += [self.job_script_uri, "--checkpoint", self.checkpoint_uri,
                  "--heartbeat", self.heartbeat_path or "/tmp/intent_stream_heartbeat.json",
-                 "--state-store", "rocksdb", "--trigger", self.trigger]
+                 "--state-store", "rocksdb", "--trigger", self.trigger,
+                 "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
         if self.kinesis_stream:
             args += ["--source", "kinesis", "--kinesis-stream", self.kinesis_stream]
         else:

@@ -27,6 +27,7 @@ from intent_assets.features.spark_training import (
     write_training_set,
 )
 from intent_assets.ingest.assets import rows_per_day, write_spark_partitions
+from intent_assets.ingest.session_timeout import split_sessions
 from intent_assets.partitions import (
     daily,
     history_to_date,
@@ -34,6 +35,7 @@ from intent_assets.partitions import (
     neighbouring_days,
 )
 from intent_assets.tables import record_row_counts, schema_metadata
+from intent_resources.clickstream import ClickstreamSource
 from intent_resources.feast import FeastResource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
@@ -65,15 +67,16 @@ def _spark_feature_result(context: AssetExecutionContext, frame, lake: LakeStora
             "sessions": AssetIn(partition_mapping=history_to_date),
             "raw_clickstream": AssetIn(partition_mapping=history_to_date)})
 def user_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
-                  orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice) -> MaterializeResult:
+                  orders: LakeSlice, sessions: LakeSlice, raw_clickstream: LakeSlice,
+                  clickstream: ClickstreamSource) -> MaterializeResult:
     """Batch features per user as of the end of each day, for Feast's user view.
 
     From data strictly before the day: purchase counts, recency, AOV, sessions, conversion,
     category/brand affinity, discount sensitivity."""
     session = spark.spark_session
     days = list(context.partition_keys)
-    frame = compute_user_features(orders.spark(session), sessions.spark(session),
-                                  raw_clickstream.spark(session), days)
+    events = split_sessions(raw_clickstream.spark(session), clickstream.session_timeout_min)
+    frame = compute_user_features(orders.spark(session), sessions.spark(session), events, days)
     return _spark_feature_result(context, frame, lake, "user_features", "user_id")
 
 
@@ -82,7 +85,8 @@ def user_features(context: AssetExecutionContext, spark: SparkResource, lake: La
        ins={"raw_clickstream": AssetIn(partition_mapping=last_30_days),
             "sessions": AssetIn(partition_mapping=last_30_days)})
 def product_features(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
-                     raw_clickstream: LakeSlice, sessions: LakeSlice) -> MaterializeResult:
+                     raw_clickstream: LakeSlice, sessions: LakeSlice,
+                     clickstream: ClickstreamSource) -> MaterializeResult:
     """Batch features per product as of the end of each day, for Feast's product view.
 
     Smoothed view/cart→purchase rates (7 d, 30 d), recent demand, price band and price against
@@ -92,8 +96,8 @@ def product_features(context: AssetExecutionContext, spark: SparkResource, lake:
     # The catalog comes with the simulated clickstream; imported data has none (margin is null).
     catalog = LakeSlice(lake, "catalog", None).spark(session) if lake.exists("catalog") else None
     # Bot sessions' views would dilute every rate: the sessions table says which they are.
-    frame = compute_product_features(raw_clickstream.spark(session), catalog, days,
-                                     sessions=sessions.spark(session))
+    events = split_sessions(raw_clickstream.spark(session), clickstream.session_timeout_min)
+    frame = compute_product_features(events, catalog, days, sessions=sessions.spark(session))
     return _spark_feature_result(context, frame, lake, "product_features", "product_id")
 
 
@@ -109,8 +113,8 @@ class SnapshotConfig(Config):
        metadata=schema_metadata("session_snapshots"),
        ins={"raw_clickstream": AssetIn(partition_mapping=neighbouring_days), "sessions": AssetIn()})
 def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, spark: SparkResource,
-                      lake: LakeStorage, raw_clickstream: LakeSlice,
-                      sessions: LakeSlice) -> MaterializeResult:
+                      lake: LakeStorage, raw_clickstream: LakeSlice, sessions: LakeSlice,
+                      clickstream: ClickstreamSource) -> MaterializeResult:
     """Training examples: sessions cut at scoring moments, with the session features at the cut.
 
     Cuts are sampled before the first purchase without looking ahead; the features are replayed
@@ -118,8 +122,11 @@ def session_snapshots(context: AssetExecutionContext, config: SnapshotConfig, sp
     `session_features`, each session's features at its last event: the offline log of Feast's
     session view (the streaming job appends the same rows live)."""
     session = spark.spark_session
-    outputs = session_outputs(raw_clickstream.spark(session), sessions.spark(session),
-                              config.max_per_session, config.seed, config.keep_rate).cache()
+    # the sessions table's ids: a pause beyond the timeout started a new session
+    events = split_sessions(raw_clickstream.spark(session), clickstream.session_timeout_min)
+    outputs = session_outputs(events, sessions.spark(session), config.max_per_session,
+                              config.seed, config.keep_rate,
+                              moments=clickstream.scoring_moment_pairs()).cache()
     days = list(context.partition_keys)
     write_day_tables(outputs, lake, days)
     stats = {r["session_day"]: r for r in (

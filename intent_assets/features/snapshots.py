@@ -18,15 +18,13 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from intent_resources.project_config import ProjectConfig, parse_scoring_moments
 from streaming_jobs.session_state import FEATURE_NAMES, replay
 
-# (event_type, page_type it must have, or None for any): the moments the site asks for a score.
-SCORING_MOMENTS: tuple[tuple[str, str | None], ...] = (
-    ("view", None),
-    ("cart", None),
-    ("remove_from_cart", None),
-    ("page_view", "cart"),
-)
+# (event_type, page_type it must have, or None for any): the moments the site asks for a score,
+# by default the project configuration's (`scoring_moments`; the snapshots asset passes its own).
+SCORING_MOMENTS: tuple[tuple[str, str | None], ...] = parse_scoring_moments(
+    ProjectConfig.scoring_moments)
 
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "snapshot_id", "session_id", "user_id", "product_id", "category_id", "event_timestamp",
@@ -39,10 +37,11 @@ KEEP_RATE = 0.5
 MAX_PER_SESSION = 10
 
 
-def scoring_moment_mask(event_type: pd.Series, page_type: pd.Series) -> pd.Series:
-    """True where an event is a scoring moment by event type (and page type for page views)."""
+def scoring_moment_mask(event_type: pd.Series, page_type: pd.Series,
+                        moments: tuple[tuple[str, str | None], ...] = SCORING_MOMENTS) -> pd.Series:
+    """True where an event is one of `moments` by event type (and page type where given)."""
     mask = pd.Series(False, index=event_type.index)
-    for etype, page in SCORING_MOMENTS:
+    for etype, page in moments:
         hit = event_type == etype
         if page is not None:
             hit &= page_type == page
@@ -83,11 +82,13 @@ def empty_snapshots() -> pd.DataFrame:
 
 def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
                     max_per_session: int = MAX_PER_SESSION, seed: int = 0,
-                    keep_rate: float = KEEP_RATE) -> pd.DataFrame:
+                    keep_rate: float = KEEP_RATE,
+                    moments: tuple[tuple[str, str | None], ...] = SCORING_MOMENTS) -> pd.DataFrame:
     """One row per kept scoring moment of each trainable session: features as of the cut, label.
 
     `events` are contract rows without duplicate event_ids, holding every event of the sessions
-    to snapshot (a session that crosses midnight needs both days). `sessions` needs
+    to snapshot (a session that crosses midnight needs both days); cuts are the events that
+    are one of `moments` (event_type, page_type or None). `sessions` needs
     `session_id`, `is_trainable` and `label`. Rows come sorted by (session_id, event_timestamp,
     snapshot_id).
     """
@@ -107,11 +108,13 @@ def build_snapshots(events: pd.DataFrame, sessions: pd.DataFrame,
     if events.empty:
         return empty_snapshots()
     return snapshots_from_states(replay(events), events, trainable.set_index("session_id")["label"],
-                                 max_per_session, seed, keep_rate)
+                                 max_per_session, seed, keep_rate, moments)
 
 
 def snapshots_from_states(states: pd.DataFrame, events: pd.DataFrame, labels: pd.Series,
-                          max_per_session: int, seed: int, keep_rate: float) -> pd.DataFrame:
+                          max_per_session: int, seed: int, keep_rate: float,
+                          moments: tuple[tuple[str, str | None], ...] = SCORING_MOMENTS
+                          ) -> pd.DataFrame:
     """The kept cuts among `replay(events)`'s rows, for the sessions `labels` (by session_id) names.
 
     `states` may hold other sessions too (they are left out): a session's rows depend on its own
@@ -120,7 +123,7 @@ def snapshots_from_states(states: pd.DataFrame, events: pd.DataFrame, labels: pd
     states = states[states["session_id"].isin(labels.index)]
     page_type = (events["page_type"] if "page_type" in events
                  else pd.Series(None, index=events.index, dtype=object))
-    is_cut = scoring_moment_mask(events["event_type"], page_type)
+    is_cut = scoring_moment_mask(events["event_type"], page_type, moments)
     cut_ids = events.loc[is_cut, "event_id"].astype(str).to_numpy()
     # A state row is a cut when its event is a scoring moment and no purchase came before or
     # with it (has_purchased counts the event itself, so the purchase event is never a cut).
@@ -155,7 +158,9 @@ def closed_session_features(events: pd.DataFrame) -> pd.DataFrame:
 
 def day_snapshots(events: pd.DataFrame, sessions: pd.DataFrame, day: str,
                   max_per_session: int = MAX_PER_SESSION, seed: int = 0,
-                  keep_rate: float = KEEP_RATE) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  keep_rate: float = KEEP_RATE,
+                  moments: tuple[tuple[str, str | None], ...] = SCORING_MOMENTS
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One day's (snapshots, closed-session features) in one process: the sessions starting on
     `day` (sessions' `date`), from `events` holding at least all of their events.
 
@@ -164,5 +169,5 @@ def day_snapshots(events: pd.DataFrame, sessions: pd.DataFrame, day: str,
     day_sessions = sessions[sessions["date"] == day]
     day_events = events[events["session_id"].isin(day_sessions["session_id"])]
     day_events = day_events.drop(columns="date", errors="ignore")
-    return (build_snapshots(day_events, day_sessions, max_per_session, seed, keep_rate),
+    return (build_snapshots(day_events, day_sessions, max_per_session, seed, keep_rate, moments),
             closed_session_features(day_events))

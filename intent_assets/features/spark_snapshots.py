@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from intent_assets.features.snapshots import (
+    SCORING_MOMENTS,
     SNAPSHOT_COLUMNS,
     closed_from_states,
     snapshots_from_states,
@@ -41,7 +42,7 @@ OUTPUT_SCHEMA = ", ".join(
     + ["kind string", "session_day string"])
 
 
-def _bucket_function(max_per_session: int, seed: int, keep_rate: float):
+def _bucket_function(max_per_session: int, seed: int, keep_rate: float, moments):
     """The applyInPandas function: one bucket's sessions replayed once, both outputs from it."""
     out_columns = [*SNAPSHOT_COLUMNS, "kind", "session_day"]
 
@@ -55,7 +56,8 @@ def _bucket_function(max_per_session: int, seed: int, keep_rate: float):
         if trainable.isna().any():
             raise ValueError("trainable sessions without a label")
         snaps = snapshots_from_states(states, events, trainable.astype("int64"),
-                                      max_per_session, seed, keep_rate).assign(kind=SNAPSHOT)
+                                      max_per_session, seed, keep_rate, moments
+                                      ).assign(kind=SNAPSHOT)
         closed = closed_from_states(states).assign(kind=CLOSED)
         out = pd.concat([snaps, closed], ignore_index=True)
         out["session_day"] = out["session_id"].map(sessions["session_day"])
@@ -65,7 +67,8 @@ def _bucket_function(max_per_session: int, seed: int, keep_rate: float):
 
 
 def session_outputs(events: DataFrame, sessions: DataFrame, max_per_session: int, seed: int,
-                    keep_rate: float, buckets: int = BUCKETS) -> DataFrame:
+                    keep_rate: float, buckets: int = BUCKETS,
+                    moments: tuple[tuple[str, str | None], ...] = SCORING_MOMENTS) -> DataFrame:
     """Snapshot rows (`kind` = snapshot) and closed-session rows (`kind` = closed) of the
     sessions in `sessions`, replayed from `events` on the executors.
 
@@ -84,7 +87,7 @@ def session_outputs(events: DataFrame, sessions: DataFrame, max_per_session: int
                          "session_id")
              .withColumn("bucket", F.pmod(F.xxhash64("session_id"), F.lit(buckets))))
     return keyed.groupBy("bucket").applyInPandas(
-        _bucket_function(max_per_session, seed, keep_rate), OUTPUT_SCHEMA)
+        _bucket_function(max_per_session, seed, keep_rate, moments), OUTPUT_SCHEMA)
 
 
 def day_table(outputs: DataFrame, kind: str, day: str) -> DataFrame:

@@ -19,6 +19,7 @@ from dagster import (
 from pyspark.sql import functions as F
 
 from intent_assets.ingest import checks
+from intent_assets.ingest.session_timeout import split_sessions
 from intent_assets.ingest.sessionize import build_orders, build_sessions, order_lines
 from intent_assets.ingest.simulator import oracle_on
 from intent_assets.ingest.simulator_world import build_world
@@ -139,10 +140,13 @@ def sessions(context: AssetExecutionContext, spark: SparkResource,
              clickstream: ClickstreamSource) -> MaterializeResult:
     """One row per session, by the day it starts: event counts, context, label and bot flags.
 
-    The label looks a grace window past the session's end (30 minutes by default); bot and
-    single-heartbeat sessions are flagged, not dropped."""
+    A pause beyond the session timeout starts a new session; the label looks a grace window
+    past the session's end (30 minutes each by default); bot and single-heartbeat sessions are
+    flagged, not dropped."""
     days = list(context.partition_keys)
-    table = build_sessions(raw_clickstream.spark(spark.spark_session), days,
+    events = split_sessions(raw_clickstream.spark(spark.spark_session),
+                            clickstream.session_timeout_min)
+    table = build_sessions(events, days,
                            grace_minutes=clickstream.label_grace_min,
                            bot_min_events=clickstream.bot_min_events,
                            bot_events_per_minute=clickstream.bot_events_per_minute,

@@ -1,6 +1,8 @@
 """Sessions and orders from the clickstream, on Spark. Pure functions of DataFrames.
 
 Stated rules (also in the README):
+- Sessions are the source's session ids, split where a pause exceeds the session timeout
+  (`session_timeout.split_sessions`, applied by the assets before these functions).
 - A session belongs to the UTC day of its first event; its events may run past midnight.
 - Label: 1 if the session has a purchase, or the same user has a purchase in another session
   within GRACE_MINUTES after this session's last event; else 0.

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetIn, MaterializeResult, MetadataValue, asset
 
-from intent_assets.reports.metrics import SEGMENT_COLUMNS
+from intent_assets.reports.metrics import SEGMENT_COLUMNS, ece_noise
 from intent_assets.reports.report import build_report
 from intent_resources.storage import ArtifactStore, LakeStorage
 
@@ -48,12 +48,21 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
     report = build_report(named, test["label"].to_numpy(), test["weight"].to_numpy(),
                           test[[c for c in SEGMENT_COLUMNS if c in test]], primary="model",
                           oracle_name="oracle")
+    noise = ece_noise(test["probability"].to_numpy(), test["weight"].to_numpy(),
+                      test["session_id"].to_numpy() if "session_id" in test else None)
     paths = report.write(models.directory("reports", calibrated_model["version"]))
+    noise_note = (f"\n\n### ECE against its sampling noise\n\nA perfectly calibrated model would "
+                  f"show ECE {noise['mean']:.4f} on average on these {noise['rows']:,} rows "
+                  f"({noise['groups']:,} sessions), {noise['quantile']:.4f} at the 95th percentile "
+                  f"({noise['draws']} label draws); the model's is "
+                  f"{report.summary['ece']:.4f}. The ece_gate check allows the larger of its fixed "
+                  "bound (0.02) and that percentile.\n")
     summary = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.summary.items()}
     return MaterializeResult(metadata={
         **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None},
         "model_version": calibrated_model["version"],
-        "report": MetadataValue.md(report.to_markdown()),
+        "ece_noise_q95": round(noise["quantile"], 5),
+        "report": MetadataValue.md(report.to_markdown() + noise_note),
         "reliability_curve": MetadataValue.md(_embedded_png(paths["reliability"], "reliability")),
         "pr_curve": MetadataValue.md(_embedded_png(paths["pr_curve"], "PR curve")),
         "reliability_png": MetadataValue.path(str(paths["reliability"])),

@@ -137,6 +137,45 @@ def ece(y, p, w=None, n_bins: int = N_BINS) -> float:
     return ece_from_bins(calibration_bins(y, p, w, n_bins))
 
 
+# The noise floor of ECE: how many perfectly calibrated label draws, which quantile of their ECE.
+NOISE_DRAWS = 400
+NOISE_QUANTILE = 0.95
+
+
+def ece_noise(p, w=None, groups=None, n_bins: int = N_BINS, draws: int = NOISE_DRAWS,
+              quantile: float = NOISE_QUANTILE, seed: int = 0) -> dict[str, Any]:
+    """The ECE a perfectly calibrated model would show on these rows, from sampling alone.
+
+    Labels are drawn as if `p` were the true probabilities, `draws` times with a fixed seed,
+    and scored with the same bins and weights: the mean and the `quantile` of those ECEs. Rows
+    of one group (a session's snapshots, which share a label) share one uniform draw u, each
+    labelled 1 when u < p, so a session counts once as evidence however many rows it has.
+    """
+    _, p, w = as_arrays(np.zeros(len(np.asarray(p))), p, w)
+    if len(p) == 0 or w.sum() <= 0:
+        raise ValueError("no rows to measure the noise of ECE on")
+    if groups is None:
+        codes, n_groups = np.arange(len(p)), len(p)
+    else:
+        codes, uniques = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
+        n_groups = len(uniques)
+    idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(n_bins + 1))
+    wp = np.bincount(idx, weights=w * p, minlength=n_bins)
+    rng = np.random.default_rng(seed)
+    eces = []
+    for start in range(0, draws, 50):
+        u = rng.random((min(50, draws - start), n_groups))
+        yw = (u[:, codes[order]] < p[order]) * w[order]
+        csum = np.concatenate([np.zeros((len(u), 1)), np.cumsum(yw, axis=1)], axis=1)
+        wy = csum[:, bounds[1:]] - csum[:, bounds[:-1]]
+        eces.append(np.abs(wp - wy).sum(axis=1) / w.sum())
+    values = np.concatenate(eces)
+    return {"mean": float(values.mean()), "quantile": float(np.quantile(values, quantile)),
+            "level": quantile, "draws": int(draws), "groups": int(n_groups), "rows": int(len(p))}
+
+
 def top_fraction(y, p, w=None, fraction: float = 0.1) -> dict[str, Any]:
     """Weighted precision and recall among the top `fraction` of rows by score.
 

@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def _stream(args=None):
+    from intent_resources.project_config import load_project_config
     from intent_resources.streaming import LocalStream
     from serving.project import intent_home, redis_url
 
@@ -56,7 +57,7 @@ def _stream(args=None):
                   "kinesis_endpoint": args.kinesis_endpoint,
                   "extra_args": tuple(args.job_args)}
     return LocalStream(home=home, redis_url=redis_url(home), lake=str(home / "lake"),
-                       **kwargs)
+                       session_timeout_min=load_project_config().session_timeout_min, **kwargs)
 
 
 def _replay(args) -> int:

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from intent_assets.reports.metrics import MISSING_SEGMENT, ece_noise
+
 PR_AUC_TOLERANCE = 0.01
 MAX_ECE = 0.02
 SEGMENT_MAX_ECE = 0.05
@@ -62,23 +64,48 @@ def _segment_rows(segment_table) -> list[dict[str, Any]]:
     return [dict(r) for r in segment_table]
 
 
+def ece_bound(max_ece: float, noise_quantile: float | None) -> float:
+    """The ECE a model may show: `max_ece`, or the test set's noise floor when that is higher.
+
+    A perfectly calibrated model shows ECE above zero from sampling alone, more so on a small
+    test set (`metrics.ece_noise`: the 95th percentile over label draws from the model's own
+    probabilities). Below that quantile the test set cannot tell the model from a calibrated
+    one, so blocking it there would judge the noise; above both bounds it is miscalibrated.
+    """
+    return max(max_ece, noise_quantile) if _defined(noise_quantile) else max_ece
+
+
 def ece_gate(overall_ece: float | None, segment_table: Iterable[Mapping[str, Any]] | pd.DataFrame | None,
-             max_ece: float = MAX_ECE, segment_max_ece: float = SEGMENT_MAX_ECE) -> GateResult:
-    """ECE within `max_ece` overall and within `segment_max_ece` in every segment with enough data.
+             max_ece: float = MAX_ECE, segment_max_ece: float = SEGMENT_MAX_ECE,
+             noise: Mapping[str, Any] | None = None) -> GateResult:
+    """ECE within its bound overall and in every segment with enough data (see `ece_bound`).
 
     `segment_table` is the output of `metrics.segment_metrics` (rows with column, value, ece,
     enough_data), as a list of dicts or a DataFrame. Segments without enough data are listed but
-    not judged.
+    not judged. `noise` holds `metrics.ece_noise` results: "overall", and "segments" keyed
+    "column=value"; without it the bounds are `max_ece` and `segment_max_ece` as they are.
     """
+    noise = noise or {}
+    segment_noise = noise.get("segments") or {}
     rows = _segment_rows(segment_table)
     judged = [r for r in rows if r.get("enough_data")]
+
+    def segment_bound(r) -> float:
+        floor = (segment_noise.get(f"{r.get('column')}={r.get('value')}") or {}).get("quantile")
+        return ece_bound(segment_max_ece, floor)
+
     failing = [{"column": r.get("column"), "value": r.get("value"), "ece": r.get("ece"),
-                "rows": r.get("rows")}
-               for r in judged if not _defined(r.get("ece")) or r["ece"] > segment_max_ece]
-    overall_ok = _defined(overall_ece) and overall_ece <= max_ece
+                "rows": r.get("rows"), "bound": segment_bound(r)}
+               for r in judged if not _defined(r.get("ece")) or r["ece"] > segment_bound(r)]
+    overall_noise = (noise.get("overall") or {}).get("quantile")
+    bound = ece_bound(max_ece, overall_noise)
+    overall_ok = _defined(overall_ece) and overall_ece <= bound
     worst = max(judged, key=lambda r: r["ece"] if _defined(r.get("ece")) else math.inf, default=None)
     meta = {
-        "overall_ece": overall_ece, "max_ece": max_ece, "overall_within_bound": bool(overall_ok),
+        "overall_ece": overall_ece, "max_ece": max_ece,
+        "noise_ece_q95": overall_noise, "noise_ece_mean": (noise.get("overall") or {}).get("mean"),
+        "ece_bound": bound, "overall_within_bound": bool(overall_ok),
+        "rule": "ECE ≤ max(max_ece, 95th percentile of a calibrated model's ECE on these rows)",
         "segment_max_ece": segment_max_ece, "segments_judged": len(judged),
         "segments_skipped_for_little_data": len(rows) - len(judged),
         "failing_segments": failing,
@@ -86,6 +113,24 @@ def ece_gate(overall_ece: float | None, segment_table: Iterable[Mapping[str, Any
         {"column": worst.get("column"), "value": worst.get("value"), "ece": worst.get("ece")},
     }
     return bool(overall_ok and not failing), meta
+
+
+def calibration_noise(test: pd.DataFrame, segment_table=None, probability: str = "probability",
+                      weight: str = "weight", group: str = "session_id") -> dict[str, Any]:
+    """`ece_gate`'s `noise`: ECE's noise floor on the test rows overall and in each judged segment."""
+    groups = test[group] if group in test else None
+
+    def of(rows: pd.DataFrame) -> dict:
+        return ece_noise(rows[probability].to_numpy(), rows[weight].to_numpy(),
+                         None if groups is None else rows[group].to_numpy())
+
+    segments = {}
+    for r in _segment_rows(segment_table):
+        column, value = r.get("column"), r.get("value")
+        if r.get("enough_data") and column in test:
+            values = test[column].astype(object).where(test[column].notna(), MISSING_SEGMENT)
+            segments[f"{column}={value}"] = of(test[values.astype(str) == value])
+    return {"overall": of(test), "segments": segments}
 
 
 def beats_baseline_gate(candidate_pr_auc: float | None, logistic_pr_auc: float | None,

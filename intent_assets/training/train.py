@@ -15,7 +15,8 @@
 
 That is the "holdout" regime. Below `crossval.SMALL_TABLE_ROWS` rows the "cross_validated" one
 keeps the same test split and uses every other row: folds instead of steps 3-4, the calibrator
-fitted on out-of-fold margins (step 6), the booster refitted on all non-test rows (step 5).
+fitted on out-of-fold margins (step 6), and as the final booster (step 5) the fold boosters
+averaged (stratified folds) or one refitted on all non-test rows (forward time folds).
 The manifest's `regime` says which ran and how many rows each role got.
 
 Steps 1-5 are `fit_tuned` (a `TunedModel`, saved between assets), 6-7 `finish_model`; both
@@ -41,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 from intent_assets.training.calibration import CalibrationResult, calibrate
+from intent_assets.training.result import TrainResult
 from intent_assets.reports.metrics import classification_metrics
+from intent_assets.training.ensemble import average_boosters
 from intent_assets.training.crossval import (
     SMALL_TABLE_ROWS,
     FoldData,
@@ -320,7 +323,16 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
                  n_trials=n_trials, seed=seed)
     searched = time.perf_counter()
     params = lgb_params(cv.tuning.best_params, seed)
-    booster = fit(params, dev_m)
+    if folds.method == "time":
+        # forward folds never learn from their last block, the rows nearest the test split:
+        # one booster refitted on every row uses them
+        booster = fit(params, dev_m)
+        learned = np.ones(len(dev), dtype=bool)
+    else:
+        # exchangeable folds: the fold boosters the calibrator's margins come from, averaged
+        # (crossval, step 3); each row is in all of them but its own fold's
+        booster = average_boosters(cv.boosters, cv.tuning.best_iteration)
+        learned = np.logical_or.reduce([np.asarray(folds.train_mask(k)) for k in range(folds.k)])
     fitted = time.perf_counter()
 
     validated = cv.oof_fold >= 0
@@ -333,7 +345,7 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
         "weight": row_weights(dev, weight_column)[validated],
         "group": (dev[group].astype(str).to_numpy()[validated] if group else None)})
     rows = {"test": int(len(splits.test)), "development": int(len(dev)),
-            "out_of_fold": int(validated.sum()), "fitted": int(len(dev_m.y))}
+            "out_of_fold": int(validated.sum()), "fitted": int(learned.sum())}
     not_applied = {"applied": False, "rows_in": int(len(dev)), "rows_out": int(len(dev)),
                    "reason": "small table: every row is kept"}
     return TunedModel(
@@ -344,25 +356,6 @@ def _fit_cross_validated(splits: Splits, candidates: list[str], defaults: Mappin
         regime="cross_validated",
         folds={**folds.summary(), "fold_pr_auc": [round(s, 5) for s in cv.fold_pr_auc]},
         out_of_fold=out_of_fold, **common)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Where the artifact went, what it scored, and everything the report needs."""
-
-    artifact_dir: Path
-    tar_path: Path
-    version: str
-    metrics: dict
-    splits: Splits
-    test_predictions: pd.DataFrame
-    tuning: TuningResult
-    calibration: CalibrationResult
-    features: list[Feature]
-    dropped_columns: dict[str, str]
-    downsampling: dict
-    seconds: dict = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
 
 
 def _calibrate(tuned: TunedModel, splits: Splits, vectorizer: Vectorizer

@@ -27,6 +27,11 @@ def test_definitions_follow_the_imported_calendar(tmp_path, monkeypatch, files):
              if a.partitions_def is not None and "experiment" not in key.to_user_string()
              and key.to_user_string() != "ab_readout"}
     assert daily and {p.get_first_partition_key() for p in daily.values()} == {"2019-10-01"}
+    # the calendar ends on the last imported day: exactly the imported days are partitions
+    last = lake.partitions("landing_rees46")[-1]
+    assert {p.get_last_partition_key() for p in daily.values()} == {last}
+    assert {tuple(p.get_partition_keys()) for p in daily.values()} == {
+        tuple(d for d in lake.partitions("landing_rees46") if d[:1].isdigit())}
     assert repo.get_job("nightly_features_job").partitions_def.get_first_partition_key() == "2019-10-01"
     drift = [c for c in defs.asset_checks if any(s.name == "feature_drift" for s in c.check_specs)]
     assert [s.partitions_def.get_first_partition_key() for s in drift[0].check_specs] == ["2019-10-01"]

@@ -13,6 +13,7 @@ from intent_assets.features.assets import (
     user_features,
 )
 from intent_assets.ingest.assets import orders, raw_clickstream, sessions
+from intent_assets.reports import metrics
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.environments import feature_repo_path
 from intent_resources.feast import FeastResource
@@ -153,8 +154,18 @@ def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
     # the report runs exactly when every blocking gate passed
     all_passed = all(c.passed for c in checks.values())
     assert ("reliability_report" in materialized) == all_passed
-    assert checks["ece_gate"].passed == (model["metrics"]["ece"] <= 0.02 and all(
-        s["ece"] <= 0.05 for s in model["segments"] if s["enough_data"]))
+    # the gate's bound: 0.02, or the noise floor of ECE on these test rows where higher
+    gate = checks["ece_gate"].metadata
+    floor = gate["noise_ece_q95"].value
+    assert gate["ece_bound"].value == max(0.02, floor)
+    assert floor == metrics.ece_noise(test["probability"], test["weight"],
+                                      test["session_id"])["quantile"]
+    failing = gate["failing_segments"].value
+    assert all(f["bound"] >= 0.05 and f["ece"] > f["bound"] for f in failing)
+    assert {(f["column"], f["value"]) for f in failing} <= {
+        (s["column"], s["value"]) for s in model["segments"] if s["enough_data"] and s["ece"] > 0.05}
+    assert checks["ece_gate"].passed == (model["metrics"]["ece"] <= max(0.02, floor)
+                                         and not failing)
 
 
 def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path):

@@ -137,3 +137,43 @@ def test_source_gaps_warns_with_the_reason_on_a_day_without_data(tmp_path):
     assert not evaluation.passed
     assert evaluation.metadata["status"].value == "no data"
     assert evaluation.metadata["sessions"].value == 0
+
+
+@pytest.mark.parametrize("timeout, moments, sessions_made, cuts", [
+    (60, ["view", "cart"], ["x"], ["e0", "e1", "e2", "e3", "e4"]),
+    (30, ["cart"], ["x", "x~1"], ["e1", "e3"]),
+])
+def test_the_configured_timeout_and_scoring_moments_shape_sessions_and_snapshots(
+        tmp_path, spark_resource, timeout, moments, sessions_made, cuts):
+    from intent_assets.features.assets import SnapshotConfig, session_snapshots
+
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+    # one source session pausing 40 minutes after its second event
+    minutes = [0, 2, 42, 44, 46]
+    kinds = ["view", "cart", "view", "cart", "view"]
+    rows = pd.DataFrame({
+        "event_id": [f"e{i}" for i in range(5)],
+        "event_time": [f"2026-10-05 10:{m:02d}:00 UTC" for m in minutes],
+        "event_type": kinds, "user_id": ["1"] * 5, "session_id": ["x"] * 5,
+        "product_id": ["9"] * 5, "price": [3.0] * 5,
+    })
+    lake.write(rows, "landing_test", "2026-10-05")
+    source = ClickstreamSource(kind="landing", landing_table="landing_test",
+                               session_timeout_min=timeout, scoring_moments=moments)
+    resources = {"lake": lake, "oracle": LakeStorage(root=str(tmp_path / "oracle")),
+                 "spark": spark_resource, "clickstream": source,
+                 "io_manager": LakeIOManager(lake=lake)}
+    result = materialize([raw_clickstream, sessions, session_snapshots], resources=resources,
+                         partition_key="2026-10-05",
+                         run_config={"ops": {"session_snapshots": {"config": SnapshotConfig(
+                             keep_rate=1.0).model_dump()}}})
+    assert result.success
+    assert sorted(lake.read("sessions")["session_id"]) == sessions_made
+    snaps = lake.read("session_snapshots").set_index("snapshot_id").sort_index()
+    assert list(snaps.index) == cuts
+    # each cut's features count the events of its own session only
+    parts = {"x": ["e0", "e1", "e2", "e3", "e4"]} if len(sessions_made) == 1 else \
+        {"x": ["e0", "e1"], "x~1": ["e2", "e3", "e4"]}
+    for cut, row in snaps.iterrows():
+        assert cut in parts[row["session_id"]]
+        assert row["session_n_events"] == parts[row["session_id"]].index(cut) + 1

@@ -89,3 +89,24 @@ def test_orders_group_purchase_lines_and_synthesize_missing_ids(spark, lake):
     synthesized = orders.drop(index="o1").iloc[0]
     assert synthesized["session_id"] == "r" and synthesized["revenue"] == pytest.approx(12.0)
     assert not synthesized["has_coupon"]
+
+
+def test_the_session_timeout_splits_on_spark_as_on_pandas(spark, lake):
+    from intent_assets.ingest.session_timeout import split_sessions, split_sessions_frame
+
+    minutes = [0, 5, 40, 41, 120, 150, 151]
+    rows = ([event("s", "u1", m * 60) for m in minutes]
+            + [event("t", "u2", m * 60, "cart") for m in (0, 29, 58)])
+    events = frame(rows)
+    lake.write(events, "raw_clickstream", "2026-10-01", schema=arrow_schema())
+    df = LakeSlice(lake, "raw_clickstream", ("2026-10-01",)).spark(spark)
+    for timeout in (30, 45, 10):
+        on_spark = (split_sessions(df, timeout).select("event_id", "session_id").toPandas()
+                    .set_index("event_id")["session_id"].sort_index())
+        on_pandas = (split_sessions_frame(events, timeout).set_index("event_id")["session_id"]
+                     .sort_index())
+        assert on_spark.to_dict() == on_pandas.to_dict()
+    split = split_sessions(df, 30)
+    sessions = build_sessions(split, ["2026-10-01"]).toPandas().set_index("session_id")
+    assert sorted(sessions.index) == ["s", "s~1", "s~2", "t"]
+    assert sessions.loc["s~1", "n_events"] == 2 and sessions.loc["s~2", "n_events"] == 3

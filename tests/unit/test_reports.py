@@ -14,8 +14,9 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from intent_assets.reports import metrics
 from intent_assets.reports.baselines import BANDS, fit_logistic_baseline, fit_rules_baseline
 from intent_assets.reports.report import build_report
-from intent_assets.training.gates import (beats_baseline_gate, ece_gate, feature_separation,
-                                          leakage_flags, leakage_gate, pr_auc_gate)
+from intent_assets.training.gates import (beats_baseline_gate, calibration_noise, ece_gate,
+                                          feature_separation, leakage_flags, leakage_gate,
+                                          pr_auc_gate)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -319,6 +320,64 @@ def test_ece_gate_judges_only_segments_with_enough_data():
     passed, meta = ece_gate(0.01, pd.DataFrame(table))
     assert not passed and meta["failing_segments"][0]["value"] == "tablet"
     assert not ece_gate(None, [])[0]
+
+
+def _small_test_set(n_sessions: int, seed: int, miscalibration: float = 0.0) -> pd.DataFrame:
+    """A small test split of snapshots (1-4 per session sharing its label), like an imported
+    day's; `miscalibration` > 0 overstates every probability by that factor on the log-odds."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(1, 5, n_sessions)
+    session = np.repeat(np.arange(n_sessions), rows).astype(str)
+    p_session = rng.beta(0.5, 5.0, n_sessions)
+    label = (rng.random(n_sessions) < p_session).astype(float)
+    p = np.clip(np.repeat(p_session, rows) * rng.uniform(0.8, 1.2, len(session)), 0, 1)
+    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    shown = 1 / (1 + np.exp(-(logit + miscalibration)))
+    return pd.DataFrame({"session_id": session, "label": np.repeat(label, rows),
+                         "probability": shown, "weight": 1.0})
+
+
+def _gate_on(test: pd.DataFrame):
+    ece = metrics.ece(test["label"], test["probability"], test["weight"])
+    return ece, ece_gate(ece, [], noise=calibration_noise(test))
+
+
+def test_ece_noise_is_what_a_calibrated_model_shows_and_shrinks_with_rows():
+    small, large = _small_test_set(150, 1), _small_test_set(20_000, 1)
+    noise_small = calibration_noise(small)["overall"]
+    noise_large = calibration_noise(large)["overall"]
+    assert noise_small["groups"] == 150 and noise_small["rows"] == len(small)
+    assert noise_small["quantile"] > 0.04 > 0.02 > noise_large["quantile"]
+    assert noise_small["mean"] < noise_small["quantile"]
+    # same rows, same seed: the same floor; the calibrated model's own ECE sits below it mostly
+    assert calibration_noise(small)["overall"] == noise_small
+    inside = [_gate_on(_small_test_set(150, seed))[1][0] for seed in range(20)]
+    assert sum(inside) >= 17
+
+
+def test_the_ece_gate_passes_a_calibrated_model_on_a_small_test_set_and_blocks_a_miscalibrated_one():
+    test = _small_test_set(150, 5)
+    ece, (passed, meta) = _gate_on(test)
+    # the fixed bound alone would block it: its ECE is sampling noise
+    assert ece > 0.02 and not ece_gate(ece, [])[0]
+    assert passed and meta["ece_bound"] == meta["noise_ece_q95"] > 0.02
+    ece, (passed, meta) = _gate_on(_small_test_set(150, 5, miscalibration=1.5))
+    assert not passed and ece > meta["ece_bound"] > 0.02
+    # on a large test set the floor is below 0.02 and the bound stays 0.02
+    ece, (passed, meta) = _gate_on(_small_test_set(20_000, 5, miscalibration=0.3))
+    assert meta["ece_bound"] == 0.02 and ece > 0.02 and not passed
+    assert _gate_on(_small_test_set(20_000, 5))[1][0]
+
+
+def test_the_noise_floor_applies_to_judged_segments_too():
+    test = _small_test_set(400, 9).assign(session_device="mobile")
+    ece = metrics.ece(test["label"], test["probability"])
+    table = [{"column": "session_device", "value": "mobile", "ece": 0.2, "rows": len(test),
+              "enough_data": True}]
+    noise = calibration_noise(test, table)
+    assert set(noise["segments"]) == {"session_device=mobile"}
+    passed, meta = ece_gate(ece, table, noise=noise)
+    assert not passed and meta["failing_segments"][0]["bound"] < 0.2
 
 
 def test_beats_baseline_gate_fails_a_model_that_loses_to_logistic():

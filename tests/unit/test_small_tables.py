@@ -1,4 +1,5 @@
-"""The small-table regime: cross-validated tuning, out-of-fold calibration, a refit on every row."""
+"""The small-table regime: cross-validated tuning, out-of-fold calibration, the fold boosters
+averaged into the shipped one."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _refit(tuned, frame: pd.DataFrame):
                                     tuned.weight_column, normalize=True))
 
 
-def test_small_tables_are_cross_validated_and_the_booster_sees_every_non_test_row(table, tuned):
+def test_small_tables_in_time_are_cross_validated_and_refitted_on_every_non_test_row(table, tuned):
     splits = training_splits(table, "label", TIME)
     development = development_rows(splits)
     assert tuned.regime == "cross_validated"
@@ -47,7 +48,8 @@ def test_small_tables_are_cross_validated_and_the_booster_sees_every_non_test_ro
     assert set(development["snapshot_id"]) == \
         set(table["snapshot_id"]) - set(splits.test["snapshot_id"])
     X = Vectorizer(tuned.features).frame(table)
-    # the shipped booster is the one a fit on all non-test rows gives, tree count from the folds
+    # forward folds never learn from their last block: the shipped booster is the one a fit on
+    # all non-test rows gives, tree count from the folds
     assert tuned.booster.current_iteration() == tuned.tuning.best_iteration
     assert np.allclose(tuned.booster.predict(X, raw_score=True),
                        _refit(tuned, development).predict(X, raw_score=True), rtol=0, atol=1e-9)
@@ -55,6 +57,38 @@ def test_small_tables_are_cross_validated_and_the_booster_sees_every_non_test_ro
     holdout_rows = pd.concat([splits.train, splits.validation])
     assert not np.allclose(tuned.booster.predict(X, raw_score=True),
                            _refit(tuned, holdout_rows).predict(X, raw_score=True), atol=1e-6)
+
+
+def test_stratified_folds_ship_the_average_of_the_fold_boosters():
+    table = generic_table(n=1500, seed=8)
+    tuned = fit_tuned(table, "bought", n_trials=1, seed=0)
+    development = development_rows(training_splits(table, "bought", None)).reset_index(drop=True)
+    folds = stratified_folds(development, "bought", None, seed=0)
+    assert tuned.folds["method"] == "stratified"
+    assert tuned.rows["fitted"] == len(development)
+    X = Vectorizer(tuned.features).frame(table)
+    # the margin is the mean of the fold boosters', each fitted on its fold's training rows with
+    # the searched tree count: the models the calibrator's out-of-fold margins come from
+    fold_margins = [_refit(tuned, development[folds.train_mask(k)]).predict(X, raw_score=True)
+                    for k in range(folds.k)]
+    assert tuned.booster.num_trees() == folds.k * tuned.tuning.best_iteration
+    assert np.allclose(tuned.booster.predict(X, raw_score=True), np.mean(fold_margins, axis=0),
+                       rtol=0, atol=1e-9)
+
+
+def test_the_averaged_booster_explains_as_the_mean_of_the_fold_boosters(table, tuned):
+    from intent_assets.training.ensemble import average_boosters
+
+    development = development_rows(training_splits(table, "label", TIME)).reset_index(drop=True)
+    folds = time_folds(development, TIME, "session_id")
+    boosters = [_refit(tuned, development[folds.train_mask(k)]) for k in range(2)]
+    X = Vectorizer(tuned.features).frame(table.head(50))
+    average = average_boosters(boosters, tuned.tuning.best_iteration)
+    again = type(average)(model_str=average.model_to_string())  # saved and loaded, as served
+    expected = np.mean([b.predict(X, pred_contrib=True) for b in boosters], axis=0)
+    assert np.allclose(again.predict(X, pred_contrib=True), expected, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="no boosters"):
+        average_boosters([], 3)
 
 
 def test_time_folds_run_forward_and_keep_sessions_whole(table):
