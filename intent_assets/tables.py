@@ -130,6 +130,17 @@ SERVED_SCORES = [
     DATE,
 ]
 
+ONLINE_OFFLINE_CONSISTENCY = [
+    ("feature", "string", "A feature of the served vectors (the feature service's)."),
+    ("view", "string", "The feature's Feast view."),
+    ("rows", "bigint", "Logged vectors compared for the day."),
+    ("mismatches", "bigint", "Vectors whose offline rebuild differs, or has the value on one side only."),
+    ("mismatch_rate", "double", "mismatches / rows."),
+    ("mean_abs_diff", "double", "Mean absolute difference where both sides are numbers."),
+    ("day", "string", "The served day (UTC)."),
+    DATE,
+]
+
 # the lake's partition column (`date=`), which holds the experiment's name for these tables
 EXPERIMENT_PARTITION = ("date", "string", "The lake partition: the experiment's name.")
 _EXPERIMENT_USER = [
@@ -179,6 +190,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "batch_scores": BATCH_SCORES,
     "session_anomalies": SESSION_ANOMALIES,
     "served_scores": SERVED_SCORES,
+    "online_offline_consistency": ONLINE_OFFLINE_CONSISTENCY,
     "experiment_assignments": EXPERIMENT_ASSIGNMENTS,
     "experiment_exposures": EXPERIMENT_EXPOSURES,
     "experiment_orders": EXPERIMENT_ORDERS,

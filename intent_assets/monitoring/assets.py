@@ -191,7 +191,8 @@ class ConsistencyConfig(Config):
     min_drift_rows: int = 200
 
 
-@asset(group_name=GROUP, partitions_def=served_days, kinds={"feast", "pandas"},
+@asset(group_name=GROUP, partitions_def=served_days, kinds={"feast", "pandas", "parquet"},
+       metadata=schema_metadata("online_offline_consistency"),
        ins={"training_set": AssetIn()}, deps=["decision_log"],
        check_specs=[AssetCheckSpec("online_offline_mismatch", asset="online_offline_consistency",
                                    blocking=True,
@@ -217,7 +218,8 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
     requests = logged_requests(decisions)
     if requests.empty:
         reason = f"no logged feature vectors in the decision log of {day}"
-        return MaterializeResult(metadata={"requests": 0, "status": reason, **scores}, check_results=[
+        return MaterializeResult(metadata={"dagster/row_count": 0, "requests": 0, "status": reason,
+                                           **scores}, check_results=[
             _no_data("online_offline_mismatch", reason), _no_data("served_feature_drift", reason)])
     services = sorted(set(requests["feature_service"].dropna()))
     features = [spec.name for s in services for spec in service_features(s)]
@@ -254,7 +256,8 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
     lake.write(table.assign(day=day), "online_offline_consistency", day)
     diffs = examples(served, offline, requests, features)
     return MaterializeResult(
-        metadata={"requests": len(requests), "max_mismatch_rate": worst,
+        metadata={"dagster/row_count": len(table), "requests": len(requests),
+                  "max_mismatch_rate": worst,
                   "max_mismatch_rate_by_view": MetadataValue.json(by_view),
                   "served_feature_max_psi": max_judged_psi(drift),
                   **scores,

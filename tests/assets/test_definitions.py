@@ -141,6 +141,10 @@ def test_every_table_asset_publishes_a_column_schema_matching_what_it_writes():
                                                  "date"]
     assert columns["experiment_exposures"] == [*simulated.exposures.columns, "date"]
     assert columns["experiment_orders"] == [*simulated.orders.columns, "date"]
+    from intent_assets.monitoring.consistency import compare
+
+    assert columns["online_offline_consistency"] == [
+        *compare([{"f": 1.0}], pd.DataFrame({"f": [1.0]}), ["f"]).columns, "day", "date"]
 
 
 def test_code_references_link_to_git_when_the_repository_is_given():
