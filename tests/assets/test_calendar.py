@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 
 from dagster import AssetSelection, DagsterInstance, materialize
@@ -26,6 +27,10 @@ def test_definitions_follow_the_imported_calendar(tmp_path, monkeypatch, files):
     daily = {key.to_user_string(): a.partitions_def for key, a in repo.assets_defs_by_key.items()
              if a.partitions_def is not None and "experiment" not in key.to_user_string()
              and key.to_user_string() != "ab_readout"}
+    # the days the API served start with the data and run to today (the decision log's clock)
+    served = daily.pop("online_offline_consistency")
+    assert served.get_first_partition_key() == "2019-10-01"
+    assert served.get_last_partition_key() == dt.datetime.now(dt.timezone.utc).date().isoformat()
     assert daily and {p.get_first_partition_key() for p in daily.values()} == {"2019-10-01"}
     # the calendar ends on the last imported day: exactly the imported days are partitions
     last = lake.partitions("landing_rees46")[-1]
