@@ -467,9 +467,13 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
         answers = []
 
         def scored_by_the_container() -> bool:
-            status_code, answer = _json(f"{url}/score", {"user_id": "u1", "session_id": "s1",
-                                                         "product_id": "p1"},
-                                        token=settings["INTENT_API_TOKEN"])
+            # a session's first event, which the request carries (an unknown session without
+            # one is answered by the base rate, never sent to the model)
+            status_code, answer = _json(f"{url}/score", {
+                "user_id": "u1", "session_id": "s1", "product_id": "p1",
+                "event": {"event_id": "e-1", "event_type": "view", "product_id": "p1",
+                          "event_time": "2026-10-15T10:00:00Z", "price": 19.0}},
+                token=settings["INTENT_API_TOKEN"])
             assert status_code == 200, answer
             answers.append(answer)
             return answer["scored_by"] == "endpoint"
