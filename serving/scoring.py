@@ -258,8 +258,9 @@ class ScoringEngine:
             # (snapshots' product_id), so its features are read now, a second round trip
             missing = await self._latest_product(served, req, moment.last_product_id, row,
                                                  missing, deadline)
-        # the row now stands for the moment of the request's event (the training cut's time)
-        return _Read(row, missing, stale, None, event_time_us(event))
+        # the row stands for the state after the latest event it includes: the request's, or a
+        # later one the stream had already applied
+        return _Read(row, missing, stale, None, moment.as_of_us)
 
     async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
                               row: dict[str, Any], missing: list[str], deadline: float

@@ -46,6 +46,9 @@ class Moment:
     how: str                       # STARTED, FOLDED or APPLIED
     version: int                   # events applied, the request's event included
     last_product_id: Optional[str]  # the product the state's latest product event named
+    # the time of the latest event the features include (us): the request's event, or a later
+    # one the stream had already applied; the moment the features stand for
+    as_of_us: int = 0
 
 
 def features_of(state) -> dict[str, Any]:
@@ -66,13 +69,14 @@ def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Ma
     state = from_dict(stored) if stored is not None else new_state()
     floor = (state.last_t, state.last_event_id) if state.version else None
     if floor is not None and _order(event) <= floor:
-        return Moment(features_of(state), APPLIED, state.version, state.last_product_id)
+        return Moment(features_of(state), APPLIED, state.version, state.last_product_id,
+                      state.last_t)
     how = FOLDED if floor is not None else STARTED
     for earlier in sorted(preceding, key=_order):
         if floor is None or _order(earlier) > floor:
             apply_event(state, earlier)
     apply_event(state, event)
-    return Moment(features_of(state), how, state.version, state.last_product_id)
+    return Moment(features_of(state), how, state.version, state.last_product_id, state.last_t)
 
 
 def event_time_us(event: Mapping) -> int:
