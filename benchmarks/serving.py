@@ -481,6 +481,17 @@ def start_process(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                             cwd=ROOT, start_new_session=True)
 
 
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """Terminate every process, then kill those still running after 10 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def api_command(port: int, workers: int, model_dir: Path, redis_url: str) -> list[str]:
     return [sys.executable, "-m", "intent_assets.cli", "serve", "api", "--port", str(port),
             "--workers", str(workers), "--model", str(model_dir), "--redis-url", redis_url]
@@ -834,13 +845,7 @@ def main(argv=None) -> int:
         (work / "report.md").write_text("\n".join(report) + "\n")
         print(f"\nreport: {work / 'report.md'}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         stop_redis_server(redis_url)
         if cluster_url:
             stop_redis_server(cluster_url)

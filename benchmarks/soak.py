@@ -35,6 +35,7 @@ from benchmarks.serving import (  # noqa: E402
     open_loop,
     score_bodies,
     start_process,
+    stop_processes,
     synthetic_model,
     wait_http,
 )
@@ -230,13 +231,7 @@ def main(argv=None) -> int:
         print(report[-1])
         print(f"\nreport: {work / 'report.md'}")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         stop_redis_server(redis_url)
     return 0
 
