@@ -24,10 +24,9 @@ from tests.browser.test_ui_browser import (
     REPO,
     RUN_TIMEOUT_S,
     VENV_BIN,
-    Browser,
     _daemons_healthy,
     _location_sensors,
-    chromium_binary,
+    browser,  # the fixture: one headless Chromium for this module
     graphql,
     start_group,
     stop_group,
@@ -81,13 +80,6 @@ def imported_webserver(imported_env):
         if daemon is not None:
             stop_group(daemon)
         stop_group(server)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    page = Browser(chromium_binary(), tmp_path_factory.mktemp("chromium_profile_own_data"))
-    yield page
-    page.close()
 
 
 def test_the_imported_days_are_partitions_and_their_backfill_from_the_ui_completes(
