@@ -66,6 +66,7 @@ def _wait(predicate, timeout_s: float = 10.0, what: str = "condition"):
 
 
 def _settings(tmp_path, model_path, redis_url, **scoring) -> ApiSettings:
+    scoring.setdefault("log_features_rate", 1.0)  # the tests read every logged vector
     return ApiSettings(token=TOKEN, model_path=str(model_path), redis_url=redis_url,
                        scoring=ScoringSettings(breaker_failures=1, breaker_reset_s=0.2,
                                                **scoring),
