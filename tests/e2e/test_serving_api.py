@@ -357,6 +357,24 @@ def test_without_any_model_the_prior_answers_flagged(tmp_path, own_redis):
         assert client.get("/health").json()["status"] == "no_model"
 
 
+def test_a_model_whose_service_disagrees_is_refused_at_load_with_the_reason(tmp_path, artifacts,
+                                                                           own_redis):  # noqa: F811
+    import tarfile
+
+    directory = tmp_path / "disagreeing"
+    with tarfile.open(artifacts[0].tarball) as tar:
+        tar.extractall(directory, filter="data")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["feature_service"] = "intent_model_v9"   # a service the contract does not define
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(_settings(tmp_path, directory, own_redis["url"]))) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "no_model" and health["model_version"] is None
+        assert "refused" in health["model_error"] and "intent_model_v9" in health["model_error"]
+        answer = _score(client, user_id="u", session_id="s")
+        assert (answer["scored_by"], answer["fallback"]) == ("prior", ["prior"])
+
+
 def test_the_api_picks_up_a_new_model_file_without_a_restart(tmp_path, model_dir, own_redis,
                                                              artifacts):  # noqa: F811
     with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
