@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from intent_assets.experiments.uplift_sim import draw_outcomes, simulate_sessions
+from intent_assets.uplift.simulator import draw_outcomes, simulate_sessions
 from serving.experiments import ExperimentDesign, assign_many
 from serving.policy import RULES_ACTIONS, PolicyParams, incentive_value, upsell_value
 from serving.uplift import UpliftModel, choose, incremental_margins

@@ -17,13 +17,18 @@ from serving.uplift import EFFECTS, OFFER_ACTIONS, UPLIFT_ACTIONS
 OUTCOMES = {"conversion": "converted", "revenue": "revenue"}
 _BASE_PARAMS = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 200,
                 "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1,
-                "lambda_l2": 1.0, "verbose": -1, "num_threads": 2}
+                "lambda_l2": 1.0, "max_bin": 63, "verbose": -1, "num_threads": 1}
+
+
+# The final stage regresses noisy pseudo-outcomes: fewer, larger leaves keep it from chasing noise.
+_FINAL_PARAMS = {"num_leaves": 7, "min_data_in_leaf": 800, "learning_rate": 0.03}
 
 
 def fit_booster(x: np.ndarray, y: np.ndarray, objective: str, seed: int, rounds: int = 150,
-                feature_names: list[str] | None = None) -> lgb.Booster:
+                feature_names: list[str] | None = None, final: bool = False) -> lgb.Booster:
     """One small LightGBM model (`binary` or `regression`)."""
-    params = {**_BASE_PARAMS, "objective": objective, "seed": seed, "deterministic": True}
+    params = {**_BASE_PARAMS, **(_FINAL_PARAMS if final else {}), "objective": objective,
+              "seed": seed, "deterministic": True}
     data = lgb.Dataset(x, label=y, feature_name=feature_names or "auto", free_raw_data=True)
     return lgb.train(params, data, num_boost_round=rounds)
 
@@ -81,7 +86,7 @@ def fit_dr_learner(x: np.ndarray, converted: np.ndarray, revenue: np.ndarray,
         pseudo, _ = dr_pseudo_outcomes(x, y, actions, probability, outcome, folds, seed, rounds)
         for action in OFFER_ACTIONS:
             boosters[f"{outcome}:{action}"] = fit_booster(x, pseudo[action], "regression",
-                                                          seed + 7, rounds, feature_names)
+                                                          seed + 7, rounds, feature_names, True)
     none = actions == "none"
     boosters["revenue:none"] = fit_booster(x[none], np.asarray(revenue, float)[none], "regression",
                                            seed + 9, rounds, feature_names)

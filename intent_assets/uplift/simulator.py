@@ -68,6 +68,12 @@ def simulate_sessions(n: int, seed: int, economics: PolicyParams = PolicyParams(
 
     # the discount's pull grows with the shopper's taste for coupons (persuadables most)
     discount_shift = per_trait(_DISCOUNT) * (0.5 + coupon)
+    # the best any model of the observables can know: each uplift averaged over the traits
+    expected = {"discount": 0.0, "upsell": 0.0}
+    for i, t in enumerate(TRAITS):
+        p0 = _sigmoid(logit_base(t))
+        expected["discount"] += weights[:, i] * (_sigmoid(logit_base(t) + _DISCOUNT[t] * (0.5 + coupon)) - p0)
+        expected["upsell"] += weights[:, i] * (_sigmoid(logit_base(t) + _UPSELL[t]) - p0)
     p = {"none": _sigmoid(base), "discount": _sigmoid(base + discount_shift),
          "upsell": _sigmoid(base + per_trait(_UPSELL))}
     value = {"none": basket, "discount": basket,
@@ -87,6 +93,7 @@ def simulate_sessions(n: int, seed: int, economics: PolicyParams = PolicyParams(
         frame[f"value_{action}"] = value[action]
         gross = p[action] * value[action]
         frame[f"true_uplift_{action}"] = p[action] - p["none"]
+        frame[f"expected_uplift_{action}"] = expected.get(action, 0.0)
         frame[f"true_revenue_uplift_{action}"] = gross - gross_none
         given = d * gross if action == "discount" else 0.0
         cost = {"none": 0.0, "discount": economics.incentive_cost,
