@@ -13,7 +13,9 @@ An arm that needs the uplift model when none is loaded falls back to the bands, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +23,22 @@ from serving.experiments import ExperimentDesign, assign, bucket
 from serving.policy import ACTIONS, Decision, PolicyParams, decide, decide_by_rules
 from serving.uplift import UpliftModel
 
+log = logging.getLogger(__name__)
+
 POLICIES = ("model", "uplift")
 UPLIFT_VARIANT = "uplift"
 FALLBACK_UPLIFT = "uplift_unavailable"
+
+
+def load_uplift_model(path: str | Path | None) -> UpliftModel | None:
+    """The uplift model at `path`, or None (logged) when there is none or it cannot be read."""
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return UpliftModel.load(path)
+    except (OSError, ValueError, KeyError) as error:
+        log.error("uplift model at %s not loaded: %s", path, error)
+        return None
 
 
 @dataclass(frozen=True)
@@ -99,3 +114,10 @@ class OfferChooser:
         chosen = self.uplift.decide(row, probability, self.params)
         return Offer(Decision(by_model.band, chosen.action, probability, chosen.expected_margins),
                      "uplift", variant, {"uplift_model_version": self.uplift.version})
+
+    def to_json(self) -> dict[str, Any]:
+        """What /health says of the offer policies."""
+        return {"default_policy": self.default_policy,
+                "exploration_share": self.exploration.share,
+                "uplift_model_version": self.uplift.version if self.uplift else None,
+                "discount_budget": self.params.discount_budget}
