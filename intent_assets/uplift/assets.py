@@ -21,6 +21,7 @@ from intent_assets.uplift.policies_ab import (
 )
 from intent_assets.uplift.simulator import exploration_log as simulate_exploration
 from intent_assets.uplift.train import report_markdown, train_uplift_model
+from intent_assets.tables import schema_metadata
 from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 from serving.policy import PolicyParams
 from serving.uplift import UpliftModel
@@ -49,7 +50,7 @@ class UpliftModelConfig(Config):
 class PolicyReadoutConfig(Config):
     """The simulated three-arm experiment: sessions, seed, the discount budget and the target."""
 
-    n_sessions: int = 200_000
+    n_sessions: int = 120_000
     seed: int = 21
     discount_budget: float = 0.20
     target: float = 1.2
@@ -59,7 +60,7 @@ def _png_markdown(path: Path, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
 
 
-@asset(group_name=GROUP, kinds={"pandas", "parquet"})
+@asset(group_name=GROUP, kinds={"pandas", "parquet"}, metadata=schema_metadata(TABLE))
 def exploration_log(context: AssetExecutionContext, config: ExplorationConfig,
                     lake: LakeStorage) -> MaterializeResult:
     """Randomized offers (none, discount, upsell) with their assignment probabilities and outcomes.

@@ -15,6 +15,9 @@ import pandas as pd
 from serving.policy import PolicyParams
 from serving.uplift import UPLIFT_ACTIONS, UPLIFT_FEATURES
 
+__all__ = ["UPLIFT_ACTIONS", "UPLIFT_FEATURES", "TRAITS", "draw_outcomes", "exploration_log",
+           "simulate_sessions"]
+
 TRAITS = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
 # Logit shift of the purchase probability per trait (no offer), and what each offer adds to it.
 _BASE = {"persuadable": -1.6, "sure_thing": 1.2, "lost_cause": -4.5, "sleeping_dog": -0.4}
@@ -51,29 +54,30 @@ def simulate_sessions(n: int, seed: int, economics: PolicyParams = PolicyParams(
     ])
     weights = np.exp(scores - scores.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
-    trait_index = (rng.random(n)[:, None] > np.cumsum(weights, axis=1)).sum(axis=1)
-    trait = np.array(TRAITS, dtype=object)[np.minimum(trait_index, len(TRAITS) - 1)]
-
-    def logit_base(t):
-        shift = np.vectorize(_BASE.get)(t) if isinstance(t, np.ndarray) else _BASE[t]
-        return -1.0 + 0.6 * (stage - 1) + 0.25 * np.log1p(views) + 0.3 * loyalty + shift
-
-    base = logit_base(trait)
-    # What a perfect propensity model sees: the no-offer probability averaged over the traits.
-    propensity = sum(weights[:, i] * _sigmoid(logit_base(t)) for i, t in enumerate(TRAITS))
-    basket = 0.6 * cart_value + rng.lognormal(np.log(45.0), 0.4, n) * np.exp(0.15 * loyalty)
+    trait_index = np.minimum((rng.random(n)[:, None] > np.cumsum(weights, axis=1)).sum(axis=1),
+                             len(TRAITS) - 1)
+    trait = np.array(TRAITS, dtype=object)[trait_index]
 
     def per_trait(table):
-        return np.vectorize(table.get)(trait).astype(float)
+        return np.array([table[t] for t in TRAITS])[trait_index]
+
+    def logit_base(shift):
+        return -1.0 + 0.6 * (stage - 1) + 0.25 * np.log1p(views) + 0.3 * loyalty + shift
+
+    base = logit_base(per_trait(_BASE))
+    # What a perfect propensity model sees: the no-offer probability averaged over the traits.
+    propensity = sum(weights[:, i] * _sigmoid(logit_base(_BASE[t])) for i, t in enumerate(TRAITS))
+    basket = 0.6 * cart_value + rng.lognormal(np.log(45.0), 0.4, n) * np.exp(0.15 * loyalty)
 
     # the discount's pull grows with the shopper's taste for coupons (persuadables most)
     discount_shift = per_trait(_DISCOUNT) * (0.5 + coupon)
     # the best any model of the observables can know: each uplift averaged over the traits
     expected = {"discount": 0.0, "upsell": 0.0}
     for i, t in enumerate(TRAITS):
-        p0 = _sigmoid(logit_base(t))
-        expected["discount"] += weights[:, i] * (_sigmoid(logit_base(t) + _DISCOUNT[t] * (0.5 + coupon)) - p0)
-        expected["upsell"] += weights[:, i] * (_sigmoid(logit_base(t) + _UPSELL[t]) - p0)
+        logit = logit_base(_BASE[t])
+        p0 = _sigmoid(logit)
+        expected["discount"] += weights[:, i] * (_sigmoid(logit + _DISCOUNT[t] * (0.5 + coupon)) - p0)
+        expected["upsell"] += weights[:, i] * (_sigmoid(logit + _UPSELL[t]) - p0)
     p = {"none": _sigmoid(base), "discount": _sigmoid(base + discount_shift),
          "upsell": _sigmoid(base + per_trait(_UPSELL))}
     value = {"none": basket, "discount": basket,
