@@ -114,9 +114,9 @@ def plot_report(panels: dict[str, dict], path: str | Path) -> Path:
         ax.plot(DEPTHS, DEPTHS * p["qini"][-1], "--", color="grey", label="random")
         if "qini_oracle" in p:
             ax.plot(DEPTHS, p["qini_oracle"], ":", label="true uplift (oracle)")
-        ax.set_title(f"{offer}: Qini curve")
+        ax.set_title(f"{offer}: Qini curve", fontsize=9)
         ax.set_xlabel("share of sessions targeted")
-        ax.set_ylabel("incremental conversions per session")
+        ax.set_ylabel("incremental outcome per session")
         ax.legend(fontsize=8)
         ax = row[1]
         ax.plot(DEPTHS, p["uplift"], label="uplift curve")
@@ -125,7 +125,7 @@ def plot_report(panels: dict[str, dict], path: str | Path) -> Path:
             ax2.plot(DEPTHS[1:], p["captured"], color="tab:green", label="captured share")
             ax2.set_ylim(0, 1.05)
             ax2.set_ylabel("share of achievable captured", color="tab:green")
-        ax.set_title(f"{offer}: uplift curve")
+        ax.set_title(f"{offer}: uplift curve", fontsize=9)
         ax.set_xlabel("share of sessions targeted")
         ax = row[2]
         d = p["deciles"]
@@ -135,7 +135,7 @@ def plot_report(panels: dict[str, dict], path: str | Path) -> Path:
         if "true_uplift" in d:
             ax.plot(d["decile"], d["true_uplift"], "k.", label="true")
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_title(f"{offer}: uplift by decile (1 = highest predicted)")
+        ax.set_title(f"{offer}: uplift by predicted decile", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -312,7 +312,7 @@ def test_uplift_model_and_three_arm_readout_materialize(lake, tmp_path):
         resources={"lake": lake, "models": models, "io_manager": LakeIOManager(lake=lake)},
         run_config={"ops": {"exploration_log": {"config": {"n_sessions": 24_000}},
                             "uplift_model": {"config": {"rounds": 60, "bootstrap_reps": 50}},
-                            "offer_policy_readout": {"config": {"n_sessions": 80_000}}}})
+                            "offer_policy_readout": {"config": {"n_sessions": 120_000}}}})
     assert result.success
     model_meta = result.asset_materializations_for_node("uplift_model")[0].metadata
     loaded = UpliftModel.load(tmp_path / "models" / "uplift" / "current")
