@@ -38,18 +38,17 @@ EFFECTS = tuple(f"{o}:{a}" for o in ("conversion", "revenue") for a in OFFER_ACT
 MANIFEST = "manifest.json"
 
 
-def incremental_margins(effects: Mapping[str, np.ndarray], params: PolicyParams
-                        ) -> dict[str, np.ndarray]:
-    """Expected incremental margin of each action against no offer, per session."""
-    revenue_none = np.asarray(effects["revenue:none"], dtype=float)
-    discount_uplift = np.asarray(effects["revenue:discount"], dtype=float)
+def incremental_margins(effects: Mapping[str, Any], params: PolicyParams) -> dict[str, Any]:
+    """Expected incremental margin of each action against no offer, per session (arrays, or
+    one session's floats)."""
+    revenue_none = effects["revenue:none"]
+    discount_uplift = effects["revenue:discount"]
     under_discount = np.maximum(revenue_none + discount_uplift, 0.0)
     return {
-        "none": np.zeros_like(revenue_none),
+        "none": revenue_none * 0.0,
         "discount": params.margin * discount_uplift - params.discount * under_discount
         - params.incentive_cost,
-        "upsell": params.margin * np.asarray(effects["revenue:upsell"], dtype=float)
-        - params.upsell_cost,
+        "upsell": params.margin * effects["revenue:upsell"] - params.upsell_cost,
     }
 
 
@@ -135,7 +134,8 @@ class UpliftModel:
         return np.column_stack([np.asarray(columns[f], dtype=float) for f in self.features])
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {e: self.boosters[e].predict(x, num_threads=1) for e in EFFECTS}
+        return {e: np.asarray(self.boosters[e].predict(x, num_threads=1), dtype=float)
+                for e in EFFECTS}
 
     def predict_row(self, row: Mapping[str, Any], propensity: float) -> dict[str, float]:
         """One session's effects through LightGBM's single-row fast path."""
@@ -158,12 +158,11 @@ class UpliftModel:
     def decide(self, row: Mapping[str, Any], propensity: float, params: PolicyParams
                ) -> UpliftDecision:
         """The action with the highest expected incremental margin for one live session."""
-        effects = {k: np.array([v]) for k, v in self.predict_row(row, propensity).items()}
-        margins = incremental_margins(effects, params)
+        margins = incremental_margins(self.predict_row(row, propensity), params)
         threshold = self.threshold(params)
-        action = choose(margins, threshold)[0]
+        action = np.asarray(choose(margins, threshold)).item()
         return UpliftDecision(POLICY_ACTION[action],
-                              {POLICY_ACTION[a]: round(float(v[0]), 6) for a, v in margins.items()},
+                              {POLICY_ACTION[a]: round(float(v), 6) for a, v in margins.items()},
                               threshold)
 
 
