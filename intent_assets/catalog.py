@@ -26,6 +26,7 @@ OWNERS = {
     "features": "team:data",
     "streaming": "team:data",
     "experiments": "team:data",
+    "uplift": "team:ml-platform",
     "training": "team:ml-platform",
     "reports": "team:ml-platform",
     "publication": "team:ml-platform",

@@ -23,6 +23,7 @@ from intent_assets.publication.definitions import defs as publication_defs
 from intent_assets.reports.definitions import defs as report_defs
 from intent_assets.streaming.definitions import defs as streaming_defs
 from intent_assets.training.definitions import defs as training_defs
+from intent_assets.uplift.definitions import defs as uplift_defs
 from intent_resources.environments import resources_for
 from intent_resources.project_config import load_project_config
 from intent_resources.storage import LakeIOManager
@@ -38,7 +39,7 @@ def build_definitions(env: str | None = None) -> Definitions:
     # nightly chain's automation, and the freshness of the feature and model assets.
     defs = with_freshness_policies(with_automation(catalogued(Definitions.merge(
         ingest_defs, feature_defs, training_defs, report_defs, publication_defs, streaming_defs,
-        experiment_defs, monitoring_defs, Definitions(resources=resources, metadata=shown)))))
+        experiment_defs, uplift_defs, monitoring_defs, Definitions(resources=resources, metadata=shown)))))
     defs = defs.map_resolved_asset_specs(
         func=lambda s: s.merge_attributes(metadata=shown), selection="raw_clickstream")
     return on_calendar(defs, config.first_day, config.last_day)

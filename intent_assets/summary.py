@@ -12,7 +12,10 @@ KEY_FIGURES = ("days", "rows", "quarantined", "orders", "revenue", "sessions", "
                "endpoint_name", "endpoint_url", "action", "day_in_redis", "decision",
                "conversion_uplift", "conversion_uplift_ci", "srm_p_value", "max_mismatch_rate",
                "served_feature_max_psi",
-               "cuped_variance_reduction", "findings", "kinds")
+               "cuped_variance_reduction", "findings", "kinds", "version", "discount_qini",
+               "discount_qini_ci", "discount_true_uplift_correlation",
+               "margin_per_spend_ratio", "margin_per_spend_ratio_ci", "target_met",
+               "uplift_arm_discount_share")
 
 
 def latest_figures(instance, key) -> dict:

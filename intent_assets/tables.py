@@ -176,6 +176,41 @@ EXPERIMENT_ORDERS = [
     EXPERIMENT_PARTITION,
 ]
 
+def _exploration_log() -> list[tuple[str, str, str]]:
+    """The uplift simulator's exploration log (`intent_assets.uplift.simulator.exploration_log`)."""
+    from intent_assets.uplift.simulator import UPLIFT_ACTIONS, UPLIFT_FEATURES
+
+    features = {"propensity": ("double", "The purchase model's probability (simulated: the "
+                                         "oracle's, with no offer).")}
+    columns = [("session_id", "string", "The session.")]
+    for name in UPLIFT_FEATURES:
+        kind, description = features.get(name) or (
+            "double" if name in ("session_cart_value", "user_coupon_share") else "bigint",
+            FEATURE_DESCRIPTIONS[name])
+        columns.append((name, kind, description))
+    columns.append(("trait", "string", "Hidden trait: persuadable, sure_thing, lost_cause or "
+                                       "sleeping_dog (simulated truth)."))
+    for a in UPLIFT_ACTIONS:
+        columns += [
+            (f"p_{a}", "double", f"True purchase probability under {a}."),
+            (f"value_{a}", "double", f"True expected order value (before discount) under {a}."),
+            (f"true_uplift_{a}", "double", f"True purchase uplift of {a} over no offer."),
+            (f"expected_uplift_{a}", "double", f"Purchase uplift of {a} averaged over the hidden "
+                                               "traits given the features (the best a model can know)."),
+            (f"true_revenue_uplift_{a}", "double", f"True uplift of {a} in revenue per session."),
+            (f"true_margin_{a}", "double", f"True incremental margin of {a}, net of offer costs."),
+        ]
+    return columns + [
+        ("action", "string", "The randomized offer: none, discount or upsell."),
+        ("converted", "bigint", "1 if the session bought."),
+        ("revenue", "double", "Order value before the discount (0 without an order)."),
+        ("discount_given", "double", "Money given away by the discount."),
+        ("incentive_spend", "double", "Discount given plus the cost of showing it."),
+        ("margin", "double", "Margin of the order net of the discount and offer costs."),
+        ("assignment_probability", "double", "Probability the logged offer had of being drawn."),
+    ]
+
+
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "raw_clickstream": [*_clickstream(), DATE],
     "orders": ORDERS,
@@ -194,6 +229,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "experiment_assignments": EXPERIMENT_ASSIGNMENTS,
     "experiment_exposures": EXPERIMENT_EXPOSURES,
     "experiment_orders": EXPERIMENT_ORDERS,
+    "exploration_log": _exploration_log(),
 }
 
 

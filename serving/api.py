@@ -19,6 +19,7 @@ from serving.api_settings import ApiSettings
 from serving.decisions import DecisionLog
 from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
+from serving.offers import OfferChooser, load_uplift_model
 from serving.online import check_model_service
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine
@@ -50,8 +51,10 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
                 read_timeout_s=max(settings.scoring.deadline_s, 0.05))
             await endpoint.start()
         decisions = DecisionLog(settings.decision_log_dir) if settings.decision_log_dir else None
+        offers = OfferChooser(settings.policy, settings.experiment, settings.exploration,
+                              load_uplift_model(settings.uplift_model_path), settings.offer_policy)
         engine = ScoringEngine(holder, settings.redis_url, settings.scoring, settings.policy,
-                               endpoint, metrics, decisions, settings.experiment)
+                               endpoint, metrics, decisions, settings.experiment, offers)
         state.update(engine=engine, holder=holder, decisions=decisions)
         app.state.engine = engine
         app.state.decisions = decisions

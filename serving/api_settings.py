@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from serving.experiments import ExperimentDesign
+from serving.offers import POLICIES, ExplorationSlice
 from serving.policy import PolicyParams
 from serving.project import intent_home, redis_url
 from serving.scoring import LOG_FEATURES_RATE, ScoringSettings
@@ -31,6 +32,13 @@ class ApiSettings:
     decision_log_dir: Optional[str] = None
     watch_interval_s: float = 1.0
     experiment: Optional[ExperimentDesign] = None
+    exploration: ExplorationSlice = field(default_factory=ExplorationSlice)
+    uplift_model_path: Optional[str] = None
+    offer_policy: str = "model"   # without an experiment: `model` (bands) or `uplift`
+
+    def __post_init__(self) -> None:
+        if self.offer_policy not in POLICIES:
+            raise ValueError(f"INTENT_OFFER_POLICY must be one of {POLICIES}, got {self.offer_policy!r}")
 
     @classmethod
     def from_env(cls, env: Optional[dict[str, str]] = None, **overrides: Any) -> "ApiSettings":
@@ -81,6 +89,11 @@ class ApiSettings:
             endpoint_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             decision_log_dir=env.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions"),
             experiment=experiment,
+            exploration=ExplorationSlice(number("INTENT_EXPLORATION_SHARE", 0.0),
+                                         env.get("INTENT_EXPLORATION_SALT") or "exploration"),
+            uplift_model_path=env.get("INTENT_UPLIFT_MODEL_PATH")
+            or str(home / "models" / "uplift" / "current"),
+            offer_policy=env.get("INTENT_OFFER_POLICY", "model"),
         )
         values.update(overrides)
         return cls(**values)

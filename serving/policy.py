@@ -48,12 +48,13 @@ class PolicyParams:
     upsell_value: float = 25.0        # upsell: revenue the added item brings
     upsell_cost: float = 0.30         # upsell: opportunity cost of the slot
     rules_cart_value: float = 60.0    # rules policy: a cart at or above this is "high value"
+    discount_budget: float = 0.20     # uplift policy: at most this share of sessions discounted
 
     def __post_init__(self) -> None:
         for name in ("aov", "upsell_value", "rules_cart_value"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("margin", "discount", "max_uplift", "upsell_take_rate"):
+        for name in ("margin", "discount", "max_uplift", "upsell_take_rate", "discount_budget"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")

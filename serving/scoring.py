@@ -25,11 +25,12 @@ from serving.contract import EndpointError, score_rows
 from serving.decisions import DecisionLog
 from serving.endpoint import CoalescingInvoker
 from serving.endpoint_processes import EndpointProcesses
-from serving.experiments import ExperimentDesign, assign
+from serving.experiments import ExperimentDesign
 from serving.holder import LoadedModel, ModelHolder
 from serving.online import FeatureLayout, defaults_row
 from serving.online_reader import AsyncOnlineReader, RedisUnavailable
-from serving.policy import OFFERS, PolicyParams, decide, decide_by_rules
+from serving.offers import OfferChooser
+from serving.policy import OFFERS, PolicyParams
 from streaming_jobs.moment import event_time_us, fold_event
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
@@ -145,7 +146,8 @@ class ScoringEngine:
                  policy: PolicyParams = PolicyParams(),
                  endpoint: EndpointProcesses | None = None, metrics=None,
                  decisions: DecisionLog | None = None,
-                 experiment: ExperimentDesign | None = None) -> None:
+                 experiment: ExperimentDesign | None = None,
+                 offers: OfferChooser | None = None) -> None:
         if settings.mode == "endpoint" and endpoint is None:
             raise ValueError("endpoint mode needs an endpoint client")
         self.holder = holder
@@ -155,6 +157,7 @@ class ScoringEngine:
         self.metrics = metrics
         self.decisions = decisions
         self.experiment = experiment
+        self.offers = offers or OfferChooser(policy, experiment)
         self._shares = dict(zip(experiment.variants, experiment.shares.tolist())) \
             if experiment is not None else {}
         self.redis_url = redis_url
@@ -366,17 +369,18 @@ class ScoringEngine:
             order_value = req.context.get("order_value") if req.context else None
             order_value = float(order_value) if isinstance(order_value, (int, float)) \
                 and not isinstance(order_value, bool) else None
-            variant = assign(req.user_id, self.experiment) if self.experiment else None
-            by_rules = variant is not None and variant == self.experiment.control
-            decision = decide_by_rules(row, probability, self.policy, order_value) if by_rules \
-                else decide(probability, self.policy, order_value)
+            offer = self.offers.decide(req.user_id, req.session_id, row, probability,
+                                       order_value)
+            decision, variant = offer.decision, offer.variant
+            if offer.fallbacks:
+                fallbacks = fallbacks + list(offer.fallbacks)
             answer = {
                 "request_id": uuid.uuid4().hex,
                 "probability": probability,
                 "band": decision.band,
                 "action": decision.action,
                 "offer": OFFERS[decision.action],
-                "policy": "rules" if by_rules else "model",
+                "policy": offer.policy,
                 "experiment": self.experiment.name if self.experiment else None,
                 "variant": variant,
                 "expected_values": decision.expected_values,
@@ -386,6 +390,7 @@ class ScoringEngine:
                 "fallback": fallbacks,
                 "missing_entities": missing,
                 "latency_ms": round(elapsed_ms, 3),
+                **offer.fields,
             }
             answers.append(answer)
             for kind in fallbacks:
@@ -421,6 +426,7 @@ class ScoringEngine:
                "model_source": str(current.source) if current else None,
                "model_error": self.holder.last_error, "mode": self.settings.mode,
                "redis": self.redis_breaker.to_json(), "prior": self.prior()}
+        out["offers"] = self.offers.to_json()
         if self.experiment is not None:
             out["experiment"] = {"name": self.experiment.name, "control": self.experiment.control,
                                  "shares": self._shares}

@@ -17,12 +17,15 @@ def test_definitions_load_with_the_expected_graph():
                     "published_model", "batch_scores", "session_features_stream",
                     "experiment_assignments", "experiment_exposures", "experiment_orders",
                     "ab_readout", "session_anomalies", "served_scores", "decision_log",
-                    "online_offline_consistency"}
+                    "online_offline_consistency", "exploration_log", "uplift_model",
+                    "offer_policy_readout"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
 
     assert parents("sessions") == parents("orders") == {"raw_clickstream"}
+    assert parents("uplift_model") == {"exploration_log"}
+    assert parents("offer_policy_readout") == {"uplift_model"}
     assert parents("user_features") == {"orders", "sessions", "raw_clickstream"}
     assert parents("product_features") == {"raw_clickstream", "sessions"}
     assert parents("session_snapshots") == {"raw_clickstream", "sessions"}
@@ -75,7 +78,7 @@ def test_every_asset_is_catalogued():
     """Kinds, an owning team, a domain tag, a description and a link to the defining code."""
     defs = build_definitions("local")
     specs = list(defs.resolve_all_asset_specs())
-    assert len(specs) == 24
+    assert len(specs) == 27
     for spec in specs:
         name = spec.key.to_user_string()
         assert spec.kinds, name
@@ -141,6 +144,9 @@ def test_every_table_asset_publishes_a_column_schema_matching_what_it_writes():
                                                  "date"]
     assert columns["experiment_exposures"] == [*simulated.exposures.columns, "date"]
     assert columns["experiment_orders"] == [*simulated.orders.columns, "date"]
+    from intent_assets.uplift.simulator import exploration_log
+
+    assert columns["exploration_log"] == list(exploration_log(50, seed=1).columns)
     from intent_assets.monitoring.consistency import compare
 
     assert columns["online_offline_consistency"] == [

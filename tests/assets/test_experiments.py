@@ -294,3 +294,34 @@ def test_a_live_experiment_reads_the_api_decision_log_and_orders(lake, tmp_path,
     assert sorted(orders["user_id"]) == sorted(buyers)
     metadata = result.asset_materializations_for_node("ab_readout")[0].metadata
     assert metadata["users"].value == len(users)
+
+
+def test_uplift_model_and_three_arm_readout_materialize(lake, tmp_path):
+    """The uplift group on a small simulated log: the model lands where the API loads it, its
+    report carries the curves, and the uplift policy buys more margin per incentive spent than
+    the propensity bands, within the discount budget."""
+    from dagster import materialize
+
+    from intent_assets.uplift.assets import exploration_log, offer_policy_readout, uplift_model
+    from intent_resources.storage import ArtifactStore, LakeIOManager
+    from serving.uplift import UpliftModel
+
+    models = ArtifactStore(root=str(tmp_path / "models"))
+    result = materialize(
+        [exploration_log, uplift_model, offer_policy_readout],
+        resources={"lake": lake, "models": models, "io_manager": LakeIOManager(lake=lake)},
+        run_config={"ops": {"exploration_log": {"config": {"n_sessions": 24_000}},
+                            "uplift_model": {"config": {"rounds": 60, "bootstrap_reps": 50}},
+                            "offer_policy_readout": {"config": {"n_sessions": 120_000}}}})
+    assert result.success
+    model_meta = result.asset_materializations_for_node("uplift_model")[0].metadata
+    loaded = UpliftModel.load(tmp_path / "models" / "uplift" / "current")
+    assert loaded.version == model_meta["version"].value
+    assert model_meta["discount_qini"].value > 0
+    assert model_meta["discount_true_uplift_correlation"].value > 0.3
+    assert "Qini coefficient" in model_meta["report"].value
+    assert model_meta["plot"].value.startswith("![Qini and uplift curves](data:image/png;base64,")
+    readout_meta = result.asset_materializations_for_node("offer_policy_readout")[0].metadata
+    assert readout_meta["target_met"].value, readout_meta["readout"].value
+    assert readout_meta["uplift_arm_discount_share"].value <= 0.20 + 0.01
+    assert "| propensity |" in readout_meta["readout"].value

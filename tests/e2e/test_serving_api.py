@@ -266,6 +266,64 @@ def test_experiment_assigns_users_stably_control_acts_by_rules_and_exposures_are
                and r["variant_share"] == {"control": 0.5}.get(r["variant"], 0.25) for r in logged)
 
 
+def test_exploration_slice_and_uplift_arm_are_served_and_logged_with_their_probabilities(
+        tmp_path, model_dir, own_redis, artifacts):  # noqa: F811
+    from dataclasses import replace
+
+    from intent_assets.uplift.simulator import exploration_log
+    from intent_assets.uplift.train import train_uplift_model
+    from serving.experiments import ExperimentDesign, assign
+    from serving.offers import ExplorationSlice
+    from serving.policy import ACTIONS, OFFERS
+    from serving.uplift import UpliftModel
+
+    uplift_dir = train_uplift_model(exploration_log(12_000, seed=1), rounds=40,
+                                    bootstrap_reps=5)[0].save(tmp_path / "uplift")
+    uplift = UpliftModel.load(uplift_dir)
+    artifact = ModelArtifact.load(artifacts[0].tarball)
+    design = ExperimentDesign("policies-v1", "policies-v1-salt", ("control", "bands", "uplift"),
+                              (1.0, 1.0, 1.0))
+    cart = {"session_cart_items": 2, "session_cart_value": 30.0, "session_n_cart_adds": 2,
+            "session_funnel_stage": 2, "session_n_product_views": 6}
+    sessions = [f"s-{i}" for i in range(240)]
+    for session_id in sessions:
+        _write_session(own_redis["url"], session_id, cart)
+    row = {f.name: f.default for f in artifact.features} | cart
+    p = artifact.score_one(row, 0).probability
+    slice_ = ExplorationSlice(share=0.3, salt="explore-test")
+    settings = replace(_settings(tmp_path, model_dir, own_redis["url"], deadline_s=5.0,
+                                 redis_timeout_s=2.0), experiment=design, exploration=slice_,
+                       uplift_model_path=str(uplift_dir))
+    with TestClient(create_app(settings)) as client:
+        answers = {s: _score(client, user_id=f"u-{s}", session_id=s) for s in sessions}
+        health = client.get("/health").json()["offers"]
+        client.app.state.decisions.flush()
+    assert health["exploration_share"] == 0.3 and health["uplift_model_version"] == uplift.version
+    explored = {s: a for s, a in answers.items() if a["policy"] == "exploration"}
+    assert 0.15 < len(explored) / len(sessions) < 0.45
+    for session_id, answer in answers.items():
+        assert answer["fallback"] == [], answer
+        assert answer["offer"] == OFFERS[answer["action"]]
+        drawn = slice_.assignment(session_id)
+        if drawn is not None:
+            assert answer["exploration"] is True and answer["action"] == drawn[0]
+            assert answer["assignment_probability"] == pytest.approx(1 / 3)
+        elif answer["variant"] == "uplift":
+            assert answer["policy"] == "uplift"
+            assert answer["uplift_model_version"] == uplift.version
+            assert answer["action"] == uplift.decide(row, p, settings.policy).action
+        assert answer["variant"] == assign(f"u-{session_id}", design)
+    # every action is drawn in the slice
+    assert {a["action"] for a in explored.values()} == set(ACTIONS)
+    logged = {r["session_id"]: r for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
+              for r in map(json.loads, path.read_text().splitlines())}
+    for session_id, answer in explored.items():
+        record = logged[session_id]
+        assert record["exploration"] is True and record["action"] == answer["action"]
+        assert record["assignment_probability"] == pytest.approx(1 / 3)
+    assert {r["policy"] for r in logged.values()} == {"rules", "model", "uplift", "exploration"}
+
+
 def test_redis_down_or_hung_gives_flagged_base_rate_answers_then_recovers(tmp_path, model_dir,
                                                                           own_redis,
                                                                           artifacts):  # noqa: F811

@@ -1,0 +1,5 @@
+from dagster import Definitions
+
+from intent_assets.uplift.assets import exploration_log, offer_policy_readout, uplift_model
+
+defs = Definitions(assets=[exploration_log, uplift_model, offer_policy_readout])
