@@ -7,8 +7,8 @@ from intent_assets.monitoring.assets import (
 )
 from intent_assets.monitoring.checks import feature_drift
 from intent_assets.monitoring.jobs import consistency_job, daily_reports_job
-from intent_assets.monitoring.sensors import run_failure_alert_sensor
+from intent_assets.monitoring.sensors import live_anomaly_sensor, run_failure_alert_sensor
 
 defs = Definitions(assets=[session_anomalies, served_scores, online_offline_consistency], asset_checks=[feature_drift],
                    jobs=[daily_reports_job, consistency_job],
-                   sensors=[run_failure_alert_sensor])
+                   sensors=[run_failure_alert_sensor, live_anomaly_sensor])
