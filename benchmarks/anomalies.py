@@ -101,7 +101,9 @@ def score(incident: Incident, alerts: list[dict]) -> dict:
             "first_alert": f"{first['check']} {first['dimension']}={first['value']}" if first else "",
             "segment_named": any(f"{incident.dimension}={incident.value}" in n for n in names),
             "alerts": len(hits),
-            "false_alerts": len(alerts) - len(hits)}
+            "false_alerts": len(alerts) - len(hits),
+            "false": "; ".join(f"{a['out_minute']}: {a['check']} {a['dimension']}={a['value']}"
+                               for a in alerts if a not in hits)}
 
 
 def main(argv=None) -> int:
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
     false_total = int(table["false_alerts"].sum()) + sum(r["false_alerts"] for r in quiet_rows)
     days = len(planted) + args.quiet_days
     print()
-    print(table.to_markdown(index=False))
+    print(table.drop(columns="false").to_markdown(index=False))
     print()
     print(f"false alerts: {false_total} in {days} simulated days "
           f"({false_total / days * 7:.2f} per simulated week; on the {args.quiet_days} "
