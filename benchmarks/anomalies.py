@@ -1,6 +1,7 @@
 """Anomaly benchmark: the minute detector judged against planted incidents.
 
     .venv/bin/python benchmarks/anomalies.py [--quiet-days 7] [--sessions-per-day 20000]
+    .venv/bin/python benchmarks/anomalies.py --fold-cost
 
 Each planted incident (`intent_assets.ingest.simulator_incidents`) gets a simulated day of its
 own; `--quiet-days` incident-free days follow. A day's events (and the day before's, for the
@@ -15,6 +16,7 @@ Per incident: detected (an alert between its start and 15 minutes after its end)
 alert's delay from the start in simulated minutes, its check and whether it names the
 incident's segment. False alerts: alerts outside every incident window, per simulated day.
 Targets (DESIGN.md): every kind within 10 minutes, at most one false alert a simulated week.
+`--fold-cost` measures instead what counting the aggregates adds to the stream's stateful step.
 """
 
 from __future__ import annotations
@@ -106,13 +108,63 @@ def score(incident: Incident, alerts: list[dict]) -> dict:
                                for a in alerts if a not in hits)}
 
 
+def fold_cost(config: SimulatorConfig, day: dt.date, rounds: int = 3) -> dict:
+    """What counting the aggregates adds to the stream's stateful step: a day's events through
+    `SessionFolder.update_bucket` in one-minute batches (by arrival), with the counting and with
+    it replaced by a no-op, alternately; the best of `rounds` each."""
+    from streaming_jobs import session_fold
+    from streaming_jobs.prepare import pack_events
+    from streaming_jobs.session_fold import REC, SessionFolder
+
+    clean = split_duplicates(validate_events(simulate_day(config, day).events).events).events
+    records = [list(r) for r in pack_events(clean)]
+    minute = [r[REC["received_time"]] // 60_000_000 for r in records]
+    batches, start = [], 0
+    for i in range(1, len(records) + 1):
+        if i == len(records) or minute[i] != minute[i - 1]:
+            batches.append(records[start:i])
+            start = i
+
+    def run() -> float:
+        folder, sessions, latest = SessionFolder(30 * 60_000), {}, 0
+        t0 = time.perf_counter()
+        for batch in batches:
+            items: dict = {}
+            for rec in batch:
+                items.setdefault(rec[REC["session_id"]], []).append(rec)
+            latest = max(latest, max(r[REC["event_time"]] for r in batch))
+            folder.update_bucket(items, sessions, latest // 1000 - 20 * 60_000)
+        return time.perf_counter() - t0
+
+    real = session_fold.count_records
+    with_counts, without = [], []
+    try:
+        for _ in range(rounds):
+            session_fold.count_records = real
+            with_counts.append(run())
+            session_fold.count_records = lambda *a, **k: None
+            without.append(run())
+    finally:
+        session_fold.count_records = real
+    return {"events": len(records), "fold_s": round(min(without), 2),
+            "fold_with_counts_s": round(min(with_counts), 2),
+            "added": f"{min(with_counts) / min(without) - 1:+.1%}",
+            "events_per_s_with_counts": round(len(records) / min(with_counts))}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet-days", type=int, default=7)
     parser.add_argument("--sessions-per-day", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--fold-cost", action="store_true",
+                        help="only measure what counting adds to the stream's stateful step")
     args = parser.parse_args(argv)
+    if args.fold_cost:
+        config = SimulatorConfig(seed=args.seed, sessions_per_day=args.sessions_per_day)
+        print(json.dumps({**fold_cost(config, FIRST_DAY), "load_avg": os.getloadavg()}))
+        return 0
     rules = LiveRules()
     planted = incidents(FIRST_DAY)
     quiet = SimulatorConfig(seed=args.seed, sessions_per_day=args.sessions_per_day)

@@ -76,6 +76,33 @@ def top_category(code) -> Optional[str]:
     return str(code).split(".", 1)[0]
 
 
+_SEGMENT_FIELDS: dict = {}
+_PRICE_FIELDS: dict = {}
+
+
+def _segment_fields(device, country, source) -> dict:
+    """metric -> the field names an event of these segments counts into (cached: few)."""
+    names = _SEGMENT_FIELDS.get((device, country, source))
+    if names is None:
+        names = {metric: tuple(field(d, v, metric) for d, v in (
+            ("all", "all"), ("device", device), ("country", country), ("traffic_source", source)))
+            for metric in COUNT_METRICS}
+        if len(_SEGMENT_FIELDS) < 10_000:
+            _SEGMENT_FIELDS[(device, country, source)] = names
+    return names
+
+
+def _price_fields(category_code) -> tuple:
+    names = _PRICE_FIELDS.get(category_code)
+    if names is None:
+        category = top_category(category_code)
+        names = tuple((field("all", "all", m), field(PRICE_DIMENSION, category, m))
+                      for m in PRICE_METRICS)
+        if len(_PRICE_FIELDS) < 10_000:
+            _PRICE_FIELDS[category_code] = names
+    return names
+
+
 def add_event(counts: dict, t_us: int, prev_t_us: Optional[int], event_type: str, device,
               country, source, category_code, price) -> None:
     """Count one accepted event into `counts` ({minute: {field: value}}), in place."""
@@ -83,28 +110,22 @@ def add_event(counts: dict, t_us: int, prev_t_us: Optional[int], event_type: str
     row = counts.get(minute)
     if row is None:
         row = counts[minute] = {}
-    metrics = ["events"]
-    if prev_t_us is None:
-        metrics.append("sessions")
-    elif 0 <= t_us - prev_t_us < FAST_GAP_US:
-        metrics.append("fast")
-    typed = _TYPE_METRIC.get(event_type)
-    if typed:
-        metrics.append(typed)
-        if typed == "purchases" and (prev_t_us is None or "fast" not in metrics):
-            metrics.append("orders")
-    for dimension, value in (("all", "all"), ("device", device), ("country", country),
-                             ("traffic_source", source)):
-        for metric in metrics:
-            name = field(dimension, value, metric)
-            row[name] = row.get(name, 0) + 1
-    if price is not None and not (isinstance(price, float) and math.isnan(price)) and price > 0:
+    names = _segment_fields(device, country, source)
+    fast = prev_t_us is not None and 0 <= t_us - prev_t_us < FAST_GAP_US
+    metrics = ["events", "sessions" if prev_t_us is None else "fast" if fast else None,
+               _TYPE_METRIC.get(event_type)]
+    if metrics[2] == "purchases" and not fast:
+        metrics.append("orders")
+    for metric in metrics:
+        if metric is not None:
+            for name in names[metric]:
+                row[name] = row.get(name, 0) + 1
+    if price is not None and price == price and price > 0:
         log_price = math.log(price)
-        category = top_category(category_code)
-        for metric, value in (("priced", 1), ("log_price", log_price),
-                              ("log_price_sq", log_price * log_price)):
-            for name in (field("all", "all", metric), field(PRICE_DIMENSION, category, metric)):
-                row[name] = row.get(name, 0) + value
+        for (all_name, cat_name), value in zip(_price_fields(category_code),
+                                               (1, log_price, log_price * log_price)):
+            row[all_name] = row.get(all_name, 0) + value
+            row[cat_name] = row.get(cat_name, 0) + value
 
 
 def batch_clock(counts: dict) -> int:

@@ -12,7 +12,8 @@ before the window:
   its dimension: expected = the rest's count in the window times the
   segment's ratio to the rest in the baseline, so a diurnal swing moves both and cancels. The
   counts are tested as Poisson after dividing by the segment's overdispersion (variance over
-  mean of its per-minute residuals in the baseline, at least 1). A drop that another value of
+  mean of its window-long residuals in the baseline, at least 1); a spike is judged against the
+  upper bound of the segment's baseline share and must add `min_excess` (`min_orders`). A drop that another value of
   the same dimension's spike explains is not reported.
 - ``fast_spike``: events within 2 s of their session's previous one, against the segment's own
   rate in the baseline, in units of two minutes of one scripted session (`FAST_CLUMP` events),
@@ -57,7 +58,8 @@ class LiveRules:
     p_value: float = 1e-7
     spike_ratio: float = 3.0
     drop_ratio: float = 0.3
-    min_excess: float = 8.0       # a spike adds at least this many events (or purchases)
+    min_excess: float = 8.0       # a spike adds at least this many events or sessions
+    min_orders: float = 15.0      # an orders spike adds at least this many orders
     price_ratio: float = 1.5      # a price shift moves the category's prices by this factor
     price_z: float = 8.0
     price_min_events: int = 5
@@ -189,9 +191,13 @@ def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[
     rest_k = cum[ends][:, tot] - cum[ends - k][:, tot] - seg_k
     exp_k = rest_k * ratio
     phi = np.maximum(1.0, np.var(seg_k - exp_k, axis=0) / np.maximum(exp_k.mean(axis=0), 1e-9))
-    hi_exp = np.maximum(rest * (seg_b + 1) / np.where(ok, rest_b, 1.0), k * (seg_b + 1) / L)
+    # the segment's share is an estimate: spikes are judged against its upper bound (~97.5 %)
+    seg_hi = seg_b + 1 + 2 * np.sqrt(seg_b + 1)
+    hi_exp = np.maximum(rest * seg_hi / np.where(ok, rest_b, 1.0), k * seg_hi / L)
     exp = rest * ratio
-    spike = ok & (obs >= rules.spike_ratio * hi_exp) & (obs - hi_exp >= rules.min_excess)
+    excess = np.array([rules.min_orders if m == "orders" else rules.min_excess
+                       for _, _, m in keys])
+    spike = ok & (obs >= rules.spike_ratio * hi_exp) & (obs - hi_exp >= excess)
     drop = ok & (obs <= rules.drop_ratio * exp) & np.array([m not in SPIKE_ONLY
                                                             for _, _, m in keys])
     out, spiked, drops = [], set(), []

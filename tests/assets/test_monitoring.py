@@ -523,8 +523,11 @@ def test_live_anomaly_sensor_alerts_an_outage_once_through_alerts_resource(redis
     sink = SessionSink(JobConfig(checkpoint=str(tmp_path / "cp"), redis_url=redis_url,
                                  lake=str(tmp_path / "lake"), heartbeat=str(tmp_path / "hb.json"),
                                  landing=str(tmp_path / "landing")))
-    assert sink._write_minutes(seen, batch_id=0) == len(seen)
-    assert sink._write_minutes(seen, batch_id=0) == 0  # a replayed batch adds nothing
+    history = {m: row for m, row in seen.items() if m < start}
+    assert sink._write_minutes(history, batch_id=0) == len(history)
+    assert sink._write_minutes(history, batch_id=0) == 0  # a replayed batch adds nothing
+    for batch, minute in enumerate(range(start, start + 12), 1):  # then a minute a batch
+        sink._write_minutes({minute: seen[minute]}, batch_id=batch)
 
     alerts = AlertsResource(jsonl_path=str(tmp_path / "alerts.jsonl"))
     resources = {"redis": RedisResource(url=redis_url), "alerts": alerts}
@@ -537,7 +540,7 @@ def test_live_anomaly_sensor_alerts_an_outage_once_through_alerts_resource(redis
     assert json.loads(result.cursor)["judged"] >= start + 9
 
     # the next tick, a minute later, sees the same outage: no second alert
-    sink._write_minutes({m: row for m, row in counts.items() if start + 11 < m <= start + 12}, 1)
+    sink._write_minutes({start + 12: counts[start + 12]}, batch_id=13)
     live_anomaly_sensor(build_sensor_context(cursor=result.cursor, resources=resources))
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == 1
 
@@ -558,9 +561,10 @@ def test_live_anomaly_sensor_skips_with_the_reason_without_aggregates(redis_url,
 def test_isolation_forest_finds_fraud_like_sessions_no_rule_names(history):
     rng = np.random.default_rng(99)
     today = make_sessions(TODAY, 4000, rng)
-    # scripted buyers: one quick purchase each, nothing else (no bot or burst rule sees them)
-    odd = make_sessions(TODAY, 80, rng).assign(n_views=1, n_events=4, n_purchases=1,
-                                               duration_s=9.0, user_id="card-tester")
+    # scripted buyers: eight events in two seconds, no product view, one purchase (too few
+    # events for the speed rule, too few purchases for the burst rule)
+    odd = make_sessions(TODAY, 80, rng).assign(n_views=0, n_events=8, n_purchases=1,
+                                               duration_s=2.0, user_id="card-tester")
     findings = detect_anomalies(pd.concat([today, odd], ignore_index=True), history)
     isolated = findings[findings["kind"] == "isolated_sessions"]
     assert len(isolated) == 1 and isolated.iloc[0]["severity"] == "alert"
