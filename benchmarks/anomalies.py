@@ -158,6 +158,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions-per-day", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--incidents", type=int, nargs="*",
+                        help="only these planted incidents (their numbers, 0-11)")
+    parser.add_argument("--first-quiet-day", type=int, default=0,
+                        help="start the incident-free days this many days later")
     parser.add_argument("--fold-cost", action="store_true",
                         help="only measure what counting adds to the stream's stateful step")
     args = parser.parse_args(argv)
@@ -167,6 +171,9 @@ def main(argv=None) -> int:
         return 0
     rules = LiveRules()
     planted = incidents(FIRST_DAY)
+    last = planted[-1].day
+    if args.incidents is not None:
+        planted = [planted[n] for n in args.incidents]
     quiet = SimulatorConfig(seed=args.seed, sessions_per_day=args.sessions_per_day)
     print(json.dumps({"sessions_per_day": args.sessions_per_day, "seed": args.seed,
                       "cores": os.cpu_count(), "load_avg": os.getloadavg()}), flush=True)
@@ -178,17 +185,18 @@ def main(argv=None) -> int:
         rows.append(score(incident, alerts))
         print(json.dumps(rows[-1]), flush=True)
     quiet_rows = []
-    last = planted[-1].day
-    for n in range(args.quiet_days):
+    for n in range(args.first_quiet_day, args.first_quiet_day + args.quiet_days):
         day = last + dt.timedelta(days=n + 1)
         alerts = judge_day(day_counts(quiet, quiet, day), day, rules)
         quiet_rows.append({"day": str(day), "false_alerts": len(alerts),
                            "alerts": "; ".join(f"{a['out_minute']}: {a['check']} "
                                                f"{a['dimension']}={a['value']}" for a in alerts)})
         print(json.dumps(quiet_rows[-1]), flush=True)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["kind", "segment", "start", "detected",
+                                        "minutes_to_detect", "first_alert", "segment_named",
+                                        "alerts", "false_alerts", "false"])
     false_total = int(table["false_alerts"].sum()) + sum(r["false_alerts"] for r in quiet_rows)
-    days = len(planted) + args.quiet_days
+    days = max(len(planted) + args.quiet_days, 1)
     print()
     print(table.drop(columns="false").to_markdown(index=False))
     print()

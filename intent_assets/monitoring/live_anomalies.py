@@ -18,7 +18,7 @@ before the window:
 - ``fast_spike``: events within 2 s of their session's previous one, against the segment's own
   rate in the baseline, in units of two minutes of one scripted session (`FAST_CLUMP` events),
   so one bot is not a wave.
-- ``conversion_drop``: purchases against checkouts x the baseline's purchases per checkout.
+- ``conversion_drop``: orders against checkouts x the baseline's orders per checkout.
 - ``price_shift``: a top-level category's mean log price against the baseline's mean and
   per-event spread (|z| over `price_z` and a change over `price_ratio`).
 A finding needs a p-value under `p_value` (about 1e-7: some 600 tests a minute, 10,080 minutes a
@@ -60,8 +60,8 @@ class LiveRules:
     drop_ratio: float = 0.3
     min_excess: float = 8.0       # a spike adds at least this many events or sessions
     min_orders: float = 15.0      # an orders spike adds at least this many orders
-    price_ratio: float = 1.5      # a price shift moves the category's prices by this factor
-    price_z: float = 8.0
+    price_ratio: float = 2.0      # a price shift moves the category's prices by this factor
+    price_z: float = 10.0         # a session views a product several times: events clump
     price_min_events: int = 5
     quiet_minutes: int = 20       # an alert's episode ends after this long without a finding
 
@@ -191,15 +191,17 @@ def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[
     rest_k = cum[ends][:, tot] - cum[ends - k][:, tot] - seg_k
     exp_k = rest_k * ratio
     phi = np.maximum(1.0, np.var(seg_k - exp_k, axis=0) / np.maximum(exp_k.mean(axis=0), 1e-9))
-    # the segment's share is an estimate: spikes are judged against its upper bound (~97.5 %)
-    seg_hi = seg_b + 1 + 2 * np.sqrt(seg_b + 1)
+    # the segment's share is an estimate (its events clump as the window's do): spikes are
+    # judged against its upper bound and drops against its lower bound (~97.5 % each)
+    spread = 2 * np.sqrt(phi * (seg_b + 1))
+    seg_hi = seg_b + 1 + spread
     hi_exp = np.maximum(rest * seg_hi / np.where(ok, rest_b, 1.0), k * seg_hi / L)
-    exp = rest * ratio
+    exp = rest * np.maximum(seg_b - spread, 0.0) / np.where(ok, rest_b, 1.0)
     excess = np.array([rules.min_orders if m == "orders" else rules.min_excess
                        for _, _, m in keys])
     spike = ok & (obs >= rules.spike_ratio * hi_exp) & (obs - hi_exp >= excess)
-    drop = ok & (obs <= rules.drop_ratio * exp) & np.array([m not in SPIKE_ONLY
-                                                            for _, _, m in keys])
+    drop = ok & (exp > 0) & (obs <= rules.drop_ratio * exp) & np.array(
+        [m not in SPIKE_ONLY for _, _, m in keys])
     out, spiked, drops = [], set(), []
     for j in np.flatnonzero(spike):
         p = _poisson_spike(obs[j] / phi[j], hi_exp[j] / phi[j])
@@ -233,7 +235,7 @@ def _fast(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dic
 
 
 def _conversion(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
-    jp, jc = metrics.get("purchases"), metrics.get("checkouts")
+    jp, jc = metrics.get("orders"), metrics.get("checkouts")
     if jp is None or jc is None or k < 5:
         return []
     base_p = total(jp, lo - rules.baseline_minutes, lo - 1)
