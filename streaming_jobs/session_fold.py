@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from streaming_jobs.contract import COLUMNS
+from streaming_jobs.minute_aggregates import count_records, merge
 from streaming_jobs.session_state import SessionState, _apply, _row, from_dict, new_state, to_dict
 
 # Position of each contract column in a packed record (see `prepare.pack_events`).
@@ -44,6 +45,9 @@ REASON_DUPLICATE = "duplicate event_id"
 REASON_BEYOND_BUFFER = "out of order beyond session buffer"
 
 FEATURES, CLOSED, QUARANTINE = "features", "closed", "quarantine"
+# A bucket's per-minute aggregates of the events it accepted, `[MINUTES, bucket, counts]`
+# (`streaming_jobs.minute_aggregates`).
+MINUTES = "minutes"
 # A bucket's count of live sessions after a call, `[LIVE, bucket, count]`: the job's gauge of
 # live sessions (Spark's state rows count buckets).
 LIVE = "live"
@@ -61,6 +65,7 @@ class Update:
     outputs: list[str] = field(default_factory=list)
     state: Optional[str] = None
     timeout_ms: Optional[int] = None
+    counts: dict = field(default_factory=dict)   # per-minute aggregates of the accepted events
 
 
 @dataclass
@@ -75,6 +80,7 @@ class BucketUpdate:
     sessions: dict = field(default_factory=dict)
     timeout_ms: Optional[int] = None
     changed: bool = False
+    counts: dict = field(default_factory=dict)
 
 
 def encode_bucket(sessions: dict) -> tuple[str, bytes]:
@@ -179,6 +185,7 @@ class SessionFolder:
             return out
 
         entries = sorted((_entry(r) for r in accepted), key=lambda e: (e[0], e[1]))
+        too_old: set = set()
         if data:
             cur = from_dict(data["cur"])
             base = data["base"]
@@ -208,6 +215,8 @@ class SessionFolder:
             _fold(folded, session_id, buf[:cut])
             base, buf = to_dict(folded), buf[cut:]
 
+        count_records([r for r in accepted if r[_ID] not in too_old] if too_old else accepted,
+                      data["cur"]["last_t"] if data else None, out.counts, REC)
         received = [r[_RECV] for r in accepted if r[_RECV] is not None]
         current = to_dict(cur)
         # the state goes to Redis with the row: the API folds a request's event onto it
@@ -238,6 +247,8 @@ class SessionFolder:
             update = self.update(session_id, session_items, entry[1] if entry else None,
                                  watermark_ms)
             out.outputs.extend(update.outputs)
+            if update.counts:
+                merge(out.counts, update.counts)
             if session_id is None:
                 continue
             if update.state is None:

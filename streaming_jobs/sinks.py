@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from streaming_jobs import minute_aggregates as minutes
 from streaming_jobs import online_layout as layout
 from streaming_jobs.contract import (
     COLUMNS,
@@ -31,7 +33,7 @@ from streaming_jobs.contract import (
 from streaming_jobs.heartbeat import heartbeat_payload, write_json_atomic
 from streaming_jobs.job_config import JobConfig
 from streaming_jobs.redis_target import is_cluster_url, redis_client
-from streaming_jobs.session_fold import CLOSED, FEATURES, LIVE, QUARANTINE, to_json
+from streaming_jobs.session_fold import CLOSED, FEATURES, LIVE, MINUTES, QUARANTINE, to_json
 from streaming_jobs.session_state import FEATURE_NAMES, OUTPUT_COLUMNS, SESSION_FEATURES
 
 VIEW = "session_fv"
@@ -55,6 +57,24 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 4))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+# Add a batch's counts to one minute's hash once: the hash remembers the latest batch id of each
+# checkpoint that added to it (ARGV[1]: its field, ARGV[2]: the batch id), and a replayed batch
+# adds nothing. ARGV[3] is the TTL, then field/increment pairs. Keeps the latest minute too.
+GUARDED_HINCR = """
+local done = redis.call('HGET', KEYS[1], ARGV[1])
+if done and tonumber(done) >= tonumber(ARGV[2]) then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+# The latest minute counted (`minute_aggregates.batch_clock`): only ever moves forward.
+MAX_SET = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 """
 
@@ -82,6 +102,7 @@ class BatchStats:
     landed_at: float = 0.0
     sink_seconds: float = 0.0
     live_sessions: dict = field(default_factory=dict)  # bucket -> its live sessions after
+    minutes_written: int = 0  # minute aggregate hashes this batch added to
 
 
 class SessionSink:
@@ -178,10 +199,13 @@ class SessionSink:
         started = started or time.time()
         stats = BatchStats(batch_id=batch_id)
         by_kind: dict[str, list] = {FEATURES: [], CLOSED: [], QUARANTINE: []}
+        counts: dict = {}
         for payloads in frame["payloads"].tolist() if len(frame) else []:
             for kind, key, data in json.loads(payloads):
                 if kind == LIVE:
                     stats.live_sessions[key] = data
+                elif kind == MINUTES:
+                    minutes.merge(counts, data)
                 else:
                     by_kind[kind].append(data)
         stats.output_rows = sum(len(v) for v in by_kind.values())
@@ -197,6 +221,8 @@ class SessionSink:
             written = self._write_redis(rows, states)
             stats.sessions_written = written
             stats.sessions_skipped = len(rows) - written
+        if counts:
+            stats.minutes_written = self._write_minutes(counts, batch_id)
         stats.landed_at = time.time()
         if received:
             latency = (stats.landed_at * 1e3 - np.asarray(received, dtype=np.float64) / 1e3)
@@ -244,6 +270,36 @@ class SessionSink:
                 self._guarded_hset(pipe, layout.entity_key(JOIN_KEY, row[_COL["session_id"]],
                                                            project), args, cluster)
             written += sum(int(r) for r in pipe.execute())
+        return written
+
+    def _write_minutes(self, counts: dict, batch_id: int) -> int:
+        """Add the batch's per-minute aggregates to their minutes' hashes, once per batch."""
+        client = self._redis()
+        adder = client.register_script(GUARDED_HINCR)
+        latest = client.register_script(MAX_SET)
+        cluster = is_cluster_url(self.cfg.redis_url)
+        if cluster:
+            adder.sha = client.script_load(GUARDED_HINCR)
+            latest.sha = client.script_load(MAX_SET)
+        marker = f"~batch:{zlib.crc32(self.cfg.checkpoint.encode()):08x}"
+        project = self.cfg.project
+        pipe = client.pipeline(transaction=False)
+        for minute, row in sorted(counts.items()):
+            args: list[Any] = [marker, batch_id, minutes.TTL_SECONDS]
+            for name, value in row.items():
+                args.append(name)
+                args.append(repr(float(value)))
+            key = minutes.minute_key(project, minute)
+            if cluster:
+                pipe.execute_command("EVALSHA", adder.sha, 1, key, *args)
+            else:
+                adder(keys=[key], args=args, client=pipe)
+        written = sum(int(r) for r in pipe.execute())
+        key, newest = minutes.latest_key(project), minutes.batch_clock(counts)
+        if cluster:
+            client.execute_command("EVALSHA", latest.sha, 1, key, newest)
+        else:
+            latest(keys=[key], args=[newest])
         return written
 
     def _write_closed(self, rows: list[list], batch_id: int) -> int:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from streaming_jobs.session_fold import (
     LIVE,
+    MINUTES,
     REC,
     SessionFolder,
     decode_bucket,
@@ -74,6 +75,8 @@ def bucket_function(timeout_ms: int, max_buffered: int, buckets: int):
         # every call reports its bucket's live sessions (0 when its state went): the sink keeps
         # the latest count per bucket, and an untouched bucket's count cannot have changed
         update.outputs.append(to_json([LIVE, int(key[0]), len(update.sessions)]))
+        if update.counts:
+            update.outputs.append(to_json([MINUTES, int(key[0]), update.counts]))
         yield pd.DataFrame({"payloads": ["[" + ",".join(update.outputs) + "]"]})
 
     return run

@@ -24,6 +24,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from intent_assets.ingest.simulator_incidents import plant_day
 from intent_assets.ingest.simulator_noise import arrival_noise, bot_events
 from intent_assets.ingest.simulator_world import (
     CATEGORIES,
@@ -329,6 +330,8 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
                                .assign(step=bots.groupby("session_id").cumcount(), p_true=0.0)],
                               ignore_index=True)
     oracle_sessions = pd.concat([oracle_sessions, bot_sessions], ignore_index=True)
+    # planted incidents (none unless configured) have their truth apart: simulator_incidents
+    events = plant_day(config, day, events, products)
 
     orders = (events[events["event_type"] == "purchase"]
               .groupby("order_id", as_index=False)

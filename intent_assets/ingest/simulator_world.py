@@ -62,6 +62,8 @@ class SimulatorConfig:
     late_share: float = 0.01      # events that reach us 1-15 minutes after they happened
     duplicate_share: float = 0.004
     malformed_share: float = 0.001
+    # planted incidents (`simulator_incidents.Incident`), each on its own day; none by default
+    incidents: tuple = ()
 
     @property
     def users(self) -> int:

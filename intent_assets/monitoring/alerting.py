@@ -20,3 +20,17 @@ def findings_alert(asset: str, partition: str, findings: list[dict]) -> tuple[st
     kinds = sorted({f["kind"] for f in findings})
     subject = f"{asset} {partition}: {', '.join(kinds)}"
     return subject, {"kind": "monitoring", "asset": asset, "partition": partition, "findings": findings}
+
+
+def live_anomaly_alert(findings: list[dict]) -> tuple[str, dict]:
+    """Subject and body of the alert for new minute-detector findings (one sensor tick)."""
+    import datetime as dt
+
+    def when(minute: int) -> str:
+        return dt.datetime.fromtimestamp(minute * 60, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    named = sorted({f"{f['check']} {f['dimension']}={f['value']}" for f in findings})
+    subject = f"live anomaly: {', '.join(named)}"
+    body = {"kind": "live_anomaly", "asset": "session_features_stream",
+            "findings": [{**f, "minute_utc": when(f["minute"])} for f in findings]}
+    return subject, body

@@ -1,10 +1,11 @@
 """Anomalies in session behaviour and traffic: bot- or fraud-like sessions, sudden drops.
 
 Today's sessions are compared with the days before (the baseline), overall and per segment
-(device, country, traffic source). Each test is a proper one-sided test from scipy (Poisson for
-traffic counts, binomial for rates, Welch's t for engagement), and a finding needs both a small
-p-value and a material change, so a big day does not flag noise and a tiny segment does not flag
-chance.
+(device, country, traffic source), and by an isolation forest over session behaviour vectors
+(`outliers`: fraud-like sessions no rule names). Each test is a proper one-sided test from scipy
+(Poisson for traffic counts, binomial for rates, Welch's t for engagement), and a finding needs
+both a small p-value and a material change, so a big day does not flag noise and a tiny segment
+does not flag chance. Minute by minute, the stream's aggregates are judged by `live_anomalies`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from intent_assets.monitoring.outliers import isolation_finding
 
 SEGMENTS: tuple[str, ...] = ("device", "country", "traffic_source")
 FINDING_COLUMNS = ["kind", "segment", "value", "observed", "expected", "ratio", "p_value", "severity",
@@ -112,4 +115,7 @@ def detect_anomalies(today: pd.DataFrame, history: pd.DataFrame, segments: Seque
             if p < rules.p_value and k / len(part) < rules.drop_ratio * rate_base:
                 findings.append(_finding("conversion_drop", segment, value, k / len(part), rate_base, p,
                                          "alert", "purchase rate of human sessions"))
+    isolated = isolation_finding(today, history, rules)
+    if isolated:
+        findings.append(isolated)
     return pd.DataFrame(findings, columns=FINDING_COLUMNS)

@@ -52,6 +52,7 @@ def test_definitions_load_with_the_expected_graph():
     assert {s.name for s in defs.sensors} == {"model_publication_sensor",
                                               "streaming_supervisor_sensor",
                                               "run_failure_alert_sensor",
+                                              "live_anomaly_sensor",
                                               "automation_condition_sensor"}
     # the weekly retrain is scheduled; the nightly chain is automated (test_automation.py)
     assert {s.name for s in defs.schedules} == {"retrain_job_schedule"}

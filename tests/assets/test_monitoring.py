@@ -466,3 +466,81 @@ def test_consistency_warns_with_the_reason_when_no_vector_was_logged(lake, tmp_p
             f"no logged feature vectors in the decision log of {TODAY}"
     meta = result.asset_materializations_for_node("online_offline_consistency")[0].metadata
     assert "no test predictions" in meta["served_score_psi"].value
+
+
+# -- the minute detector's sensor -----------------------------------------------------------------
+def test_live_anomaly_sensor_alerts_an_outage_once_through_alerts_resource(redis_url, redis_client,
+                                                                          tmp_path):
+    import datetime as dt
+
+    from dagster import build_sensor_context
+
+    from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
+    from intent_assets.ingest.simulator_incidents import Incident
+    from intent_assets.monitoring.sensors import live_anomaly_sensor
+    from intent_resources.redis import RedisResource
+    from streaming_jobs.contract import split_duplicates, validate_events
+    from streaming_jobs.job_config import JobConfig
+    from streaming_jobs.minute_aggregates import merge, minute_aggregates
+    from streaming_jobs.sinks import SessionSink
+
+    day = dt.date(2026, 10, 7)
+    outage = Incident("tracking_outage", day, 12 * 60, 30, "device", "mobile")
+    config = SimulatorConfig(seed=11, sessions_per_day=10_000, incidents=(outage,))
+    counts: dict = {}
+    for d in (day - dt.timedelta(days=1), day):
+        merge(counts, minute_aggregates(split_duplicates(validate_events(
+            simulate_day(config, d).events).events).events))
+    start = int(outage.start.timestamp() // 60)
+    seen = {m: row for m, row in counts.items() if m <= start + 11}  # the stream's view at 12:11
+    # written as the stream's sink writes a batch
+    sink = SessionSink(JobConfig(checkpoint=str(tmp_path / "cp"), redis_url=redis_url,
+                                 lake=str(tmp_path / "lake"), heartbeat=str(tmp_path / "hb.json"),
+                                 landing=str(tmp_path / "landing")))
+    history = {m: row for m, row in seen.items() if m < start}
+    assert sink._write_minutes(history, batch_id=0) == len(history)
+    assert sink._write_minutes(history, batch_id=0) == 0  # a replayed batch adds nothing
+    for batch, minute in enumerate(range(start, start + 12), 1):  # then a minute a batch
+        sink._write_minutes({minute: seen[minute]}, batch_id=batch)
+
+    alerts = AlertsResource(jsonl_path=str(tmp_path / "alerts.jsonl"))
+    resources = {"redis": RedisResource(url=redis_url), "alerts": alerts}
+    cursor = json.dumps({"judged": start - 1, "open": {}})
+    result = live_anomaly_sensor(build_sensor_context(cursor=cursor, resources=resources))
+    sent = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert len(sent) == 1 and sent[0]["kind"] == "live_anomaly"
+    named = {(f["dimension"], f["value"]) for f in sent[0]["findings"]}
+    assert ("device", "mobile") in named
+    assert json.loads(result.cursor)["judged"] >= start + 9
+
+    # the next tick, a minute later, sees the same outage: no second alert
+    sink._write_minutes({start + 12: counts[start + 12]}, batch_id=13)
+    live_anomaly_sensor(build_sensor_context(cursor=result.cursor, resources=resources))
+    assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == 1
+
+
+def test_live_anomaly_sensor_skips_with_the_reason_without_aggregates(redis_url, redis_client,
+                                                                     tmp_path):
+    from dagster import SkipReason, build_sensor_context
+
+    from intent_assets.monitoring.sensors import live_anomaly_sensor
+    from intent_resources.redis import RedisResource
+
+    result = live_anomaly_sensor(build_sensor_context(resources={
+        "redis": RedisResource(url=redis_url),
+        "alerts": AlertsResource(jsonl_path=str(tmp_path / "alerts.jsonl"))}))
+    assert isinstance(result, SkipReason) and "not counted any events" in result.skip_message
+
+
+def test_isolation_forest_finds_fraud_like_sessions_no_rule_names(history):
+    rng = np.random.default_rng(99)
+    today = make_sessions(TODAY, 4000, rng)
+    # scripted buyers: eight events in two seconds, no product view, one purchase (too few
+    # events for the speed rule, too few purchases for the burst rule)
+    odd = make_sessions(TODAY, 80, rng).assign(n_views=0, n_events=8, n_purchases=1,
+                                               duration_s=2.0, user_id="card-tester")
+    findings = detect_anomalies(pd.concat([today, odd], ignore_index=True), history)
+    isolated = findings[findings["kind"] == "isolated_sessions"]
+    assert len(isolated) == 1 and isolated.iloc[0]["severity"] == "alert"
+    assert "bot_like_sessions" not in set(findings["kind"])
+    assert detect_anomalies(today, history).empty

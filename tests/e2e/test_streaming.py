@@ -284,8 +284,33 @@ def test_stream_output_equals_the_offline_replay(spark, online_redis, tmp_path):
     n_dup = len(split_duplicates(validate_events(events).events).quarantine)
     assert heartbeat["quarantine_total"].get("duplicate event_id", 0) == n_dup
     assert heartbeat["batch_id"] is not None and heartbeat["watermark"]
+    assert_minute_aggregates_equal_the_offline_count(redis_client, events)
     # the buckets' own count of the sessions they hold: every session not yet closed
     assert heartbeat["live_sessions"] == len(expected) - len(closed) > 0
+
+
+def assert_minute_aggregates_equal_the_offline_count(client, events: pd.DataFrame) -> None:
+    """The per-minute aggregates the job added to Redis, batch by batch, equal the one
+    definition counted over the accepted events at once."""
+    from streaming_jobs.minute_aggregates import (
+        DEFAULT_PROJECT,
+        field,
+        minute_aggregates,
+        read_clock,
+        read_counts,
+    )
+
+    accepted = split_duplicates(validate_events(events).events).events
+    expected = minute_aggregates(accepted)
+    first, last = min(expected), max(expected)
+    got = read_counts(client, DEFAULT_PROJECT, first - 5, last + 5)
+    assert sorted(got) == sorted(expected)
+    for minute, row in expected.items():
+        assert set(got[minute]) == set(row), minute
+        for name, value in row.items():
+            assert got[minute][name] == pytest.approx(value, rel=1e-9, abs=1e-9), (minute, name)
+    assert sum(row[field("all", "all", "events")] for row in got.values()) == len(accepted)
+    assert first <= read_clock(client, DEFAULT_PROJECT) <= last
 
 
 # -- bad input by the stated rules ----------------------------------------------------------------
@@ -447,7 +472,10 @@ def test_killed_job_restarts_from_its_checkpoint_and_ends_equal_to_the_replay(
 
     expected = expected_rows(events)
     assert_redis_equals(redis_client, expected)
-    assert len(redis_client.keys("*")) == len(expected)
+    sessions = [k for k in redis_client.keys("*") if not k.startswith(b"intent:minute_aggregates:")]
+    assert len(sessions) == len(expected)
+    # replayed batches added nothing twice to the per-minute aggregates either
+    assert_minute_aggregates_equal_the_offline_count(redis_client, events)
     closed = lake_table(cfg, "session_features_stream")
     assert closed["session_id"].is_unique
     quarantine = lake_table(cfg, "stream_quarantine")

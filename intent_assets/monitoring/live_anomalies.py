@@ -1,0 +1,331 @@
+"""Near-real-time anomalies: each minute's aggregates by segment against a robust recent baseline.
+
+Pure: `judge_minute` reads per-minute aggregates (`streaming_jobs.minute_aggregates`, as the
+stream writes them to Redis) and returns the minute's findings; `Episodes` turns findings into
+alerts, one per incident (a finding that keeps firing is one alert until it has been quiet for
+`quiet_minutes`). The sensor (`live_anomaly_sensor`) and `benchmarks/anomalies.py` both call them.
+
+The tests, each over the last 1, 3, 5 and 10 minutes (the window) against the `baseline_minutes`
+before the window:
+- ``paced_spike`` / ``paced_drop`` (events at a human pace: events less fast ones),
+  ``sessions_spike`` / ``sessions_drop`` and ``orders_spike`` of a segment against the rest of
+  its dimension: expected = the rest's count in the window times the
+  segment's ratio to the rest in the baseline, so a diurnal swing moves both and cancels. The
+  counts are tested as Poisson after dividing by the segment's overdispersion (variance over
+  mean of its window-long residuals in the baseline, at least 1); a spike is judged against the
+  upper bound of the segment's baseline share and must add `min_excess` (`min_orders`). A drop that another value of
+  the same dimension's spike explains is not reported.
+- ``fast_spike``: events within 2 s of their session's previous one, against the segment's own
+  rate in the baseline, in units of two minutes of one scripted session (`FAST_CLUMP` events),
+  so one bot is not a wave.
+- ``conversion_drop``: orders against checkouts x the baseline's orders per checkout.
+- ``price_shift``: a top-level category's mean log price against the baseline's mean and
+  per-event spread (|z| over `price_z` and a change over `price_ratio`).
+A finding needs a p-value under `p_value` (about 1e-7: some 600 tests a minute, 10,080 minutes a
+week, so chance alone makes well under one alert a week) and a material change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from scipy import stats as sps
+
+from streaming_jobs.minute_aggregates import (
+    COUNT_DIMENSIONS,
+    PRICE_DIMENSION,
+    field as agg_field,
+    parse_field,
+)
+
+FINDING_KEYS = ("minute", "check", "dimension", "value", "window", "observed", "expected",
+                "p_value")
+SHARE_METRICS = ("paced", "sessions", "orders")
+SPIKE_ONLY = ("orders",)
+# Fast events are counted in units of two minutes of one scripted session (~40 a minute).
+FAST_CLUMP = 80.0
+
+
+@dataclass(frozen=True)
+class LiveRules:
+    """Thresholds of the minute detector, stated once."""
+
+    baseline_minutes: int = 120
+    windows: tuple[int, ...] = (1, 3, 5, 10)
+    p_value: float = 1e-7
+    spike_ratio: float = 3.0
+    drop_ratio: float = 0.3
+    min_excess: float = 8.0       # a spike adds at least this many events or sessions
+    min_orders: float = 15.0      # an orders spike adds at least this many orders
+    price_ratio: float = 2.0      # a price shift moves the category's prices by this factor
+    price_z: float = 10.0         # a session views a product several times: events clump
+    price_min_events: int = 5
+    quiet_minutes: int = 20       # an alert's episode ends after this long without a finding
+
+    @property
+    def history_minutes(self) -> int:
+        """How many minutes before the judged one the detector reads."""
+        return self.baseline_minutes + max(self.windows)
+
+
+@dataclass
+class Window:
+    """Aggregates of a run of minutes as arrays: one row per minute, one column per field."""
+
+    start: int
+    fields: list[str]
+    values: np.ndarray
+    index: dict = field(default_factory=dict)
+    cum: Optional[np.ndarray] = None     # cumulative sums, made on first use
+    shares: tuple = ()
+
+    @classmethod
+    def of(cls, counts: dict, start: int, end: int) -> "Window":
+        """Minutes `start`..`end` (inclusive) of `counts` ({minute: {field: value}});
+        missing minutes count zero. Fields starting with "~" (the sink's guards) are skipped."""
+        names = sorted({n for m in range(start, end + 1) for n in counts.get(m, {})
+                        if not n.startswith("~")})
+        names += sorted({n.replace("|events", "|paced") for n in names if n.endswith("|events")})
+        index = {n: j for j, n in enumerate(names)}
+        values = np.zeros((end - start + 1, len(names)))
+        for m in range(start, end + 1):
+            for n, v in counts.get(m, {}).items():
+                j = index.get(n)
+                if j is not None:
+                    values[m - start, j] = float(v)
+        for name, j in index.items():
+            if name.endswith("|paced"):  # events at a human pace: what the scripted ones are not
+                fast = index.get(name[:-len("paced")] + "fast")
+                values[:, j] = values[:, index[name[:-len("paced")] + "events"]] \
+                    - (values[:, fast] if fast is not None else 0.0)
+        return cls(start, names, values, index)
+
+    def column(self, name: str) -> np.ndarray:
+        j = self.index.get(name)
+        return self.values[:, j] if j is not None else np.zeros(len(self.values))
+
+
+def _poisson_spike(obs: float, exp: float) -> float:
+    return float(sps.poisson.sf(math.ceil(obs) - 1, max(exp, 1e-9)))
+
+
+def _poisson_drop(obs: float, exp: float) -> float:
+    return float(sps.poisson.cdf(math.floor(obs), max(exp, 1e-9)))
+
+
+def _finding(minute, check, dimension, value, window, observed, expected, p) -> dict:
+    return {"minute": int(minute), "check": check, "dimension": dimension, "value": value,
+            "window": int(window), "observed": round(float(observed), 4),
+            "expected": round(float(expected), 4), "p_value": float(p)}
+
+
+def _share_columns(window: Window) -> tuple[list, np.ndarray, np.ndarray]:
+    """(segment, metric) of each share test, its column and its dimension total's column."""
+    keys, seg, tot = [], [], []
+    for name, j in window.index.items():
+        dimension, value, metric = parse_field(name)
+        all_j = window.index.get(agg_field("all", "all", metric))
+        if dimension in COUNT_DIMENSIONS and metric in SHARE_METRICS and all_j is not None:
+            keys.append((dimension, value, metric))
+            seg.append(j)
+            tot.append(all_j)
+    return keys, np.array(seg, dtype=int), np.array(tot, dtype=int)
+
+
+def judge_minute(counts: dict, minute: int, rules: LiveRules = LiveRules(),
+                 window: Optional[Window] = None) -> list[dict]:
+    """The findings of `minute` (minutes since the epoch) against the minutes before it.
+
+    `window` may hold the minutes already as arrays (the benchmark judges a day minute by
+    minute); it must cover `minute - rules.history_minutes` to `minute`.
+    """
+    if window is None:
+        window = Window.of(counts, minute - rules.history_minutes, minute)
+    i = minute - window.start
+    if i - rules.history_minutes < 0 or i >= len(window.values):
+        raise ValueError("the window does not cover the minute and its baseline")
+    if window.cum is None:
+        window.cum = np.vstack([np.zeros(window.values.shape[1]),
+                                np.cumsum(window.values, axis=0)])
+        window.shares = _share_columns(window)
+    cum = window.cum
+    keys, seg, tot = window.shares
+    segments: dict[tuple[str, str], dict[str, int]] = {}
+    for name, j in window.index.items():
+        dimension, value, metric = parse_field(name)
+        segments.setdefault((dimension, value), {})[metric] = j
+
+    def total(j: int, lo: int, hi: int) -> float:  # minutes lo..hi inclusive (row indices)
+        return float(cum[hi + 1, j] - cum[lo, j])
+
+    findings: list[dict] = []
+    L = rules.baseline_minutes
+    for k in rules.windows:
+        lo, base_lo = i - k + 1, i - k + 1 - L
+        if len(seg):
+            findings.extend(_share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules))
+        for (dimension, value), metrics in segments.items():
+            findings.extend(_fast(total, metrics, dimension, value, minute, k, lo, i, rules))
+            findings.extend(_conversion(total, metrics, dimension, value, minute, k, lo, i,
+                                        rules))
+            if dimension in ("all", PRICE_DIMENSION):
+                findings.extend(_price(total, metrics, dimension, value, minute, k, lo, i, rules))
+    return _strongest(findings)
+
+
+def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[dict]:
+    """Spikes and drops of every segment's counts against the rest of its dimension."""
+    L = rules.baseline_minutes
+    obs = cum[i + 1, seg] - cum[lo, seg]
+    rest = cum[i + 1, tot] - cum[lo, tot] - obs
+    seg_b = cum[lo, seg] - cum[base_lo, seg]
+    rest_b = cum[lo, tot] - cum[base_lo, tot] - seg_b
+    ok = rest_b > 0
+    ratio = np.where(ok, seg_b / np.where(ok, rest_b, 1.0), 0.0)
+    # overdispersion: k-minute sums of the baseline, observed against their share expectation
+    ends = np.arange(base_lo + k, lo + 1)
+    seg_k = cum[ends][:, seg] - cum[ends - k][:, seg]
+    rest_k = cum[ends][:, tot] - cum[ends - k][:, tot] - seg_k
+    exp_k = rest_k * ratio
+    phi = np.maximum(1.0, np.var(seg_k - exp_k, axis=0) / np.maximum(exp_k.mean(axis=0), 1e-9))
+    # the segment's share is an estimate (its events clump as the window's do): spikes are
+    # judged against its upper bound and drops against its lower bound (~97.5 % each)
+    spread = 2 * np.sqrt(phi * (seg_b + 1))
+    seg_hi = seg_b + 1 + spread
+    hi_exp = np.maximum(rest * seg_hi / np.where(ok, rest_b, 1.0), k * seg_hi / L)
+    exp = rest * np.maximum(seg_b - spread, 0.0) / np.where(ok, rest_b, 1.0)
+    excess = np.array([rules.min_orders if m == "orders" else rules.min_excess
+                       for _, _, m in keys])
+    spike = ok & (obs >= rules.spike_ratio * hi_exp) & (obs - hi_exp >= excess)
+    drop = ok & (exp > 0) & (obs <= rules.drop_ratio * exp) & np.array(
+        [m not in SPIKE_ONLY for _, _, m in keys])
+    out, spiked, drops = [], set(), []
+    for j in np.flatnonzero(spike):
+        p = _poisson_spike(obs[j] / phi[j], hi_exp[j] / phi[j])
+        if p < rules.p_value:
+            dimension, value, metric = keys[j]
+            spiked.add((dimension, metric))
+            out.append(_finding(minute, f"{metric}_spike", dimension, value, k, obs[j],
+                                hi_exp[j], p))
+    for j in np.flatnonzero(drop):
+        p = _poisson_drop(obs[j] / phi[j], exp[j] / phi[j])
+        if p < rules.p_value:
+            dimension, value, metric = keys[j]
+            if (dimension, metric) not in spiked:  # explained by another value's spike
+                out.append(_finding(minute, f"{metric}_drop", dimension, value, k, obs[j],
+                                    exp[j], p))
+    return out
+
+
+def _fast(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+    j = metrics.get("fast")
+    if j is None:
+        return []
+    base = total(j, lo - rules.baseline_minutes, lo - 1)
+    obs = total(j, lo, i)
+    exp = k * (base + FAST_CLUMP) / rules.baseline_minutes  # at least one clump in the baseline
+    if obs < rules.spike_ratio * exp or obs - exp < FAST_CLUMP:
+        return []
+    p = _poisson_spike(obs / FAST_CLUMP, exp / FAST_CLUMP)
+    return [_finding(minute, "fast_spike", dimension, value, k, obs, exp, p)] \
+        if p < rules.p_value else []
+
+
+def _conversion(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+    jp, jc = metrics.get("orders"), metrics.get("checkouts")
+    if jp is None or jc is None or k < 5:
+        return []
+    base_p = total(jp, lo - rules.baseline_minutes, lo - 1)
+    base_c = total(jc, lo - rules.baseline_minutes, lo - 1)
+    if base_c <= 0 or base_p <= 0:
+        return []
+    obs = total(jp, lo, i)
+    exp = total(jc, lo, i) * base_p / base_c
+    if obs > rules.drop_ratio * exp:
+        return []
+    p = _poisson_drop(obs, exp)
+    return [_finding(minute, "conversion_drop", dimension, value, k, obs, exp, p)] \
+        if p < rules.p_value else []
+
+
+def _price(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+    jn, js, jq = (metrics.get(m) for m in ("priced", "log_price", "log_price_sq"))
+    if jn is None or js is None or jq is None:
+        return []
+    n_b = total(jn, lo - rules.baseline_minutes, lo - 1)
+    n = total(jn, lo, i)
+    if n_b < 30 or n < rules.price_min_events:
+        return []
+    mu = total(js, lo - rules.baseline_minutes, lo - 1) / n_b
+    sd = math.sqrt(max(total(jq, lo - rules.baseline_minutes, lo - 1) / n_b - mu * mu, 1e-6))
+    mean = total(js, lo, i) / n
+    z = (mean - mu) / (sd / math.sqrt(n))
+    if abs(z) < rules.price_z or abs(mean - mu) < math.log(rules.price_ratio):
+        return []
+    p = float(2 * sps.norm.sf(abs(z)))
+    return [_finding(minute, "price_shift", dimension, value, k, math.exp(mean), math.exp(mu), p)]
+
+
+def _strongest(findings: list[dict]) -> list[dict]:
+    """One finding per check and segment: its smallest p-value over the windows."""
+    best: dict = {}
+    for f in findings:
+        key = (f["check"], f["dimension"], f["value"])
+        if key not in best or f["p_value"] < best[key]["p_value"]:
+            best[key] = f
+    return sorted(best.values(), key=lambda f: (f["p_value"], f["check"]))
+
+
+@dataclass
+class Episodes:
+    """Which findings are already alerted: one alert per (check, segment) until it is quiet."""
+
+    open: dict = field(default_factory=dict)   # "check|dimension=value" -> last minute seen
+
+    def alerts(self, findings: list[dict], minute: int, rules: LiveRules = LiveRules()
+               ) -> list[dict]:
+        """The findings that open a new episode at `minute`; every finding refreshes its own."""
+        for key, last in list(self.open.items()):
+            if minute - last > rules.quiet_minutes:
+                del self.open[key]
+        new = []
+        for f in findings:
+            key = f"{f['check']}|{f['dimension']}={f['value']}"
+            if key not in self.open:
+                new.append(f)
+            self.open[key] = minute
+        return new
+
+
+def evaluate(counts: dict, clock: int, cursor: Optional[dict], rules: LiveRules = LiveRules(),
+             max_minutes: int = 30) -> tuple[list[dict], dict]:
+    """One sensor tick: judge every minute from the cursor's next to `clock - 1` (the clock's
+    own minute is still filling), at most `max_minutes` of them (the latest); returns the new
+    alerts and the next cursor (`{"judged": minute, "open": episodes}`).
+
+    `counts` must hold the minutes from `rules.history_minutes` before the first judged one."""
+    cursor = cursor or {}
+    last = clock - 1
+    judged = cursor.get("judged")
+    first = last if judged is None else max(judged + 1, last - max_minutes + 1)
+    episodes = Episodes(dict(cursor.get("open") or {}))
+    new: list[dict] = []
+    if first <= last:
+        window = Window.of(counts, first - rules.history_minutes, last)
+        for minute in range(first, last + 1):
+            new.extend(episodes.alerts(judge_minute(counts, minute, rules, window), minute,
+                                       rules))
+    return new, {"judged": max(last, judged if judged is not None else last),
+                 "open": episodes.open}
+
+
+def first_needed(clock: int, cursor: Optional[dict], rules: LiveRules = LiveRules(),
+                 max_minutes: int = 30) -> int:
+    """The earliest minute `evaluate` reads for this tick."""
+    judged = (cursor or {}).get("judged")
+    last = clock - 1
+    first = last if judged is None else max(judged + 1, last - max_minutes + 1)
+    return min(first, last) - rules.history_minutes
