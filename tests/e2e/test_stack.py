@@ -9,8 +9,11 @@ those out and take the Redis standing in for ElastiCache as ``LocalRedisUrl`` (d
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
@@ -489,11 +492,119 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
         api.terminate()
         api.wait(30)
 
-    # -- down leaves nothing running
-    pids = [pid for part in parts.values() for pid in part.pids]
+
+
+def _heartbeat(settings: dict) -> dict:
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = (settings["INTENT_STREAM_CHECKPOINT_URI"] + "-heartbeat.json")[5:].partition("/")
+    s3 = _client("s3", settings["AWS_ENDPOINT_URL"])
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError:
+        return {}
+
+
+def _redis_equals(client, expected) -> bool:
+    from tests.e2e.test_streaming import assert_redis_equals
+
+    try:
+        assert_redis_equals(client, expected)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_nothing(stack_home):
+    """The session job spark-submitted to the standalone cluster by a Dagster run, fed by the
+    stack's Kinesis stream, writing the Redis cluster; killed, restarted by the daemon's supervisor
+    sensor from its checkpoint; Redis ends equal to the offline replay of every event."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    from intent_resources.stack_processes import load_state
+    from intent_resources.streaming import LocalStream, pid_alive, read_pid
+    from streaming_jobs.contract import split_duplicates, validate_events
+    from streaming_jobs.redis_target import redis_client
+    from streaming_jobs.replay import kinesis_client, put_kinesis
+    from tests.e2e.test_streaming import expected_rows, simulated
+
+    home, env, settings = stack_home
+    moto = settings["AWS_ENDPOINT_URL"]
+    stream = LocalStream(home=home, redis_url="", lake="")
+    events = simulated(60, seed=41)
+    first, second = events.iloc[:len(events) // 2], events.iloc[len(events) // 2:]
+    kinesis = kinesis_client("us-east-1", moto)
+    online = redis_client(settings["REDIS_URL"])
+    # the supervisor's alerts, seen through a queue on the stack's topic
+    sqs = _client("sqs", moto)
+    queue = sqs.create_queue(QueueName=_unique("stream-alerts"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    _client("sns", moto).subscribe(TopicArn=settings["INTENT_ALERTS_TOPIC_ARN"], Protocol="sqs",
+                                   Endpoint=queue_arn)
+
+    # -- started by a run the daemon launches: spark-submit to the standalone master
+    web = next(p for p in load_state(home)["parts"] if p.name == "dagster-webserver").address
+    host, port = web.removeprefix("http://").rsplit(":", 1)
+    client = DagsterGraphQLClient(host, port_number=int(port))
+    run_id = client.submit_job_execution(
+        "start_streaming_job", repository_location_name="intent",
+        repository_name="__repository__",
+        run_config={"ops": {"start_stream": {"config": {"reason": "test_stack"}}}})
+    _wait(lambda: client.get_run_status(run_id).value in ("SUCCESS", "FAILURE"),
+          "the start run", timeout_s=180)
+    assert client.get_run_status(run_id).value == "SUCCESS"
+    pid = read_pid(stream)
+    assert pid_alive(pid)
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert command[command.index(b"--master") + 1].decode() == settings["INTENT_SPARK_MASTER"]
+
+    put_kinesis(first, settings["INTENT_KINESIS_STREAM"], kinesis)
+    _wait(lambda: _redis_equals(online, expected_rows(first)),
+          "the first half of the events in the Redis cluster", timeout_s=240)
+    before = _heartbeat(settings)
+    assert before["source"] == "kinesis" and before["pid"] != pid  # the driver, under spark-submit
+    last_batch = before["sink_batch_id"]
+
+    # -- killed (the whole process group: spark-submit's JVM and the Python driver)
+    os.killpg(pid, signal.SIGKILL)
+    _wait(lambda: not pid_alive(pid), "the job to die", timeout_s=30)
+    put_kinesis(second, settings["INTENT_KINESIS_STREAM"], kinesis)
+
+    # -- the daemon's supervisor sensor sees it dead, alerts and restarts it through a run
+    restarted = _wait(lambda: (p := read_pid(stream)) != pid and pid_alive(p) and p,
+                      "the supervisor to restart the job", timeout_s=300)
+    _wait(lambda: _redis_equals(online, expected_rows(events)),
+          "every event's session in the Redis cluster", timeout_s=240)
+    after = _heartbeat(settings)
+    assert after["checkpoint"] == before["checkpoint"]
+    # the checkpoint was honoured: batches carry on from the ones committed before the kill
+    assert after["sink_batch_id"] > last_batch
+    n_dup = len(split_duplicates(validate_events(events).events).quarantine)
+    assert after["quarantine_total"].get("duplicate event_id", 0) == n_dup
+    alerts = [json.loads(json.loads(m["Body"])["Message"]) for m in
+              sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                  WaitTimeSeconds=1).get("Messages", [])]
+    assert any(a.get("status") == "dead" for a in alerts), alerts
+    assert restarted != pid
+
+
+def test_stack_down_leaves_nothing_running(stack_home):
+    """`intent stack down` stops every part and the streaming job; their ports are free."""
+    from intent_resources.stack_processes import answers, group_members, load_state
+    from intent_resources.streaming import LocalStream, read_pid
+
+    home, env, _ = stack_home
+    parts = load_state(home)["parts"]
+    pids = [pid for part in parts for pid in part.pids]
+    stream_pid = read_pid(LocalStream(home=home, redis_url="", lake=""))
+    ports = [int(port) for part in parts if part.pids  # not the machine's PostgreSQL
+             for port in re.findall(r"127\.0\.0\.1:(\d+)", part.address)]
+    assert ports and pids
     down = _intent(["stack", "down"], env, timeout=300)
     assert down.returncode == 0, down.stdout
-    assert group_members(pids) == []
+    assert group_members(pids + ([stream_pid] if stream_pid else [])) == []
+    assert [port for port in ports if answers(port)] == []
     assert _intent(["stack", "status"], env, timeout=60).returncode == 3
 
 
