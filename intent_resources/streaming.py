@@ -186,6 +186,11 @@ def start(stream: LocalStream) -> int:
 
     Refuses when it already runs: two jobs on one checkpoint would fight over it.
     """
+    return launch(stream).pid
+
+
+def launch(stream: LocalStream, extra_env: Optional[dict] = None) -> subprocess.Popen:
+    """`start`, returning the process (to wait on) and with more environment (Pipes')."""
     pid = running_pid(stream)
     if pid:
         raise RuntimeError(f"the streaming job already runs (pid {pid}); stop it first")
@@ -201,11 +206,12 @@ def start(stream: LocalStream) -> int:
     # the job imports streaming_jobs from the project, wherever the caller's cwd is
     project_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+    env.update(extra_env or {})
     with open(stream.log_file, "ab") as log:
         proc = subprocess.Popen(stream.command(), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     stream.pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def stop(stream: LocalStream, timeout_s: float = 60.0) -> bool:
@@ -360,6 +366,40 @@ class StreamingJobResource(ConfigurableResource):
         line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), **payload}
         with open(path, "a") as fh:
             fh.write(json.dumps(line, default=str) + "\n")
+
+    # -- a standalone cluster, through Pipes ---------------------------------------------------------
+    def run_on_cluster(self, context) -> int:
+        """spark-submit the job to the standalone master inside a Dagster Pipes session and wait
+        for it, as `PipesEMRClient` waits for its step: the run lasts as long as the job, which
+        reports to it through Pipes (its messages in a file: the driver runs on this machine).
+        A job still running (hung) is stopped first. Returns the job's exit code; raises when it
+        failed or was killed, so the run fails and the supervisor sees a dead job."""
+        from dagster import (
+            DagsterExecutionInterruptedError,
+            Failure,
+            PipesEnvContextInjector,
+            PipesTempFileMessageReader,
+            open_pipes_session,
+        )
+
+        stream = self.local_stream()
+        stop(stream)
+        with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(),
+                                message_reader=PipesTempFileMessageReader(),
+                                extras={"checkpoint": str(stream.checkpoint),
+                                        "heartbeat": stream.heartbeat_location}) as session:
+            proc = launch(stream, session.get_bootstrap_env_vars())
+            context.log.info(f"spark-submit to {self.spark_master}: pid {proc.pid}, "
+                             f"log {stream.log_file}")
+            try:
+                code = proc.wait()
+            except DagsterExecutionInterruptedError:
+                stop(stream)  # the run was terminated: so is the job
+                raise
+        if code != 0:
+            raise Failure(f"the streaming job ended with exit code {code} (a negative code is "
+                          f"the signal that killed it); log {stream.log_file}")
+        return code
 
     # -- EMR ---------------------------------------------------------------------------------------
     def emr_job_flow_params(self) -> dict:

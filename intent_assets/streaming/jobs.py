@@ -12,10 +12,14 @@ class StartStreamConfig(Config):
 @op
 def start_stream(context: OpExecutionContext, config: StartStreamConfig,
                  streaming: StreamingJobResource) -> None:
-    """Start the job (stopping a hung one first): a local process, spark-submit to a standalone
-    cluster, or an EMR step via Pipes."""
+    """Start the job (stopping a hung one first): a local process, or through Pipes spark-submit
+    to a standalone cluster or a step on EMR."""
     context.log.info(f"starting the streaming job: {config.reason}")
-    if streaming.mode in ("local", "standalone"):
+    if streaming.mode == "standalone":
+        # Pipes waits for the job: this run lasts as long as the job does
+        streaming.run_on_cluster(context)
+        return
+    if streaming.mode == "local":
         stream = streaming.local_stream()
         pid = restart(stream)
         context.log.info(f"streaming job started, pid {pid}, log {stream.log_file}")

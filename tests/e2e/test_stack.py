@@ -364,15 +364,13 @@ def stack_home(tmp_path_factory):
             drop_database(machine_postgres(database))
 
 
-def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_down(stack_home,
-                                                                                tmp_path):
+def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_home, tmp_path):
     from dagster import AssetKey, DagsterInstance
     from dagster_graphql import DagsterGraphQLClient
 
-    from intent_resources.environments import resources_for
     from intent_resources.project_config import load_project_config
     from intent_resources.stack_parts import spark_workers_alive
-    from intent_resources.stack_processes import group_members, load_state
+    from intent_resources.stack_processes import load_state
     from tests.e2e.test_serving import build_artifact
 
     home, env, settings = stack_home
@@ -437,18 +435,7 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
 
     # -- publish through SageMaker on moto; the hosting stand-in puts it in the container
     artifact = build_artifact(tmp_path / "model", seed=3, trees=10)
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        prod = resources_for("prod")
-        with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
-            published = built.model_endpoint.publish(str(artifact.tarball), artifact.version)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    published = _publish(settings, artifact)
     assert (published["action"], published["status"]) == ("created", "InService")
     container = settings["INTENT_ENDPOINT_URL"]
     _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == artifact.version,
@@ -492,6 +479,36 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
         api.terminate()
         api.wait(30)
 
+    # -- a second publication moves the endpoint to the new model (UpdateEndpoint, blue/green)
+    second = build_artifact(tmp_path / "model2", seed=4, trees=10)
+    assert second.version != artifact.version
+    moved = _publish(settings, second)
+    assert (moved["action"], moved["status"]) == ("updated", "InService")
+    assert moved["previous_endpoint_config_name"] == published["endpoint_config_name"]
+    described = _client("sagemaker", settings["AWS_ENDPOINT_URL"]).describe_endpoint(
+        EndpointName=moved["endpoint_name"])
+    assert described["EndpointConfigName"] == moved["endpoint_config_name"]
+    _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == second.version,
+          "the container to serve the second model", timeout_s=60)
+
+
+
+def _publish(settings: dict, artifact) -> dict:
+    """Publish through prod mode's own `model_endpoint`, configured by the stack's settings."""
+    from intent_resources.environments import resources_for
+
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        prod = resources_for("prod")
+        with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
+            return built.model_endpoint.publish(str(artifact.tarball), artifact.version)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _heartbeat(settings: dict) -> dict:
@@ -503,6 +520,30 @@ def _heartbeat(settings: dict) -> dict:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except ClientError:
         return {}
+
+
+def _run_messages(settings: dict, run_id: str) -> list[str]:
+    """The messages of a run's event log, read from the stack's Postgres."""
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD")}
+    os.environ["DAGSTER_HOME"] = settings["DAGSTER_HOME"]
+    os.environ["DAGSTER_PG_PASSWORD"] = settings.get("DAGSTER_PG_PASSWORD", "")
+    try:
+        with DagsterInstance.get() as instance:
+            messages = []
+            for entry in instance.all_logs(run_id):
+                messages.append(entry.user_message or "")
+                failure = entry.dagster_event and entry.dagster_event.step_failure_data
+                if failure and failure.error:
+                    messages.append(failure.error.message)
+            return messages
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _redis_equals(client, expected) -> bool:
@@ -551,11 +592,10 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
         "start_streaming_job", repository_location_name="intent",
         repository_name="__repository__",
         run_config={"ops": {"start_stream": {"config": {"reason": "test_stack"}}}})
-    _wait(lambda: client.get_run_status(run_id).value in ("SUCCESS", "FAILURE"),
-          "the start run", timeout_s=180)
-    assert client.get_run_status(run_id).value == "SUCCESS"
-    pid = read_pid(stream)
-    assert pid_alive(pid)
+    # Pipes waits for the job: the run lasts as long as the job does
+    pid = _wait(lambda: pid_alive(p := read_pid(stream)) and p, "the job's spark-submit",
+                timeout_s=240)
+    assert client.get_run_status(run_id).value == "STARTED"
     command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert command[command.index(b"--master") + 1].decode() == settings["INTENT_SPARK_MASTER"]
 
@@ -570,6 +610,14 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
     os.killpg(pid, signal.SIGKILL)
     _wait(lambda: not pid_alive(pid), "the job to die", timeout_s=30)
     put_kinesis(second, settings["INTENT_KINESIS_STREAM"], kinesis)
+
+    # the run that launched it fails with it, and shows what the job told it through Pipes
+    _wait(lambda: client.get_run_status(run_id).value == "FAILURE", "the run to fail",
+          timeout_s=60)
+    told = _run_messages(settings, run_id)
+    assert any(m.startswith("session job started: source kinesis") for m in told), told
+    assert any(m.startswith("session job running: batch_id") for m in told), told
+    assert any("exit code -9" in m for m in told), told
 
     # -- the daemon's supervisor sensor sees it dead, alerts and restarts it through a run
     restarted = _wait(lambda: (p := read_pid(stream)) != pid and pid_alive(p) and p,
