@@ -534,9 +534,9 @@ def _run_messages(settings: dict, run_id: str) -> list[str]:
             messages = []
             for entry in instance.all_logs(run_id):
                 messages.append(entry.user_message or "")
-                failure = entry.dagster_event and entry.dagster_event.step_failure_data
-                if failure and failure.error:
-                    messages.append(failure.error.message)
+                event = entry.dagster_event
+                if event is not None and event.is_step_failure and event.step_failure_data.error:
+                    messages.append(event.step_failure_data.error.message)
             return messages
     finally:
         for k, v in saved.items():
