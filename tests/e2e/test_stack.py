@@ -556,7 +556,8 @@ def _redis_equals(client, expected) -> bool:
         return False
 
 
-def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_nothing(stack_home):
+def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_nothing(stack_home,
+                                                                                       monkeypatch):
     """The session job spark-submitted to the standalone cluster by a Dagster run, fed by the
     stack's Kinesis stream, writing the Redis cluster; killed, restarted by the daemon's supervisor
     sensor from its checkpoint; Redis ends equal to the offline replay of every event."""
@@ -571,6 +572,8 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
 
     home, env, settings = stack_home
     moto = settings["AWS_ENDPOINT_URL"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the stack's, for moto
+        monkeypatch.setenv(name, settings[name])
     stream = LocalStream(home=home, redis_url="", lake="")
     events = simulated(60, seed=41)
     first, second = events.iloc[:len(events) // 2], events.iloc[len(events) // 2:]
