@@ -76,6 +76,7 @@ def _prod_resources(config: ProjectConfig) -> dict:
     spark_config = {k: v for k, v in LOCAL_SPARK_CONFIG.items() if k != "spark.master"}
     if os.environ.get("INTENT_SPARK_MASTER"):  # a standalone cluster; on EMR the cluster says
         spark_config["spark.master"] = os.environ["INTENT_SPARK_MASTER"]
+    standalone = spark_config.get("spark.master", "").startswith("spark://")
     return {
         "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI")),
         # The simulator's ground truth: only a simulated deployment has one.
@@ -100,7 +101,11 @@ def _prod_resources(config: ProjectConfig) -> dict:
             s3_resource=S3Resource(endpoint_url=s3_endpoint),
             s3_bucket=EnvVar("INTENT_MODEL_BUCKET"), s3_prefix="dagster_storage"),
         "streaming": StreamingJobResource(
-            mode="emr", redis_url=EnvVar("REDIS_URL"), lake=EnvVar("INTENT_LAKE_URI"),
+            # spark-submit to a standalone cluster (`intent stack up`), else a step on EMR
+            mode="standalone" if standalone else "emr", home=home,
+            spark_master=spark_config.get("spark.master") if standalone else None,
+            kinesis_endpoint=s3_endpoint,
+            redis_url=EnvVar("REDIS_URL"), lake=EnvVar("INTENT_LAKE_URI"),
             checkpoint_uri=checkpoint, kinesis_stream=os.environ.get("INTENT_KINESIS_STREAM"),
             emr_cluster_id=os.environ.get("INTENT_EMR_CLUSTER_ID"),
             session_timeout_min=config.session_timeout_min,

@@ -335,9 +335,11 @@ AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY":
 
 
 def start_moto(directory: Path, port: int, env: Mapping[str, str]) -> Part:
-    """One moto server: S3, Kinesis, SageMaker, SNS, EMR, IAM, CloudWatch, CloudFormation."""
+    """One moto server: S3, Kinesis, SageMaker, SNS, EMR, IAM, CloudWatch, CloudFormation
+    (`moto_server`, with the `UpdateEndpoint` moto lacks: `intent_resources.stack_moto`)."""
     log = directory / "moto.log"
-    pid = spawn([venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log, env)
+    pid = spawn([sys.executable, "-m", "intent_resources.stack_moto", "-H", "127.0.0.1",
+                 "-p", str(port)], log, env, PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _http_ok(f"{url}/moto-api/data.json"), "moto server", 60, [pid], log)
     return Part("moto", [pid], url, str(log), "AWS control planes")

@@ -165,10 +165,18 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "cluster"
 
 def down(home: Path, drop_database: bool = False) -> list[str]:
     """Stop every recorded part (newest first); the names stopped. Fails if a process is left."""
+    from intent_resources.streaming import LocalStream, read_pid, stop
+
     home = home.resolve()
     state = load_state(home)
     stopped = []
     pids = []
+    # the streaming job the supervisor started (spark-submit, its own process group) goes first
+    stream = LocalStream(home=home, redis_url="", lake="")
+    stream_pid = read_pid(stream)
+    if stop(stream, timeout_s=30):
+        pids.append(stream_pid)
+        stopped.append("streaming-job")
     for part in reversed(state["parts"]):
         if part.pids:
             stop_pids(part.pids)

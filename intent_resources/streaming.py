@@ -1,8 +1,9 @@
 """The session streaming job: where it runs and how it is started, stopped and looked at.
 
 `StreamingJobResource` says where the job runs: a local background process (the default, with
-everything resolved when used: INTENT_HOME, the project's Redis) or a step on EMR through Pipes
-(prod sets `mode="emr"` and the EMR settings through `EnvVar`).
+everything resolved when used: INTENT_HOME, the project's Redis), an application `spark-submit`
+puts on a Spark standalone cluster (`mode="standalone"`: prod on `intent stack up`, reading the
+stack's Kinesis stream, its heartbeat in S3), or a step on EMR through Pipes (`mode="emr"`).
 
 Locally the job's files sit under `$INTENT_HOME/stream/`: `landing/` (the replayer writes, the
 job reads), `checkpoint/`, `heartbeat.json`, `job.pid`, `job.log`; `intent stream
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -55,6 +56,11 @@ class LocalStream:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     # the project configuration's session timeout, so live sessions close as batch ones split
     session_timeout_min: int = 30
+    # spark-submit to this master (spark://...) instead of `python -m` with `--master`
+    submit_master: Optional[str] = None
+    # where the heartbeat goes when not beside the job (s3://...: wherever the driver runs)
+    heartbeat_uri: Optional[str] = None
+    checkpoint_path: Optional[str] = None  # default: stream/checkpoint under home
 
     @property
     def directory(self) -> Path:
@@ -66,11 +72,21 @@ class LocalStream:
 
     @property
     def checkpoint(self) -> Path:
-        return self.directory / "checkpoint"
+        return Path(self.checkpoint_path) if self.checkpoint_path else self.directory / "checkpoint"
 
     @property
     def heartbeat(self) -> Path:
         return self.directory / "heartbeat.json"
+
+    @property
+    def heartbeat_location(self) -> str:
+        """Where the job writes its heartbeat: `heartbeat_uri`, else the local file."""
+        return self.heartbeat_uri or str(self.heartbeat)
+
+    @property
+    def py_files(self) -> Path:
+        """The `streaming_jobs` package zipped for `spark-submit --py-files`."""
+        return self.directory / "streaming_jobs.zip"
 
     @property
     def metrics_file(self) -> Path:
@@ -86,13 +102,26 @@ class LocalStream:
         return self.directory / "job.log"
 
     def command(self) -> list[str]:
-        """The job's command line (the venv's Python, `-m streaming_jobs.session_job`)."""
-        cmd = [sys.executable, "-m", "streaming_jobs.session_job",
-               "--checkpoint", str(self.checkpoint), "--heartbeat", str(self.heartbeat),
-               "--metrics-file", str(self.metrics_file),
-               "--redis-url", self.redis_url, "--lake", self.lake,
-               "--trigger", self.trigger, "--master", self.master, "--source", self.source,
-               "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
+        """The job's command line: the venv's Python, `-m streaming_jobs.session_job`; or
+        `spark-submit` of `session_job.py` to `submit_master` (client mode: the driver runs
+        here, the executors on the cluster's workers)."""
+        if self.submit_master:
+            # Standalone clusters run Python applications in client mode only.
+            cmd = [spark_submit_binary(), "--master", self.submit_master,
+                   "--name", "session_features_stream",
+                   # one core of the cluster: batch applications keep the rest
+                   "--conf", "spark.cores.max=1", "--conf", "spark.log.level=WARN",
+                   "--conf", f"spark.pyspark.python={sys.executable}",
+                   "--driver-java-options", "-XX:TieredStopAtLevel=1",
+                   "--py-files", str(self.py_files),
+                   str(Path(__file__).resolve().parents[1] / "streaming_jobs" / "session_job.py")]
+        else:
+            cmd = [sys.executable, "-m", "streaming_jobs.session_job", "--master", self.master]
+        cmd += ["--checkpoint", str(self.checkpoint), "--heartbeat", self.heartbeat_location,
+                "--metrics-file", str(self.metrics_file),
+                "--redis-url", self.redis_url, "--lake", self.lake,
+                "--trigger", self.trigger, "--source", self.source,
+                "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
         if self.source == "files":
             cmd += ["--landing", str(self.landing)]
         else:
@@ -100,6 +129,26 @@ class LocalStream:
             if self.kinesis_endpoint:
                 cmd += ["--kinesis-endpoint", self.kinesis_endpoint]
         return cmd + list(self.extra_args)
+
+
+def spark_submit_binary() -> str:
+    """pyspark's own `bin/spark-submit` (the wheel carries it)."""
+    import pyspark
+
+    return str(Path(pyspark.__file__).resolve().parent / "bin" / "spark-submit")
+
+
+def zip_streaming_jobs(target: Path) -> Path:
+    """The `streaming_jobs` package as a zip for `--py-files` (what ships to the executors)."""
+    import zipfile
+
+    package = Path(__file__).resolve().parents[1] / "streaming_jobs"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package.rglob("*.py")):
+            archive.write(path, str(path.relative_to(package.parent)))
+    os.replace(tmp, target)
+    return target
 
 
 def pid_alive(pid: Optional[int]) -> bool:
@@ -137,12 +186,19 @@ def start(stream: LocalStream) -> int:
 
     Refuses when it already runs: two jobs on one checkpoint would fight over it.
     """
+    return launch(stream).pid
+
+
+def launch(stream: LocalStream, extra_env: Optional[dict] = None) -> subprocess.Popen:
+    """`start`, returning the process (to wait on) and with more environment (Pipes')."""
     pid = running_pid(stream)
     if pid:
         raise RuntimeError(f"the streaming job already runs (pid {pid}); stop it first")
     stream.directory.mkdir(parents=True, exist_ok=True)
     if stream.source == "files":
         stream.landing.mkdir(parents=True, exist_ok=True)
+    if stream.submit_master:
+        zip_streaming_jobs(stream.py_files)
     env = dict(os.environ)
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -150,11 +206,12 @@ def start(stream: LocalStream) -> int:
     # the job imports streaming_jobs from the project, wherever the caller's cwd is
     project_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+    env.update(extra_env or {})
     with open(stream.log_file, "ab") as log:
         proc = subprocess.Popen(stream.command(), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     stream.pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def stop(stream: LocalStream, timeout_s: float = 60.0) -> bool:
@@ -165,7 +222,13 @@ def stop(stream: LocalStream, timeout_s: float = 60.0) -> bool:
     pid = running_pid(stream)
     if not pid:
         return False
-    os.kill(pid, signal.SIGTERM)
+    # The Python driver stops the query and writes its last heartbeat; under spark-submit it is
+    # a child of the JVM, which exits once the driver returns.
+    for driver in _driver_pids(pid) or [pid]:
+        try:
+            os.kill(driver, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout_s
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -178,6 +241,26 @@ def stop(stream: LocalStream, timeout_s: float = 60.0) -> bool:
     return True
 
 
+def _driver_pids(group: int) -> list[int]:
+    """The job's Python driver in the process group `group` (itself, or spark-submit's child)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[2]) != group or not argv or not argv[0]:
+            continue
+        names = [a.decode(errors="replace") for a in argv]
+        if Path(names[0]).name.startswith("python") and any(
+                a == "streaming_jobs.session_job" or a.endswith("session_job.py") for a in names):
+            found.append(int(entry.name))
+    return found
+
+
 def restart(stream: LocalStream) -> int:
     """Stop the job if it runs (a hung one gets killed), then start it again."""
     stop(stream)
@@ -187,7 +270,7 @@ def restart(stream: LocalStream) -> int:
 class StreamingJobResource(ConfigurableResource):
     """The session streaming job's home, thresholds and where it runs."""
 
-    mode: Literal["local", "emr"] = "local"
+    mode: Literal["local", "standalone", "emr"] = "local"
     home: Optional[str] = None            # default: INTENT_HOME (or .intent)
     redis_url: Optional[str] = None       # default: the project's Redis
     lake: Optional[str] = None            # default: $INTENT_HOME/lake
@@ -215,6 +298,9 @@ class StreamingJobResource(ConfigurableResource):
     kinesis_stream: Optional[str] = None
     emr_cluster_id: Optional[str] = None    # the stack's cluster (EmrClusterId output)
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
+    # -- a standalone cluster (mode="standalone") ---------------------------------------------------
+    spark_master: Optional[str] = None      # spark://host:port
+    kinesis_endpoint: Optional[str] = None  # a non-AWS endpoint (the stack's moto server)
 
     def resolved_home(self) -> Path:
         from serving.project import intent_home
@@ -225,14 +311,25 @@ class StreamingJobResource(ConfigurableResource):
         from serving.project import redis_url
 
         home = self.resolved_home()
-        return LocalStream(home=home, redis_url=self.redis_url or redis_url(home),
-                           lake=self.lake or str(home / "lake"), trigger=self.trigger,
-                           session_timeout_min=self.session_timeout_min)
+        stream = LocalStream(home=home, redis_url=self.redis_url or redis_url(home),
+                             lake=self.lake or str(home / "lake"), trigger=self.trigger,
+                             session_timeout_min=self.session_timeout_min)
+        if self.mode != "standalone":
+            return stream
+        if not (self.spark_master and self.kinesis_stream):
+            raise ValueError("standalone mode needs spark_master and kinesis_stream")
+        # Spark writes its checkpoint on the cluster's shared path (no s3a here); the heartbeat
+        # goes where the supervisor reads it (S3 when heartbeat_path says so).
+        checkpoint = self.checkpoint_uri if self.checkpoint_uri and \
+            not self.checkpoint_uri.startswith("s3") else None
+        return replace(stream, submit_master=self.spark_master, source="kinesis",
+                       kinesis_stream=self.kinesis_stream, kinesis_endpoint=self.kinesis_endpoint,
+                       heartbeat_uri=self.heartbeat_location(), checkpoint_path=checkpoint)
 
     def heartbeat_file(self) -> Path:
         if self.heartbeat_path:
             return Path(self.heartbeat_path)
-        return self.local_stream().heartbeat
+        return self.resolved_home() / "stream" / "heartbeat.json"
 
     def heartbeat_location(self) -> str:
         """Where the job writes its heartbeat: a local path or an ``s3://`` URI."""
@@ -252,8 +349,9 @@ class StreamingJobResource(ConfigurableResource):
         return read_heartbeat(self.heartbeat_location())
 
     def pid_alive(self) -> Optional[bool]:
-        """Whether the local job's process runs; None on EMR, where there is none to look at."""
-        if self.mode != "local":
+        """Whether the job's process runs (the local driver, or spark-submit's in client mode on
+        a standalone cluster); None on EMR, where there is none to look at."""
+        if self.mode == "emr":
             return None
         return pid_alive(read_pid(self.local_stream()))
 
@@ -268,6 +366,40 @@ class StreamingJobResource(ConfigurableResource):
         line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), **payload}
         with open(path, "a") as fh:
             fh.write(json.dumps(line, default=str) + "\n")
+
+    # -- a standalone cluster, through Pipes ---------------------------------------------------------
+    def run_on_cluster(self, context) -> int:
+        """spark-submit the job to the standalone master inside a Dagster Pipes session and wait
+        for it, as `PipesEMRClient` waits for its step: the run lasts as long as the job, which
+        reports to it through Pipes (its messages in a file: the driver runs on this machine).
+        A job still running (hung) is stopped first. Returns the job's exit code; raises when it
+        failed or was killed, so the run fails and the supervisor sees a dead job."""
+        from dagster import (
+            DagsterExecutionInterruptedError,
+            Failure,
+            PipesEnvContextInjector,
+            PipesTempFileMessageReader,
+            open_pipes_session,
+        )
+
+        stream = self.local_stream()
+        stop(stream)
+        with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(),
+                                message_reader=PipesTempFileMessageReader(),
+                                extras={"checkpoint": str(stream.checkpoint),
+                                        "heartbeat": stream.heartbeat_location}) as session:
+            proc = launch(stream, session.get_bootstrap_env_vars())
+            context.log.info(f"spark-submit to {self.spark_master}: pid {proc.pid}, "
+                             f"log {stream.log_file}")
+            try:
+                code = proc.wait()
+            except DagsterExecutionInterruptedError:
+                stop(stream)  # the run was terminated: so is the job
+                raise
+        if code != 0:
+            raise Failure(f"the streaming job ended with exit code {code} (a negative code is "
+                          f"the signal that killed it); log {stream.log_file}")
+        return code
 
     # -- EMR ---------------------------------------------------------------------------------------
     def emr_job_flow_params(self) -> dict:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from streaming_jobs.heartbeat_metrics import heartbeat_metrics
 from streaming_jobs.job_config import QUERY_NAME, JobConfig
@@ -134,16 +134,22 @@ def _finite(value) -> Optional[float]:
 
 
 def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
-              poll_seconds: float = 0.25, idle_refresh_seconds: float = 5.0) -> int:
+              poll_seconds: float = 0.25, idle_refresh_seconds: float = 5.0,
+              on_heartbeat: Optional[Callable[[dict], None]] = None) -> int:
     """Write a heartbeat after every batch until the query ends; the exit code of the job.
 
     An idle query (waiting for data, no batch running) refreshes its heartbeat every few
     seconds, so the supervisor tells idle from hung: a batch that never finishes stops the
-    heartbeat, and it goes stale.
+    heartbeat, and it goes stale. `on_heartbeat` sees each payload written (Pipes reports).
     """
+    def beat(payload: dict) -> None:
+        write_heartbeat(cfg, payload)
+        if on_heartbeat is not None:
+            on_heartbeat(payload)
+
     last_seen = None
     last_write = time.monotonic()
-    write_heartbeat(cfg, heartbeat_payload(None, sink, "starting", cfg))
+    beat(heartbeat_payload(None, sink, "starting", cfg))
     while query.isActive:
         if stop.is_set():
             query.stop()
@@ -159,12 +165,11 @@ def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
             last_seen = progress.get("timestamp")
             last_write = time.monotonic()
             with sink.lock:
-                write_heartbeat(cfg, heartbeat_payload(
-                    progress, sink, "running" if fresh else "idle", cfg))
+                beat(heartbeat_payload(progress, sink, "running" if fresh else "idle", cfg))
         query.awaitTermination(poll_seconds)
     error = query.exception()
     status = "failed" if error else "stopped"
     with sink.lock:
-        write_heartbeat(cfg, heartbeat_payload(
-            query.lastProgress, sink, status, cfg, error=str(error) if error else None))
+        beat(heartbeat_payload(query.lastProgress, sink, status, cfg,
+                               error=str(error) if error else None))
     return 1 if error else 0

@@ -6,7 +6,8 @@ What moto 5.2.5 simulates, and so what these tests can show:
   no training); `wait_tuning_job` is exercised on that and on a job whose state is set to Failed;
 - endpoints are InService at once; UpdateEndpoint is not implemented at all (HTTP 500), so the
   `moto_update_endpoint` fixture adds it to the running server with the outcome AWS documents
-  (the endpoint serves the new config; its fleet follows the config's variants).
+  (the endpoint serves the new config; its fleet follows the config's variants), the one the
+  stack's moto server has (`intent_resources.stack_moto`).
 """
 
 from __future__ import annotations
@@ -83,25 +84,11 @@ def tuning(moto_endpoint) -> SageMakerTuningResource:
 
 @pytest.fixture
 def moto_update_endpoint(monkeypatch):
-    """Give the moto server the UpdateEndpoint it lacks (5.2.5 answers it with HTTP 500)."""
-    from moto.core.responses import ActionResult
-    from moto.core.utils import utcnow
-    from moto.sagemaker.exceptions import ValidationError
+    """Give the moto server the UpdateEndpoint it lacks (5.2.5 answers it with HTTP 500), as
+    the stack's moto server has it (`intent_resources.stack_moto`)."""
     from moto.sagemaker.responses import SageMakerResponse
 
-    def update_endpoint(self):
-        name = self._get_param("EndpointName")
-        config_name = self._get_param("EndpointConfigName")
-        backend = self.sagemaker_backend
-        if name not in backend.endpoints:
-            raise ValidationError(message=f"Could not find endpoint '{name}'.")
-        config = backend.describe_endpoint_config(config_name)
-        endpoint = backend.endpoints[name]
-        endpoint.endpoint_config_name = config_name
-        endpoint.production_variants = endpoint._process_production_variants(
-            config["ProductionVariants"])
-        endpoint.last_modified_time = utcnow()
-        return ActionResult({"EndpointArn": endpoint.arn})
+    from intent_resources.stack_moto import update_endpoint
 
     monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint, raising=False)
 

@@ -9,8 +9,11 @@ those out and take the Redis standing in for ElastiCache as ``LocalRedisUrl`` (d
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
@@ -361,15 +364,13 @@ def stack_home(tmp_path_factory):
             drop_database(machine_postgres(database))
 
 
-def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_down(stack_home,
-                                                                                tmp_path):
+def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_home, tmp_path):
     from dagster import AssetKey, DagsterInstance
     from dagster_graphql import DagsterGraphQLClient
 
-    from intent_resources.environments import resources_for
     from intent_resources.project_config import load_project_config
     from intent_resources.stack_parts import spark_workers_alive
-    from intent_resources.stack_processes import group_members, load_state
+    from intent_resources.stack_processes import load_state
     from tests.e2e.test_serving import build_artifact
 
     home, env, settings = stack_home
@@ -434,18 +435,7 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
 
     # -- publish through SageMaker on moto; the hosting stand-in puts it in the container
     artifact = build_artifact(tmp_path / "model", seed=3, trees=10)
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        prod = resources_for("prod")
-        with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
-            published = built.model_endpoint.publish(str(artifact.tarball), artifact.version)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    published = _publish(settings, artifact)
     assert (published["action"], published["status"]) == ("created", "InService")
     container = settings["INTENT_ENDPOINT_URL"]
     _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == artifact.version,
@@ -489,11 +479,183 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_scores_and_comes_dow
         api.terminate()
         api.wait(30)
 
-    # -- down leaves nothing running
-    pids = [pid for part in parts.values() for pid in part.pids]
+    # -- a second publication moves the endpoint to the new model (UpdateEndpoint, blue/green)
+    second = build_artifact(tmp_path / "model2", seed=4, trees=10)
+    assert second.version != artifact.version
+    moved = _publish(settings, second)
+    assert (moved["action"], moved["status"]) == ("updated", "InService")
+    assert moved["previous_endpoint_config_name"] == published["endpoint_config_name"]
+    described = _client("sagemaker", settings["AWS_ENDPOINT_URL"]).describe_endpoint(
+        EndpointName=moved["endpoint_name"])
+    assert described["EndpointConfigName"] == moved["endpoint_config_name"]
+    _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == second.version,
+          "the container to serve the second model", timeout_s=60)
+
+
+
+def _publish(settings: dict, artifact) -> dict:
+    """Publish through prod mode's own `model_endpoint`, configured by the stack's settings."""
+    from intent_resources.environments import resources_for
+
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        prod = resources_for("prod")
+        with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
+            return built.model_endpoint.publish(str(artifact.tarball), artifact.version)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _heartbeat(settings: dict) -> dict:
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = (settings["INTENT_STREAM_CHECKPOINT_URI"] + "-heartbeat.json")[5:].partition("/")
+    s3 = _client("s3", settings["AWS_ENDPOINT_URL"])
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError:
+        return {}
+
+
+def _run_messages(settings: dict, run_id: str) -> list[str]:
+    """The messages of a run's event log, read from the stack's Postgres."""
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD")}
+    os.environ["DAGSTER_HOME"] = settings["DAGSTER_HOME"]
+    os.environ["DAGSTER_PG_PASSWORD"] = settings.get("DAGSTER_PG_PASSWORD", "")
+    try:
+        with DagsterInstance.get() as instance:
+            messages = []
+            for entry in instance.all_logs(run_id):
+                messages.append(entry.user_message or "")
+                event = entry.dagster_event
+                if event is not None and event.is_step_failure and event.step_failure_data.error:
+                    messages.append(event.step_failure_data.error.message)
+            return messages
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _redis_equals(client, expected) -> bool:
+    from tests.e2e.test_streaming import assert_redis_equals
+
+    try:
+        assert_redis_equals(client, expected)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_nothing(stack_home,
+                                                                                       monkeypatch):
+    """The session job spark-submitted to the standalone cluster by a Dagster run, fed by the
+    stack's Kinesis stream, writing the Redis cluster; killed, restarted by the daemon's supervisor
+    sensor from its checkpoint; Redis ends equal to the offline replay of every event."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    from intent_resources.stack_processes import load_state
+    from intent_resources.streaming import LocalStream, pid_alive, read_pid
+    from streaming_jobs.contract import split_duplicates, validate_events
+    from streaming_jobs.redis_target import redis_client
+    from streaming_jobs.replay import kinesis_client, put_kinesis
+    from tests.e2e.test_streaming import expected_rows, simulated
+
+    home, env, settings = stack_home
+    moto = settings["AWS_ENDPOINT_URL"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the stack's, for moto
+        monkeypatch.setenv(name, settings[name])
+    stream = LocalStream(home=home, redis_url="", lake="")
+    events = simulated(60, seed=41)
+    first, second = events.iloc[:len(events) // 2], events.iloc[len(events) // 2:]
+    kinesis = kinesis_client("us-east-1", moto)
+    online = redis_client(settings["REDIS_URL"])
+    # the supervisor's alerts, seen through a queue on the stack's topic
+    sqs = _client("sqs", moto)
+    queue = sqs.create_queue(QueueName=_unique("stream-alerts"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    _client("sns", moto).subscribe(TopicArn=settings["INTENT_ALERTS_TOPIC_ARN"], Protocol="sqs",
+                                   Endpoint=queue_arn)
+
+    # -- started by a run the daemon launches: spark-submit to the standalone master
+    web = next(p for p in load_state(home)["parts"] if p.name == "dagster-webserver").address
+    host, port = web.removeprefix("http://").rsplit(":", 1)
+    client = DagsterGraphQLClient(host, port_number=int(port))
+    run_id = client.submit_job_execution(
+        "start_streaming_job", repository_location_name="intent",
+        repository_name="__repository__",
+        run_config={"ops": {"start_stream": {"config": {"reason": "test_stack"}}}})
+    # Pipes waits for the job: the run lasts as long as the job does
+    pid = _wait(lambda: pid_alive(p := read_pid(stream)) and p, "the job's spark-submit",
+                timeout_s=240)
+    assert client.get_run_status(run_id).value == "STARTED"
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert command[command.index(b"--master") + 1].decode() == settings["INTENT_SPARK_MASTER"]
+
+    put_kinesis(first, settings["INTENT_KINESIS_STREAM"], kinesis)
+    _wait(lambda: _redis_equals(online, expected_rows(first)),
+          "the first half of the events in the Redis cluster", timeout_s=240)
+    before = _heartbeat(settings)
+    assert before["source"] == "kinesis" and before["pid"] != pid  # the driver, under spark-submit
+    last_batch = before["sink_batch_id"]
+
+    # -- killed (the whole process group: spark-submit's JVM and the Python driver)
+    os.killpg(pid, signal.SIGKILL)
+    _wait(lambda: not pid_alive(pid), "the job to die", timeout_s=30)
+    put_kinesis(second, settings["INTENT_KINESIS_STREAM"], kinesis)
+
+    # the run that launched it fails with it, and shows what the job told it through Pipes
+    _wait(lambda: client.get_run_status(run_id).value == "FAILURE", "the run to fail",
+          timeout_s=60)
+    told = _run_messages(settings, run_id)
+    assert any(m.startswith("session job started: source kinesis") for m in told), told
+    assert any(m.startswith("session job running: batch_id") for m in told), told
+    assert any("exit code -9" in m for m in told), told
+
+    # -- the daemon's supervisor sensor sees it dead, alerts and restarts it through a run
+    restarted = _wait(lambda: (p := read_pid(stream)) != pid and pid_alive(p) and p,
+                      "the supervisor to restart the job", timeout_s=300)
+    _wait(lambda: _redis_equals(online, expected_rows(events)),
+          "every event's session in the Redis cluster", timeout_s=240)
+    after = _heartbeat(settings)
+    assert after["checkpoint"] == before["checkpoint"]
+    # the checkpoint was honoured: batches carry on from the ones committed before the kill
+    assert after["sink_batch_id"] > last_batch
+    n_dup = len(split_duplicates(validate_events(events).events).quarantine)
+    assert after["quarantine_total"].get("duplicate event_id", 0) == n_dup
+    alerts = [json.loads(json.loads(m["Body"])["Message"]) for m in
+              sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                  WaitTimeSeconds=1).get("Messages", [])]
+    assert any(a.get("status") == "dead" for a in alerts), alerts
+    assert restarted != pid
+
+
+def test_stack_down_leaves_nothing_running(stack_home):
+    """`intent stack down` stops every part and the streaming job; their ports are free."""
+    from intent_resources.stack_processes import answers, group_members, load_state
+    from intent_resources.streaming import LocalStream, read_pid
+
+    home, env, _ = stack_home
+    parts = load_state(home)["parts"]
+    pids = [pid for part in parts for pid in part.pids]
+    stream_pid = read_pid(LocalStream(home=home, redis_url="", lake=""))
+    ports = [int(port) for part in parts if part.pids  # not the machine's PostgreSQL
+             for port in re.findall(r"127\.0\.0\.1:(\d+)", part.address)]
+    assert ports and pids
     down = _intent(["stack", "down"], env, timeout=300)
     assert down.returncode == 0, down.stdout
-    assert group_members(pids) == []
+    assert group_members(pids + ([stream_pid] if stream_pid else [])) == []
+    assert [port for port in ports if answers(port)] == []
     assert _intent(["stack", "status"], env, timeout=60).returncode == 3
 
 

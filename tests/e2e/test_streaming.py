@@ -707,3 +707,61 @@ def test_emr_mode_builds_a_pipes_client_and_a_spark_step(moto_endpoint):
     assert args[args.index("--checkpoint") + 1] == "s3://intent-state/checkpoints/session"
     assert args[args.index("--source") + 1] == "kinesis"
     assert resource.pid_alive() is None
+
+
+# -- Dagster Pipes ---------------------------------------------------------------------------------
+_PIPES_SCRIPT = """
+from types import SimpleNamespace
+from streaming_jobs.pipes_report import PipesReporter
+from streaming_jobs.session_job import open_pipes
+
+clock = iter([0.0, 1.0, 2.0, 100.0]).__next__
+with open_pipes() as pipes:
+    assert pipes is not None
+    reporter = PipesReporter(pipes, every_s=60, clock=clock)
+    cfg = SimpleNamespace(source="kinesis", checkpoint="/cp", heartbeat="s3://b/hb.json")
+    reporter.started(cfg, SimpleNamespace(last=SimpleNamespace(batch_id=6)))
+    reporter.heartbeat({"status": "starting"})
+    reporter.heartbeat({"status": "running", "batch_id": 7, "input_rows": 40})
+    reporter.heartbeat({"status": "running", "batch_id": 8, "input_rows": 10})  # within a minute
+    reporter.heartbeat({"status": "running", "batch_id": 9, "input_rows": 0})   # a minute later
+    reporter.ended(0)
+"""
+
+
+def test_the_job_reports_to_a_dagster_run_through_pipes_and_is_silent_without_it(tmp_path):
+    from dagster import DagsterInstance, PipesSubprocessClient, job, op
+
+    from streaming_jobs.pipes_report import PipesReporter
+    from streaming_jobs.session_job import open_pipes
+
+    # no annotations: this module's are strings, which Dagster cannot resolve in a local scope
+    @op(required_resource_keys={"pipes_client"})
+    def launch(context):
+        context.resources.pipes_client.run(
+            context=context, command=[sys.executable, "-c", _PIPES_SCRIPT], cwd=str(ROOT))
+
+    @job
+    def pipes_job():
+        launch()
+
+    instance = DagsterInstance.ephemeral()
+    result = pipes_job.execute_in_process(
+        instance=instance,
+        resources={"pipes_client": PipesSubprocessClient(env={"PYTHONPATH": str(ROOT)})})
+    assert result.success
+    told = [entry.user_message for entry in instance.all_logs(result.run_id)
+            if entry.user_message.startswith("session job")]
+    assert told == [
+        "session job started: source kinesis, checkpoint /cp (resuming after batch 6), "
+        "heartbeat s3://b/hb.json",
+        "session job starting",
+        "session job running: batch_id 7, input_rows 40",
+        "session job running: batch_id 9, input_rows 0",
+        "session job stopped"]
+
+    # launched by anything else, the job opens no Pipes and the reporter says nothing
+    os.environ.pop("DAGSTER_PIPES_CONTEXT", None)
+    with open_pipes() as pipes:
+        assert pipes is None
+        PipesReporter(pipes).heartbeat({"status": "running"})
