@@ -72,7 +72,7 @@ def start_cluster(directory: Path, cores: int, memory: str):
     parts = start_spark(directory, {"spark_master": master, "spark_master_ui": ui,
                                     "spark_worker_ui": worker_ui}, dict(os.environ),
                         worker_cores=cores, worker_memory=memory)
-    return parts[0].url, [pid for part in parts for pid in part.pids]
+    return parts[0].address, [pid for part in parts for pid in part.pids]
 
 
 # Tables the steps write, compared across runs and against the baselines by checksum.
