@@ -33,14 +33,15 @@ def ingest_and_write(clickstream: ClickstreamSource, lake: LakeStorage, oracle: 
                      day: str) -> dict:
     """Validate one day and replace its `raw_clickstream` and `quarantine_clickstream`
     partitions (and, for the simulator, its oracle); returns the day's counts."""
-    events, quarantine = ingest_day(arrived_events(clickstream, day, lake))
+    arrived = arrived_events(clickstream, day, lake)
+    events, quarantine = ingest_day(arrived)
     lake.write(events, "raw_clickstream", day, schema=arrow_schema())
     lake.write(quarantine.assign(source=clickstream.kind), "quarantine_clickstream", day)
     if clickstream.kind == "simulator" and oracle.root:  # prod's oracle is optional
         per_event, per_session = oracle_on(simulator_config(clickstream), dt.date.fromisoformat(day))
         oracle.write(per_event, "oracle_events", day)
         oracle.write(per_session, "oracle_sessions", day)
-    return {"day": day, "rows": len(events), "quarantined": len(quarantine),
+    return {"day": day, "read": len(arrived), "rows": len(events), "quarantined": len(quarantine),
             "distinct": int(events["event_id"].nunique()),
             "reasons": {str(k): int(n) for k, n in
                         quarantine["quarantine_reason"].value_counts().items()}}
