@@ -7,7 +7,8 @@ process at fixed open-loop rates, then the highest sustainable rate (`--no-max-r
 the same through the local SageMaker-contract container, and the container alone; `gc` (not
 run by default): a full garbage collection's pause in the API, with and without the startup
 heap frozen; `moment` (not run by default): ``POST /score`` with and without a triggering
-event the API folds onto the session's state, alternating on one API process. Load is open loop from a separate process, latency counted from each request's
+event the API folds onto the session's state, alternating on one API process
+(`--baseline-ref REF`: and on an API run from git revision REF, the four alternating). Load is open loop from a separate process, latency counted from each request's
 scheduled instant; each row also gives the server's CPU per request (its process and children).
 Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
 1,000 req/s; through the container p99 <= 6 ms at 500 req/s; the request-time fold adds at most
@@ -476,9 +477,20 @@ def gc_pause(model: Path) -> dict:
     return result
 
 
-def start_process(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+def start_process(args: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            cwd=ROOT, start_new_session=True)
+                            cwd=cwd, start_new_session=True)
+
+
+def checkout(ref: str, directory: Path) -> Path:
+    """The project's files at git revision `ref`, extracted into `directory`: an API started
+    there (`python -m` puts its working directory first on the path) runs that revision's code
+    with this venv's packages."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
 
 
 def stop_processes(processes: list[subprocess.Popen]) -> None:
@@ -584,6 +596,19 @@ def fold_cpu_us(redis_url: str, bodies: list[dict], n: int = 20000) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
+def request_cpu_us(bodies: list[dict], n: int = 20000) -> float:
+    """CPU of a body's validation and its conversion to the engine's input (the contract's
+    check of its events included), µs per request."""
+    from serving.api_requests import ScoreRequest
+    from serving.scoring_routes import _input
+
+    raw = [json.dumps(body).encode() for body in bodies[:200]]
+    started = time.process_time()
+    for i in range(n):
+        _input(ScoreRequest.model_validate_json(raw[i % len(raw)]))
+    return (time.process_time() - started) / n * 1e6
+
+
 def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
               server_pid: int | None = None) -> list[dict]:
     open_loop(port, requests, 200, 2.0)  # warm up
@@ -663,6 +688,9 @@ def main(argv=None) -> int:
                              "or gc: a full garbage collection's pause in the API, or moment: "
                              "/score with and without a triggering event to fold)")
     parser.add_argument("--moment-rates", default="500,1000")
+    parser.add_argument("--baseline-ref", default=None,
+                        help="moment: also run the API of this git revision (e.g. main), "
+                             "alternating with this tree's")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     if not sections or not sections <= {"read", "score", "endpoint", "gc", "moment"}:
@@ -773,38 +801,49 @@ def main(argv=None) -> int:
 
         if "moment" in sections:
             plain, folded = moment_bodies(ids, rng, redis_url)
-            api_port = free_port()
-            processes.append(start_process(
-                api_command(api_port, args.workers, model_dir, redis_url), env, work / "api.log"))
-            wait_http(f"http://127.0.0.1:{api_port}/health")
-            api_pid = processes[-1].pid
             headers = {"Authorization": f"Bearer {TOKEN}"}
             import httpx
 
-            for body in (plain[0], folded[0]):  # both kinds are scored by the model, no fallback
-                answer = httpx.post(f"http://127.0.0.1:{api_port}/score", json=body,
-                                    headers=headers).json()
-                if answer["fallback"] or answer["scored_by"] != "in_process":
-                    raise RuntimeError(f"the benchmark's request fell back: {answer}")
-            kinds = (("no event", http_requests("/score", plain, headers)),
-                     ("event folded", http_requests("/score", folded, headers)))
-            for _, requests in kinds:
-                open_loop(api_port, requests, 200, 2.0)  # warm up
+            apis = [("", ROOT)]  # (name prefix, code), each its own API process
+            if args.baseline_ref:
+                apis.insert(0, (f"{args.baseline_ref}: ",
+                                checkout(args.baseline_ref, work / "baseline")))
+            kinds = []   # (name, port, pid, requests)
+            for prefix, code in apis:
+                api_port = free_port()
+                processes.append(start_process(
+                    api_command(api_port, args.workers, model_dir, redis_url), env,
+                    work / f"api{len(processes)}.log", cwd=code))
+                wait_http(f"http://127.0.0.1:{api_port}/health")
+                for body in (plain[0], folded[0]):  # both kinds scored by the model, no fallback
+                    answer = httpx.post(f"http://127.0.0.1:{api_port}/score", json=body,
+                                        headers=headers).json()
+                    if answer["fallback"] or answer["scored_by"] != "in_process":
+                        raise RuntimeError(f"the benchmark's request fell back: {answer}")
+                kinds += [(f"{prefix}no event", api_port, processes[-1].pid,
+                           http_requests("/score", plain, headers)),
+                          (f"{prefix}event folded", api_port, processes[-1].pid,
+                           http_requests("/score", folded, headers))]
+            for _, port, _, requests in kinds:
+                open_loop(port, requests, 200, 2.0)  # warm up
             rows = []
             for rate in [float(r) for r in args.moment_rates.split(",")]:
                 for _ in range(2):  # A B A B: the spread between repeats is the noise
-                    for name, requests in kinds:
+                    for name, port, pid, requests in kinds:
                         time.sleep(0.5)
-                        rows.append((name, open_loop(api_port, requests, rate, args.duration,
-                                                     server_pid=api_pid)))
+                        rows.append((name, open_loop(port, requests, rate, args.duration,
+                                                     server_pid=pid)))
             section = [f"\n## POST /score with and without a triggering event to fold (the "
-                       f"stream one event behind), same API, alternating, {args.duration:.0f} s "
+                       f"stream one event behind), each API one process, alternating, {args.duration:.0f} s "
                        f"each\n", moment_table(rows),
                        f"\nthe fold alone (parse the stored state, fold the event): "
-                       f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request"]
+                       f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request; the body "
+                       f"validated and converted: {request_cpu_us(plain):.1f} µs without an "
+                       f"event, {request_cpu_us(folded):.1f} µs with one"]
             print("\n".join(section), flush=True)
             report += section
-            processes.pop().terminate()
+            stop_processes(processes[-len(apis):])
+            del processes[-len(apis):]
 
         if "endpoint" in sections:
             endpoint_port = free_port()

@@ -91,7 +91,9 @@ def score_through_api(events: pd.DataFrame, experiment: str, n: int = 300, shown
 
     port = port or free_port()
     token = "demo-token"
-    env = {**os.environ, "INTENT_API_TOKEN": token, "INTENT_EXPERIMENT": experiment}
+    # every vector logged: the consistency report judges each request the demo makes
+    env = {**os.environ, "INTENT_API_TOKEN": token, "INTENT_EXPERIMENT": experiment,
+           "INTENT_LOG_FEATURES_RATE": "1.0"}
     endpoint = recorded_endpoint()
     mode = ["--mode", "endpoint", "--endpoint-url", endpoint] if endpoint else []
     server = subprocess.Popen([sys.executable, "-m", "intent_assets.cli", "serve", "api",

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from serving.experiments import ExperimentDesign
 from serving.policy import PolicyParams
 from serving.project import intent_home, redis_url
-from serving.scoring import ScoringSettings
+from serving.scoring import LOG_FEATURES_RATE, ScoringSettings
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ApiSettings:
             breaker_failures=int(number("INTENT_BREAKER_FAILURES", 3)),
             breaker_reset_s=number("INTENT_BREAKER_RESET_MS", 1000.0) / 1000.0,
             endpoint_max_in_flight=int(number("INTENT_ENDPOINT_MAX_IN_FLIGHT", 1)),
-            log_features_rate=number("INTENT_LOG_FEATURES_RATE", 1.0),
+            log_features_rate=number("INTENT_LOG_FEATURES_RATE", LOG_FEATURES_RATE),
         )
         policy_values = {}
         for f in fields(PolicyParams):

@@ -47,6 +47,9 @@ DEFAULT_PRIOR = 0.05
 # Which base rate of the model's manifest stands for a request answered without a session:
 # a scoring moment (the request carries its event: a training cut's rate) or a whole session.
 PRIOR_MOMENT, PRIOR_SESSION = "scoring_moment", "session"
+# A sample is enough to measure skew and drift per day; logging every vector costs each request
+# its serialization and the log ~1 KB a decision. `intent demo` logs all of them.
+LOG_FEATURES_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class ScoringSettings:
     project: str = DEFAULT_PROJECT
     # share of decisions whose feature vector is logged with them (INTENT_LOG_FEATURES_RATE):
     # the online_offline_consistency asset replays those requests offline
-    log_features_rate: float = 1.0
+    log_features_rate: float = LOG_FEATURES_RATE
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -201,14 +204,10 @@ class ScoringEngine:
         """The request's row, missing entities and fallbacks; or which prior answers it."""
         layout = served.layout
         event = req.event
-        outage = _Read(defaults_row(layout), [], [FALLBACK_REDIS],
-                       PRIOR_MOMENT if event is not None else PRIOR_SESSION)
         reader = self._reader
-        if reader is None or not self.redis_breaker.allow():
-            return outage
         budget = min(self.settings.redis_timeout_s, deadline - time.perf_counter())
-        if budget <= 0:
-            return outage
+        if reader is None or budget <= 0 or not self.redis_breaker.allow():
+            return _outage(layout, event)
         product_id = req.product_id
         if product_id is None and event is not None:
             product_id = event.get("product_id")
@@ -219,12 +218,12 @@ class ScoringEngine:
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
-            return outage
+            return _outage(layout, event)
         except (RedisUnavailable, OSError) as error:
             self.redis_breaker.failure()
             self._count("error", "redis_error")
             log.debug("redis read failed: %s", error)
-            return outage
+            return _outage(layout, event)
         self.redis_breaker.success()
         missing = features.missing
         stale = [FALLBACK_STALE] if features.stale else []
@@ -438,6 +437,13 @@ class ScoringEngine:
             await self._reader.close()
         if self.endpoint is not None:
             await self.endpoint.close()
+
+
+def _outage(layout: FeatureLayout, event: Mapping[str, Any] | None) -> _Read:
+    """The answer's features when Redis cannot be read: the base rate of what the request
+    stands for (a scoring moment when it carries its event, else a session) answers."""
+    return _Read(defaults_row(layout), [], [FALLBACK_REDIS],
+                 PRIOR_MOMENT if event is not None else PRIOR_SESSION)
 
 
 def _sampled(request_id: str, rate: float) -> bool:

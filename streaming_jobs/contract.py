@@ -77,6 +77,8 @@ def quarantine_arrow_schema():
 
 # Events dated before this are clock errors, not history.
 EARLIEST_EVENT_TIME = pd.Timestamp("2000-01-01", tz="UTC")
+# the same instant as a datetime: one event's check compares ~50x faster with it (the API's path)
+_EARLIEST = EARLIEST_EVENT_TIME.to_pydatetime()
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def event_refusal(event: Mapping) -> str | None:
         value = event.get(col)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing {col}"
-    if event["event_time"] < EARLIEST_EVENT_TIME:
+    if event["event_time"] < _EARLIEST:
         return "event_time before 2000-01-01"
     etype = event["event_type"]
     if etype not in EVENT_TYPES:

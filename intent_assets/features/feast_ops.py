@@ -175,6 +175,12 @@ def build_training_set(store, snapshots: pd.DataFrame, service: str = DEFAULT_SE
     (see `service_views`). Every snapshot row comes back, in the input order, with its
     non-feature columns unchanged; a feature without a row to join is null; a snapshot column
     that looks like a feature but is not the service's is dropped.
+
+    Feast is asked once per batch view, not once with the service: on the file (dask) offline
+    store, one call over several views deduplicates after the first view on its key and the cut
+    alone, so two cuts of one user at one instant with different products come back as one row
+    (Feast 0.67); and Feast resolves a `FeatureService` argument by name in the registry, where
+    the registered service also holds the push-fed session view.
     """
     store = _feature_store(store)
     missing = [c for c in SNAPSHOT_KEYS if c not in snapshots.columns]

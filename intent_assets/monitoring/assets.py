@@ -28,7 +28,8 @@ from intent_assets.monitoring.consistency import (
     logged_requests,
     offline_session_features,
 )
-from intent_assets.monitoring.drift import feature_psi, max_judged_psi, worst_status
+from intent_assets.monitoring.checks import SERVED_FEATURE_DRIFT, no_data, served_feature_drift
+from intent_assets.monitoring.drift import max_judged_psi, worst_status
 from intent_assets.monitoring.performance import (
     labelled_scores,
     performance_decay,
@@ -96,12 +97,6 @@ def served_reference(models: ArtifactStore, version: str) -> tuple[np.ndarray, d
     return pd.read_parquet(predictions)["probability"].to_numpy(), metrics
 
 
-def _no_data(check: str, reason: str) -> AssetCheckResult:
-    """A check that had nothing to judge: a warning that says why, never a pass."""
-    return AssetCheckResult(check_name=check, passed=False, severity=AssetCheckSeverity.WARN,
-                            metadata={"status": "no data", "reason": reason})
-
-
 @asset(group_name=GROUP, partitions_def=daily_partitions, kinds={"pandas", "parquet"},
        metadata=schema_metadata("served_scores"),
        ins={"sessions": AssetIn()}, deps=["decision_log", "calibrated_model"],
@@ -151,9 +146,9 @@ def served_scores(context: AssetExecutionContext, sessions: LakeSlice,
 def _distribution_check(day: str, versions: list[str], distributions: list[dict],
                         unknown: list[str]) -> AssetCheckResult:
     if not versions:
-        return _no_data("score_distribution", f"no model scores in the decision log of {day}")
+        return no_data("score_distribution", f"no model scores in the decision log of {day}")
     if not distributions:
-        return _no_data("score_distribution",
+        return no_data("score_distribution",
                         f"no test predictions found for the served versions {unknown}")
     table = pd.DataFrame(distributions)
     status = worst_status(table["status"])
@@ -172,7 +167,7 @@ def _performance_check(day: str, versions: list[str], decays: list[tuple[str, di
         reason = (f"no model scores on {day}" if not versions else
                   f"{labelled} labelled scores: labels not arrived, one class only, or no "
                   "reference for the served versions")
-        return _no_data("performance_vs_test", reason)
+        return no_data("performance_vs_test", reason)
     rows = [{"model_version": v, "rows": d["rows"], "decayed": d["decayed"],
              **{f"live_{k}": v2 for k, v2 in d["live"].items()},
              **{f"test_{k}": d["reference"].get(k) for k in d["live"]}} for v, d in decays]
@@ -199,9 +194,10 @@ class ConsistencyConfig(Config):
                                    description="Per feature, the share of served vectors the "
                                                "offline path rebuilds differently (fails above "
                                                "max_mismatch_rate)."),
-                    AssetCheckSpec("served_feature_drift", asset="online_offline_consistency",
-                                   description="PSI of every served feature against the training "
-                                               "set (warn at 0.1, fail at 0.2).")])
+                    AssetCheckSpec(SERVED_FEATURE_DRIFT, asset="online_offline_consistency",
+                                   description="The drift monitor: PSI of every feature of the "
+                                               "served vectors against the training set (warn at "
+                                               "0.1, fail at 0.2).")])
 def online_offline_consistency(context: AssetExecutionContext, config: ConsistencyConfig,
                                training_set: LakeSlice, decision_log: DecisionLogReader,
                                feast: FeastResource, clickstream: ClickstreamSource,
@@ -220,7 +216,7 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
         reason = f"no logged feature vectors in the decision log of {day}"
         return MaterializeResult(metadata={"dagster/row_count": 0, "requests": 0, "status": reason,
                                            **scores}, check_results=[
-            _no_data("online_offline_mismatch", reason), _no_data("served_feature_drift", reason)])
+            no_data("online_offline_mismatch", reason), no_data(SERVED_FEATURE_DRIFT, reason)])
     services = sorted(set(requests["feature_service"].dropna()))
     features = [spec.name for s in services for spec in service_features(s)]
     features = list(dict.fromkeys(features))
@@ -241,18 +237,8 @@ def online_offline_consistency(context: AssetExecutionContext, config: Consisten
                   "threshold": config.max_mismatch_rate,
                   "features_over_threshold": ", ".join(failing["feature"]) or "none",
                   "max_mismatch_rate_by_view": MetadataValue.json(by_view)})
-    reference = training_set.pandas()
-    drift = feature_psi(reference, pd.DataFrame(served), features)
-    status = worst_status(drift["status"])
-    drift_check = _no_data("served_feature_drift", f"{len(served)} served vectors, "
-                           f"{config.min_drift_rows} needed for a PSI") \
-        if len(served) < config.min_drift_rows else AssetCheckResult(
-        check_name="served_feature_drift", passed=status != "alert",
-        severity=AssetCheckSeverity.ERROR if status == "alert" else AssetCheckSeverity.WARN,
-        metadata={"status": status, "rows": len(served),
-                  "max_psi": max_judged_psi(drift),
-                  "features_warn": int((drift["status"] == "warn").sum()),
-                  "features_alert": int((drift["status"] == "alert").sum())})
+    drift_check, drift = served_feature_drift(training_set.pandas(), pd.DataFrame(served),
+                                              features, config.min_drift_rows)
     lake.write(table.assign(day=day), "online_offline_consistency", day)
     diffs = examples(served, offline, requests, features)
     return MaterializeResult(

@@ -5,10 +5,9 @@ from intent_assets.monitoring.assets import (
     served_scores,
     session_anomalies,
 )
-from intent_assets.monitoring.checks import feature_drift
 from intent_assets.monitoring.jobs import consistency_job, daily_reports_job
 from intent_assets.monitoring.sensors import run_failure_alert_sensor
 
-defs = Definitions(assets=[session_anomalies, served_scores, online_offline_consistency], asset_checks=[feature_drift],
+defs = Definitions(assets=[session_anomalies, served_scores, online_offline_consistency],
                    jobs=[daily_reports_job, consistency_job],
                    sensors=[run_failure_alert_sensor])

@@ -25,7 +25,8 @@ def requested(result) -> dict[str, set]:
             for key in (AssetKey(k) for k in ("raw_clickstream", "orders", "sessions",
                                               "user_features", "product_features",
                                               "session_snapshots", "online_features",
-                                              "session_anomalies", "served_scores"))
+                                              "session_anomalies", "served_scores",
+                                              "online_offline_consistency"))
             if result.get_num_requested(key)}
 
 
@@ -40,7 +41,8 @@ def test_the_sensor_and_conditions_are_in_the_definitions(defs):
     assert "automation_condition_sensor" in sensors
     graph = defs.resolve_asset_graph()
     for key in ("orders", "sessions", "user_features", "product_features", "session_snapshots",
-                "online_features", "session_anomalies", "served_scores", "raw_clickstream"):
+                "online_features", "session_anomalies", "served_scores", "raw_clickstream",
+                "online_offline_consistency"):
         assert graph.get(AssetKey(key)).automation_condition is not None, key
     for key in ("training_set", "tuned_model", "calibrated_model", "published_model"):
         assert graph.get(AssetKey(key)).automation_condition is None, key
@@ -104,3 +106,26 @@ def test_served_scores_wait_for_a_model_and_ignore_its_retrain(defs):
     result = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(2, 20),
                                             cursor=result.cursor)
     assert "served_scores" not in requested(result)
+
+
+def test_the_consistency_of_the_served_day_runs_once_it_has_closed(defs):
+    instance = DagsterInstance.ephemeral()
+    result = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1, 0))
+    assert "online_offline_consistency" not in requested(result)  # before the tick
+    result = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1, 31),
+                                            cursor=result.cursor)
+    # no training set yet: nothing to compare the served vectors with
+    assert "online_offline_consistency" not in requested(result)
+    land(instance, "training_set", None)
+    # once it lands: the day that closed, never today (still being served), once
+    result = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1, 40),
+                                            cursor=result.cursor)
+    assert requested(result).get("online_offline_consistency") == {DAY}
+    result = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=at(1, 41),
+                                            cursor=result.cursor)
+    assert "online_offline_consistency" not in requested(result)
+    # the next night: the next closed day
+    result = evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=at(1, 31) + dt.timedelta(days=1),
+        cursor=result.cursor)
+    assert requested(result).get("online_offline_consistency") == {"2026-10-03"}

@@ -38,8 +38,8 @@ def test_definitions_follow_the_imported_calendar(tmp_path, monkeypatch, files):
     assert {tuple(p.get_partition_keys()) for p in daily.values()} == {
         tuple(d for d in lake.partitions("landing_rees46") if d[:1].isdigit())}
     assert repo.get_job("nightly_features_job").partitions_def.get_first_partition_key() == "2019-10-01"
-    drift = [c for c in defs.asset_checks if any(s.name == "feature_drift" for s in c.check_specs)]
-    assert [s.partitions_def.get_first_partition_key() for s in drift[0].check_specs] == ["2019-10-01"]
+    gaps = [c for c in defs.asset_checks if any(s.name == "source_gaps" for s in c.check_specs)]
+    assert [s.partitions_def.get_first_partition_key() for s in gaps[0].check_specs] == ["2019-10-01"]
     assert defs.metadata["intent/source"].value == "landing_rees46"
     assert defs.resources["clickstream"].kind == "landing"
 

@@ -283,41 +283,42 @@ def test_session_anomalies_asset_writes_findings_and_alerts(lake, tmp_path, hist
     assert any(f["kind"] == "bot_like_sessions" for f in alert["findings"])
 
 
-def test_feature_drift_check_fails_on_a_drifted_day(lake):
-    from dagster import AssetSelection, AssetSpec, Definitions, asset, define_asset_job
-
-    from intent_assets.monitoring.checks import feature_drift
-    from intent_assets.partitions import daily_partitions
-    from intent_resources.storage import LakeIOManager
+def test_served_feature_drift_fails_on_drifted_served_vectors_and_passes_on_the_same():
+    from intent_assets.monitoring.checks import served_feature_drift
 
     rng = np.random.default_rng(2)
     n = 3000
 
-    def snapshots(events_mean: float) -> pd.DataFrame:
+    def vectors(events_mean: float) -> pd.DataFrame:
         return pd.DataFrame({"session_n_events": rng.poisson(events_mean, n),
                              "session_duration_s": rng.gamma(2, 100, n),
                              "session_device": rng.choice(["mobile", "desktop"], n)})
 
-    lake.write(snapshots(8).assign(label=0), "training_set")
+    training = vectors(8).assign(label=0)
+    features = ["session_n_events", "session_duration_s", "session_device"]
+    same, _ = served_feature_drift(training, vectors(8), features, min_rows=200)
+    assert (same.passed, same.metadata["status"].value) == (True, "ok")
+    # the API served sessions twice as long as any the model learned from
+    drifted, table = served_feature_drift(training, vectors(16), features, min_rows=200)
+    assert (drifted.passed, drifted.severity.value, drifted.metadata["status"].value) == \
+        (False, "ERROR", "alert")
+    assert table["feature"].iloc[0] == "session_n_events"
 
-    # Stands in for the feature pipeline's asset of the same key: day 2's sessions are twice as long.
-    @asset(key="session_snapshots", partitions_def=daily_partitions)
-    def session_snapshots(context) -> None:
-        day = context.partition_key
-        lake.write(snapshots(8 if day == DAYS[0] else 16), "session_snapshots", day)
 
-    job = Definitions(
-        assets=[session_snapshots, AssetSpec("training_set")], asset_checks=[feature_drift],
-        resources={"io_manager": LakeIOManager(lake=lake)},
-        jobs=[define_asset_job("drift_job", selection=AssetSelection.assets(session_snapshots),
-                               partitions_def=daily_partitions)]).resolve_job_def("drift_job")
-    outcomes = {}
-    for day in DAYS[:2]:
-        result = job.execute_in_process(partition_key=day)
-        evaluation = next(e.event_specific_data for e in result.all_events
-                          if e.event_type_value == "ASSET_CHECK_EVALUATION")
-        outcomes[day] = (evaluation.passed, evaluation.metadata["status"].value)
-    assert outcomes == {DAYS[0]: (True, "ok"), DAYS[1]: (False, "alert")}
+def test_served_feature_drift_warns_with_the_reason_when_there_is_nothing_to_judge():
+    from intent_assets.monitoring.checks import served_feature_drift
+
+    training = pd.DataFrame({"session_n_events": range(500), "label": 0})
+    served = pd.DataFrame({"session_n_events": range(300)})
+    cases = {"too few": (training, served.head(10), "10 served vectors, 200 needed for a PSI"),
+             "no training": (training.head(0), served, "the training set is empty"),
+             "no feature": (training[["label"]], served,
+                            "no served feature is in the training set")}
+    for name, (reference, vectors, reason) in cases.items():
+        result, _ = served_feature_drift(reference, vectors, ["session_n_events"], min_rows=200)
+        assert not result.passed and result.severity.value == "WARN", name
+        assert result.metadata["status"].value == "no data", name
+        assert result.metadata["reason"].value == reason, name
 
 
 def _run_served_scores(lake, tmp_path, decisions: pd.DataFrame | None, sessions: pd.DataFrame,
@@ -406,33 +407,6 @@ def test_served_scores_checks_warn_with_the_reason_when_there_is_nothing_to_judg
     assert not evaluations["score_distribution"].passed
     assert "no test predictions found for the served versions ['v1']" in \
         evaluations["score_distribution"].metadata["reason"].value
-
-
-def test_feature_drift_check_warns_on_a_day_without_snapshots(lake):
-    from dagster import AssetSelection, AssetSpec, Definitions, asset, define_asset_job
-
-    from intent_assets.monitoring.checks import feature_drift
-    from intent_assets.partitions import daily_partitions
-    from intent_resources.storage import LakeIOManager
-
-    lake.write(pd.DataFrame({"session_n_events": [1, 2, 3], "label": 0}), "training_set")
-
-    @asset(key="session_snapshots", partitions_def=daily_partitions)
-    def session_snapshots(context) -> None:
-        lake.write(pd.DataFrame({"session_n_events": pd.Series(dtype="int64")}),
-                   "session_snapshots", context.partition_key)
-
-    job = Definitions(
-        assets=[session_snapshots, AssetSpec("training_set")], asset_checks=[feature_drift],
-        resources={"io_manager": LakeIOManager(lake=lake)},
-        jobs=[define_asset_job("drift_job", selection=AssetSelection.assets(session_snapshots),
-                               partitions_def=daily_partitions)]).resolve_job_def("drift_job")
-    result = job.execute_in_process(partition_key=DAYS[0])
-    evaluation = next(e.event_specific_data for e in result.all_events
-                      if e.event_type_value == "ASSET_CHECK_EVALUATION")
-    assert not evaluation.passed
-    assert evaluation.metadata["status"].value == "no data"
-    assert evaluation.metadata["reason"].value == "no snapshots for the day"
 
 
 def test_monitoring_and_experiments_load_with_the_whole_code_location(tmp_path, monkeypatch):

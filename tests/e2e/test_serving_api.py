@@ -66,6 +66,7 @@ def _wait(predicate, timeout_s: float = 10.0, what: str = "condition"):
 
 
 def _settings(tmp_path, model_path, redis_url, **scoring) -> ApiSettings:
+    scoring.setdefault("log_features_rate", 1.0)  # the tests read every logged vector
     return ApiSettings(token=TOKEN, model_path=str(model_path), redis_url=redis_url,
                        scoring=ScoringSettings(breaker_failures=1, breaker_reset_s=0.2,
                                                **scoring),
@@ -354,6 +355,24 @@ def test_without_any_model_the_prior_answers_flagged(tmp_path, own_redis):
         assert (answer["scored_by"], answer["fallback"]) == ("prior", ["prior"])
         assert answer["action"] == "leave_alone"
         assert client.get("/health").json()["status"] == "no_model"
+
+
+def test_a_model_whose_service_disagrees_is_refused_at_load_with_the_reason(tmp_path, artifacts,
+                                                                           own_redis):  # noqa: F811
+    import tarfile
+
+    directory = tmp_path / "disagreeing"
+    with tarfile.open(artifacts[0].tarball) as tar:
+        tar.extractall(directory, filter="data")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["feature_service"] = "intent_model_v9"   # a service the contract does not define
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(_settings(tmp_path, directory, own_redis["url"]))) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "no_model" and health["model_version"] is None
+        assert "refused" in health["model_error"] and "intent_model_v9" in health["model_error"]
+        answer = _score(client, user_id="u", session_id="s")
+        assert (answer["scored_by"], answer["fallback"]) == ("prior", ["prior"])
 
 
 def test_the_api_picks_up_a_new_model_file_without_a_restart(tmp_path, model_dir, own_redis,

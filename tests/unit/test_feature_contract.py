@@ -111,3 +111,5 @@ def test_the_api_reads_the_log_rate_from_the_environment():
 
     settings = ApiSettings.from_env({"INTENT_API_TOKEN": "t", "INTENT_LOG_FEATURES_RATE": "0.25"})
     assert settings.scoring.log_features_rate == 0.25
+    # production logs a sample; the demo's API logs every vector its consistency report judges
+    assert ApiSettings.from_env({"INTENT_API_TOKEN": "t"}).scoring.log_features_rate == 0.05
