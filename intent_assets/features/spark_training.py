@@ -68,6 +68,11 @@ def write_training_set(frame: DataFrame, lake: LakeStorage) -> None:
      .write.mode("overwrite").parquet(lake.spark_uri("training_set")))
 
 
+def training_rows_of(frame: DataFrame, day: str) -> DataFrame:
+    """The rows of `frame` whose snapshots are in partition `day`, in the table's order."""
+    return frame.where(F.col(_DAY) == day).orderBy(*_ORDER).drop(_DAY)
+
+
 def training_frame_metadata(frame: DataFrame) -> dict:
     """`feast_ops.training_set_metadata`'s figures, as Spark aggregates: rows, label rates, the
     share of nulls (NaN included) of each feature, sessions and days."""

@@ -5,9 +5,6 @@ replaces it whole, so re-materializing a partition yields the same rows.
 """
 
 
-import datetime as dt
-
-import pandas as pd
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
@@ -21,19 +18,14 @@ from pyspark.sql import functions as F
 from intent_assets.ingest import checks
 from intent_assets.ingest.session_timeout import split_sessions
 from intent_assets.ingest.sessionize import build_orders, build_sessions, order_lines
-from intent_assets.ingest.simulator import oracle_on
 from intent_assets.ingest.simulator_world import build_world
-from intent_assets.ingest.source import arrived_events, simulator_config
+from intent_assets.ingest.source import simulator_config
+from intent_assets.ingest.spark_ingest import ingest_days
 from intent_assets.partitions import daily, neighbouring_days
 from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
-from streaming_jobs.contract import (
-    arrow_schema,
-    split_duplicates,
-    validate_events,
-)
 
 DAILY = daily("ingest")
 
@@ -50,58 +42,40 @@ def rows_per_day(frame) -> dict[str, int]:
     return {r["date"]: int(r["count"]) for r in frame.groupBy("date").count().collect()}
 
 
-def ingest_day(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate one day of arrived events: (clean events, quarantined rows with reasons)."""
-    checked = validate_events(events)
-    deduped = split_duplicates(checked.events)
-    quarantine = pd.concat([checked.quarantine, deduped.quarantine], ignore_index=True)
-    return deduped.events, quarantine
-
-
-@asset(**DAILY, kinds={"pandas", "parquet"}, metadata=schema_metadata("raw_clickstream"),
+@asset(**DAILY, pool="spark", kinds={"spark", "parquet"}, metadata=schema_metadata("raw_clickstream"),
        check_specs=[AssetCheckSpec("contract_violations", asset="raw_clickstream"),
                              AssetCheckSpec("unique_event_ids", asset="raw_clickstream")])
-def raw_clickstream(context: AssetExecutionContext, lake: LakeStorage, oracle: LakeStorage,
-                    clickstream: ClickstreamSource) -> MaterializeResult:
+def raw_clickstream(context: AssetExecutionContext, spark: SparkResource, lake: LakeStorage,
+                    oracle: LakeStorage, clickstream: ClickstreamSource) -> MaterializeResult:
     """Clickstream events of the day that meet the contract; the rest in quarantine with reasons.
 
     Source: the embedded simulator (locally) or a landing table (imported REES46 files, Firehose).
-    Duplicated event_ids keep their first received copy; later copies are quarantined.
+    Duplicated event_ids keep their first received copy; later copies are quarantined. Spark's
+    executors validate and write the days; the driver sees their counts only.
     """
-    read = written = quarantined = distinct = 0
+    counts = ingest_days(spark.spark_session, clickstream, lake, oracle, list(context.partition_keys))
+    if clickstream.kind == "simulator":
+        _write_catalog(clickstream, lake)
     reasons: dict[str, int] = {}
-    rows: dict[str, int] = {}
-    for day in context.partition_keys:
-        events, quarantine = ingest_day(arrived_events(clickstream, day, lake))
-        lake.write(events, "raw_clickstream", day, schema=arrow_schema())
-        lake.write(quarantine.assign(source=clickstream.kind), "quarantine_clickstream", day)
-        if clickstream.kind == "simulator":
-            _write_oracle(clickstream, oracle, lake, day)
-        read += len(events) + len(quarantine)
-        written += len(events)
-        rows[day] = len(events)
-        quarantined += len(quarantine)
-        distinct += events["event_id"].nunique()
-        for reason, n in quarantine["quarantine_reason"].value_counts().items():
-            reasons[reason] = reasons.get(reason, 0) + int(n)
-        context.log.info(f"{day}: {len(events)} events, {len(quarantine)} quarantined")
-    record_row_counts(context, rows)
+    for day in counts:
+        for reason, n in day["reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        context.log.info(f"{day['day']}: {day['rows']} events, {day['quarantined']} quarantined")
+    written = sum(d["rows"] for d in counts)
+    quarantined = sum(d["quarantined"] for d in counts)
+    record_row_counts(context, {d["day"]: d["rows"] for d in counts})
     return MaterializeResult(
         metadata={"days": len(context.partition_keys), "rows": written, "quarantined": quarantined,
                   "source": clickstream.kind, "path": MetadataValue.path(lake.uri("raw_clickstream"))},
-        check_results=[checks.contract_check(read, written, quarantined, reasons),
-                       checks.unique_ids_check(written, distinct)],
+        check_results=[checks.contract_check(sum(d["read"] for d in counts), written, quarantined,
+                                             reasons),
+                       checks.unique_ids_check(written, sum(d["distinct"] for d in counts))],
     )
 
 
-def _write_oracle(clickstream: ClickstreamSource, oracle: LakeStorage, lake: LakeStorage, day: str) -> None:
-    """The simulator's truth for sessions starting on `day`, and its catalog (margins)."""
-    config = simulator_config(clickstream)
-    if oracle.root:  # a deployment without an oracle (prod's is optional) keeps only the catalog
-        per_event, per_session = oracle_on(config, dt.date.fromisoformat(day))
-        oracle.write(per_event, "oracle_events", day)
-        oracle.write(per_session, "oracle_sessions", day)
-    catalog = build_world(config).products.rename(columns={"price": "list_price"})
+def _write_catalog(clickstream: ClickstreamSource, lake: LakeStorage) -> None:
+    """The simulator's catalog (margins), beside the events it made."""
+    catalog = build_world(simulator_config(clickstream)).products.rename(columns={"price": "list_price"})
     lake.write(catalog[["product_id", "category_id", "category_code", "brand", "list_price", "margin"]],
                "catalog")
 

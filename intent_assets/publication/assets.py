@@ -12,11 +12,16 @@ from dagster import (
     asset,
 )
 
-from intent_assets.features.feast_ops import build_training_set
+from intent_assets.features.spark_training import (
+    build_training_frame,
+    read_snapshots,
+    training_rows_of,
+)
 from intent_assets.partitions import daily
 from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
+from intent_resources.spark import SparkResource
 from intent_resources.storage import LakeSlice, LakeStorage
 
 CALIBRATED_MODEL = AssetKey("calibrated_model")
@@ -69,15 +74,17 @@ def published_model(context: AssetExecutionContext, config: PublicationConfig,
     return MaterializeResult(metadata=publication_metadata(result))
 
 
-@asset(**daily("publication"), kinds={"pandas", "feast", "parquet"},
+@asset(**daily("publication"), kinds={"spark", "feast", "parquet"}, pool="spark",
        metadata=schema_metadata("batch_scores"),
        deps=["published_model", "user_features", "product_features"],
        ins={"session_snapshots": AssetIn()})
-def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, lake: LakeStorage,
-                 feast: FeastResource, model_endpoint: ModelEndpointResource) -> MaterializeResult:
+def batch_scores(context: AssetExecutionContext, spark: SparkResource, session_snapshots: LakeSlice,
+                 lake: LakeStorage, feast: FeastResource,
+                 model_endpoint: ModelEndpointResource) -> MaterializeResult:
     """A day's scoring moments scored in bulk by the published model: probability, band, action.
 
-    The artifact the endpoint serves, with the same features the online path reads."""
+    The artifact the endpoint serves, with the same features the online path reads, joined
+    point in time by the training table's Spark join; a day's rows are scored in the driver."""
     from serving.batch import score_snapshots
     from serving.model import ModelArtifact
 
@@ -86,18 +93,23 @@ def batch_scores(context: AssetExecutionContext, session_snapshots: LakeSlice, l
         raise FileNotFoundError("no model is published yet: materialize published_model first")
     artifact = ModelArtifact.load(served)
     feast.apply()
+    days = session_snapshots.existing()
+    if not days:
+        raise FileNotFoundError(f"no session_snapshots for {list(context.partition_keys)}: "
+                                "materialize session_snapshots first")
+    session = spark.spark_session
+    frame = build_training_frame(session, read_snapshots(session, lake, days), feast.store()).cache()
     rows = 0
     per_day: dict[str, int] = {}
     bands: dict[str, int] = {}
-    all_snapshots = session_snapshots.pandas()
     for day in context.partition_keys:
-        snapshots = all_snapshots[all_snapshots["date"] == day]
-        scored = score_snapshots(artifact, build_training_set(feast, snapshots))
+        scored = score_snapshots(artifact, training_rows_of(frame, day).toPandas())
         lake.write(scored, "batch_scores", day)
         rows += len(scored)
         per_day[day] = len(scored)
         for band, n in scored["band"].value_counts().items():
             bands[band] = bands.get(band, 0) + int(n)
+    frame.unpersist()
     record_row_counts(context, per_day)
     return MaterializeResult(metadata={
         "rows": rows, "model_version": artifact.version, "days": len(context.partition_keys),

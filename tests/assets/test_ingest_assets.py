@@ -5,6 +5,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from intent_assets.ingest.assets import orders, raw_clickstream, sessions
+from intent_assets.ingest.source import arrived_events
+from intent_assets.ingest.spark_ingest import ingest_day
 from intent_resources.clickstream import ClickstreamSource
 from intent_resources.storage import LakeIOManager, LakeStorage
 
@@ -76,6 +78,67 @@ def test_rematerializing_a_partition_yields_the_same_rows(built):
     pd.testing.assert_frame_equal(raw_before, lake.read("raw_clickstream", ["2026-10-02"]))
 
 
+def _driver_tables(clickstream, lake, days):
+    """raw_clickstream and its quarantine as the driver validated them, day by day in pandas."""
+    raw, quarantine = [], []
+    for day in days:
+        events, broken = ingest_day(arrived_events(clickstream, day, lake))
+        raw.append(events.assign(date=day))
+        quarantine.append(broken.assign(source=clickstream.kind, date=day))
+    return pd.concat(raw, ignore_index=True), pd.concat(quarantine, ignore_index=True)
+
+
+def _assert_same_as_the_driver(lake, clickstream, days):
+    raw, quarantine = _driver_tables(clickstream, lake, days)
+    # each day is written whole by one task, in its own row order: the files read back in order
+    pd.testing.assert_frame_equal(lake.read("raw_clickstream", days), raw, check_dtype=False,
+                                  check_categorical=False)
+    pd.testing.assert_frame_equal(lake.read("quarantine_clickstream", days), quarantine,
+                                  check_dtype=False, check_categorical=False)
+
+
+def test_the_executors_ingest_the_rows_the_driver_validated(built):
+    """The simulated days, validated by Spark tasks: the same clean rows, quarantined rows and
+    reasons as validating each day in the driver."""
+    _, lake, resources, _ = built
+    _assert_same_as_the_driver(lake, resources["clickstream"], ["2026-10-01", "2026-10-02", "2026-10-03"])
+
+
+def test_the_executors_quarantine_a_landing_table_as_the_driver_does(tmp_path, spark_resource):
+    """Broken rows, unknown fields and duplicates (kept first received, within a day) over three
+    days split across tasks: the tables and the check's reasons equal the driver's."""
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+    days = ["2026-10-05", "2026-10-06", "2026-10-07"]
+    for i, day in enumerate(days):
+        lake.write(pd.DataFrame({
+            "event_id": ["a", "b", "b", "c", "d", "e", f"f{i}", "g"],
+            "event_time": [f"{day} 10:00:00 UTC", f"{day} 10:01:00 UTC", f"{day} 10:00:30 UTC",
+                           "yesterday", f"{day}T10:02:00Z", f"{day} 10:03:00", "", f"{day} 10:04:00 UTC"],
+            "event_type": ["view", "cart", "cart", "view", "teleport", "view", "view", "purchase"],
+            "user_id": ["1", "1", "1", "1", "2", " ", "3", "3"],
+            "session_id": ["x", "x", "x", "x", "y", "z", "w", "w"],
+            "product_id": ["9", "9", "9", "9", "9", None, "8", "8"],
+            "price": [3.0, 3.0, 3.0, 3.0, 3.0, -1.0, 2.0, 2.0],
+            "discount": [None, None, None, None, None, None, None, 1.5],
+            "coupon_code": [None, "SPRING", None, None, None, None, None, "X"],
+        }), "landing_test", day)
+    source = ClickstreamSource(kind="landing", landing_table="landing_test")
+    resources = {"lake": lake, "oracle": LakeStorage(root=str(tmp_path / "oracle")),
+                 "spark": spark_resource, "clickstream": source}
+    result = materialize([raw_clickstream], resources=resources,
+                         tags={"dagster/asset_partition_range_start": days[0],
+                               "dagster/asset_partition_range_end": days[-1]})
+    assert result.success
+    _assert_same_as_the_driver(lake, source, days)
+    _, quarantine = _driver_tables(source, lake, days)
+    check = next(c for c in result.get_asset_check_evaluations()
+                 if c.check_name == "contract_violations")
+    reasons = {k.removeprefix("quarantined: "): v.value for k, v in check.metadata.items()
+               if k.startswith("quarantined: ")}
+    assert reasons == quarantine["quarantine_reason"].value_counts().to_dict()
+    assert reasons["duplicate event_id"] == 3 and check.metadata["rows_read"].value == 24
+
+
 def test_landing_source_ingests_imported_rows(tmp_path, spark_resource):
     lake = LakeStorage(root=str(tmp_path / "lake"))
     rows = pd.DataFrame({
@@ -85,6 +148,7 @@ def test_landing_source_ingests_imported_rows(tmp_path, spark_resource):
     })
     lake.write(rows, "landing_test", "2026-10-05")
     resources = {"lake": lake, "oracle": LakeStorage(root=str(tmp_path / "oracle")),
+                 "spark": spark_resource,
                  "clickstream": ClickstreamSource(kind="landing", landing_table="landing_test")}
     result = materialize([raw_clickstream], resources=resources, partition_key="2026-10-05")
     assert result.success

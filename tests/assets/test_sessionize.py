@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from intent_assets.ingest.assets import ingest_day
+from intent_assets.ingest.spark_ingest import ingest_day
 from intent_assets.ingest.sessionize import build_orders, build_sessions
 from intent_resources.storage import LakeSlice
 from streaming_jobs.contract import arrow_schema

@@ -9,7 +9,8 @@ import pytest
 
 from intent_assets.features.snapshots import day_snapshots
 from intent_assets.features.spark_snapshots import session_outputs, write_day_tables
-from intent_assets.ingest.assets import ingest_day, write_spark_partitions
+from intent_assets.ingest.assets import write_spark_partitions
+from intent_assets.ingest.spark_ingest import ingest_day
 from intent_assets.ingest.sessionize import build_sessions
 from intent_assets.ingest.simulator import events_on
 from intent_assets.ingest.simulator_world import SimulatorConfig
