@@ -38,12 +38,19 @@ class LightGBMModel:
 
     def __init__(self, booster) -> None:
         self.booster = booster
+        self._row = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(X, raw_score=True)
+        if len(X) == 1:  # an ensemble member's single row: the ctypes fast path
+            if self._row is None:
+                from serving.lightgbm_fast import RowScorer
+
+                self._row = RowScorer(self.booster, self.booster.num_feature())
+            return np.array([self._row.raw(np.ascontiguousarray(X[0], dtype=np.float64))])
+        return self.booster.predict(X, raw_score=True, num_threads=_threads(len(X)))
 
     def shap(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(X, pred_contrib=True)
+        return self.booster.predict(X, pred_contrib=True, num_threads=_threads(len(X)))
 
     def blobs(self, prefix: str = "") -> dict[str, bytes]:
         return {prefix + "booster.txt": self.booster.model_to_string().encode("utf-8")}
@@ -73,7 +80,7 @@ class XGBoostModel:
     def shap(self, X: np.ndarray) -> np.ndarray:
         import xgboost as xgb
 
-        return np.asarray(self.booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float64)),
+        return np.asarray(self.booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float64), nthread=1),
                                                pred_contribs=True), dtype=np.float64)
 
     def blobs(self, prefix: str = "") -> dict[str, bytes]:
@@ -193,3 +200,8 @@ def model_blob_names(family: str, blobs: Mapping[str, bytes]) -> list[str]:
     if family == ENSEMBLE:
         return sorted(n for n in blobs if n.startswith("member") or n == EnsembleModel.FILE)
     return [_CLASSES[family].FILE]
+
+
+def _threads(rows: int) -> int:
+    # below a few thousand rows OpenMP's start-up costs more than it spreads (serving.model)
+    return 0 if rows >= 5_000 else 1
