@@ -114,8 +114,10 @@ def plot_families(rows: list[dict], path: str | Path, budget_ms: float | None = 
     left.set_xlabel("PR-AUC (average precision)")
     left.set_title(title)
     left.grid(alpha=0.3, axis="x")
-    latency = [r.get("score_p50_ms") or 0.0 for r in ordered]
+    # log scale: families differ by orders of magnitude; baselines have no bar
+    latency = [r.get("score_p50_ms") or np.nan for r in ordered]
     lbars = right.barh(names, latency, color=colors)
+    right.set_xscale("log")
     for bar, hatch in zip(lbars, hatches):
         bar.set_hatch(hatch)
     if budget_ms is not None:
