@@ -34,6 +34,14 @@ def register(subparsers) -> None:
     demo.add_argument("--first-day", default=None, help="first partition (default: the first one)")
     demo.add_argument("--trials", type=int, default=int(os.environ.get("INTENT_DEMO_TRIALS", "3")),
                       help="tuning trials for the demo's model (default 3, or INTENT_DEMO_TRIALS)")
+    demo.add_argument("--challenger-trials", type=int,
+                      default=int(os.environ.get("INTENT_DEMO_CHALLENGER_TRIALS", "1")),
+                      help="tuning trials per challenger family (default 1, or "
+                           "INTENT_DEMO_CHALLENGER_TRIALS)")
+    demo.add_argument("--challenger-rows", type=int,
+                      default=int(os.environ.get("INTENT_DEMO_CHALLENGER_ROWS", "40000")),
+                      help="rows each challenger is fitted on at most (default 40,000, or "
+                           "INTENT_DEMO_CHALLENGER_ROWS; 0: all)")
     demo.add_argument("--stream-events", type=int,
                       default=int(os.environ.get("INTENT_DEMO_STREAM_EVENTS", "20000")),
                       help="events replayed through the streaming job (default 20,000)")
@@ -188,11 +196,16 @@ def _demo(args) -> int:
     if not result.success:
         print("the daily run failed; see `make ui` for its logs")
         return 1
-    print(f"training set, model chain ({args.trials} tuning trials) and report")
+    print(f"training set, model chain ({args.trials} tuning trials; challengers "
+          f"{args.challenger_trials} each on at most {args.challenger_rows or 'all':,} rows) "
+          "and report")
+    challengers = {"n_trials": args.challenger_trials, "max_train_rows": args.challenger_rows}
     result = materialize(assets, selection=AssetSelection.assets("training_set")
                          | AssetSelection.groups("training", "reports"),
                          resources=defs.resources, instance=instance, raise_on_error=False,
-                         run_config={**quiet, "ops": {"tuned_model": {"config": {"n_trials": args.trials}}}})
+                         run_config={**quiet, "ops": {
+                             "tuned_model": {"config": {"n_trials": args.trials}},
+                             "challenger_models": {"config": challengers}}})
     gates = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     too_small = _too_small_to_train(result)
     if too_small:

@@ -38,7 +38,10 @@ def resolve_source(path: str | Path) -> Path:
 def source_signature(path: str | Path) -> tuple | None:
     """What changes when a model source is replaced: (inode, size, mtime) of its key files."""
     source = resolve_source(path)
-    files = [source] if not source.is_dir() else [source / BOOSTER_FILE, source / MANIFEST_FILE]
+    # a directory's manifest names its version, which every family's model file(s) change
+    files = [source] if not source.is_dir() else \
+        [f for f in (source / BOOSTER_FILE, source / MANIFEST_FILE)
+         if f.name == MANIFEST_FILE or f.exists()]
     try:
         return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(f) for f in files))
     except FileNotFoundError:

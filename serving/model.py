@@ -28,11 +28,13 @@ from serving.artifact import (
     SavedArtifact,
     check_features,
     content_version,
+    model_family,
     read_artifact,
     save_artifact,
 )
 from serving.calibration import CALIBRATION_METHODS, Calibrator
 from serving.explainer import PathExplainer, explanation_summary
+from serving.families import LIGHTGBM, load_family
 from serving.lightgbm_fast import RowScorer
 from serving.vectorizer import FEATURE_KINDS, Feature, Vectorizer
 
@@ -56,13 +58,22 @@ class Score:
 
 
 class ModelArtifact:
-    """A loaded model: vectorize rows, score them, explain them."""
+    """A loaded model: vectorize rows, score them, explain them.
 
-    def __init__(self, booster: lgb.Booster, features: Sequence[Feature], calibrator: Calibrator,
-                 manifest: Mapping | None = None, explanations: Mapping | None = None,
-                 path: Path | None = None) -> None:
+    LightGBM scores through `booster` and its fast path; another family (`model`, from
+    `serving.families`) through its own margins and contributions, the same calls outside.
+    """
+
+    def __init__(self, booster: lgb.Booster | None, features: Sequence[Feature],
+                 calibrator: Calibrator, manifest: Mapping | None = None,
+                 explanations: Mapping | None = None, path: Path | None = None,
+                 model=None) -> None:
         self.booster = booster
-        self.vectorizer = check_features(booster, features)
+        self.model = model
+        if booster is None and model is None:
+            raise ValueError("an artifact needs a booster or a model")
+        self.vectorizer = (check_features(booster, features) if booster is not None
+                           else Vectorizer(features))
         self.features = self.vectorizer.features
         self.feature_names = self.vectorizer.feature_names
         self.calibrator = calibrator
@@ -79,12 +90,18 @@ class ModelArtifact:
         return str(self.manifest.get("version", ""))
 
     @property
+    def family(self) -> str:
+        return LIGHTGBM if self.model is None else self.model.family
+
+    @property
     def feature_service(self) -> str:
         return str(self.manifest.get("feature_service", ""))
 
     @property
     def expected_value(self) -> float:
         """The base value per-prediction contributions start from (see `PathExplainer`)."""
+        if self.model is not None:
+            return float(self.model.shap(self.vectorizer.one({})[None, :])[0, -1])
         return self._path_explainer().expected_value
 
     # loading
@@ -98,10 +115,15 @@ class ModelArtifact:
     def from_blobs(cls, blobs: Mapping[str, bytes], path: Path | None = None) -> "ModelArtifact":
         """Build an artifact from the contents of its five files."""
         features = [Feature.from_json(f) for f in json.loads(blobs[FEATURES_FILE])["features"]]
-        booster = lgb.Booster(model_str=blobs[BOOSTER_FILE].decode("utf-8"))
+        manifest = json.loads(blobs[MANIFEST_FILE])
+        family = model_family(manifest)
+        booster = model = None
+        if family == LIGHTGBM:
+            booster = lgb.Booster(model_str=blobs[BOOSTER_FILE].decode("utf-8"))
+        else:
+            model = load_family(family, blobs)
         return cls(booster, features, Calibrator.from_json(json.loads(blobs[CALIBRATOR_FILE])),
-                   json.loads(blobs[MANIFEST_FILE]), json.loads(blobs[EXPLANATIONS_FILE]),
-                   path=path)
+                   manifest, json.loads(blobs[EXPLANATIONS_FILE]), path=path, model=model)
 
     # rows -> matrix
     def vectorize(self, rows) -> np.ndarray:
@@ -138,10 +160,12 @@ class ModelArtifact:
     def predict_raw(self, rows) -> np.ndarray:
         """Raw margins (log-odds before calibration) of rows, or of an already vectorized matrix."""
         X = self._matrix(rows)
-        if len(X) == 1:
-            return np.array([self._scorer().raw(np.ascontiguousarray(X[0]))])
         if len(X) == 0:
             return np.empty(0)
+        if self.model is not None:
+            return self.model.raw(X)
+        if len(X) == 1:
+            return np.array([self._scorer().raw(np.ascontiguousarray(X[0]))])
         return self.booster.predict(X, raw_score=True, num_threads=_threads(len(X)))
 
     def predict(self, rows) -> np.ndarray:
@@ -149,7 +173,9 @@ class ModelArtifact:
         return self.calibrator.apply(self.predict_raw(rows))
 
     def leaves(self, rows) -> np.ndarray:
-        """The leaf index each tree sends each row to, shape (rows, trees)."""
+        """The leaf index each tree sends each row to, shape (rows, trees) (LightGBM only)."""
+        if self.booster is None:
+            raise ValueError(f"leaf indices are LightGBM's; this model is {self.family}")
         X = self._matrix(rows)
         if len(X) == 1:
             return self._scorer().leaves(np.ascontiguousarray(X[0]))[None, :]
@@ -161,8 +187,11 @@ class ModelArtifact:
     def contributions(self, rows) -> np.ndarray:
         """Path-attribution contributions, one column per feature plus the expected value last.
 
-        Each row sums to its raw margin.
+        Each row sums to its raw margin (for the MLP's occlusion, and an ensemble holding one,
+        only approximately: see `serving.forest`).
         """
+        if self.model is not None:
+            return self.model.shap(self._matrix(rows))
         explainer = self._path_explainer()
         contrib = explainer.contributions(self.leaves(rows))
         return np.hstack([contrib, np.full((len(contrib), 1), explainer.expected_value)])
@@ -176,6 +205,12 @@ class ModelArtifact:
     def score_one(self, row: Mapping, top_k: int = 3) -> Score:
         """Score one row, with its top_k reasons: one leaf-index call gives both."""
         x = self.vectorizer.one(row)
+        if self.model is not None:
+            raw = float(self.model.raw(x[None, :])[0])
+            if top_k <= 0:
+                return Score(self.calibrator.apply_one(raw), raw, [])
+            contrib = self.model.shap(x[None, :])[0]
+            return Score(self.calibrator.apply_one(raw), raw, self._reasons(x, contrib, top_k))
         scorer = self._scorer()
         if top_k <= 0:
             raw = scorer.raw(x)

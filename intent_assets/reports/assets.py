@@ -7,7 +7,9 @@ import pandas as pd
 from dagster import AssetIn, MaterializeResult, MetadataValue, asset
 
 from intent_assets.reports.metrics import SEGMENT_COLUMNS, ece_noise
-from intent_assets.reports.report import build_report
+from intent_assets.reports.plots import plot_families
+from intent_assets.reports.report import FAMILIES_PNG, _table, build_report, family_comparison
+from intent_assets.training.champion import MAX_SCORING_P50_MS
 from intent_resources.storage import ArtifactStore, LakeStorage
 
 
@@ -39,6 +41,10 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
     and calibration by segment."""
     test = pd.read_parquet(calibrated_model["test_predictions"])
     named = {"model": test["probability"].to_numpy()}
+    candidates = calibrated_model.get("candidates") or []
+    for candidate in candidates:
+        scores = pd.read_parquet(candidate["test_predictions"]).set_index("snapshot_id")
+        named[candidate["family"]] = scores["probability"].reindex(test["snapshot_id"]).to_numpy()
     for name, baseline in (("logistic regression", logistic_baseline), ("rules", rules_baseline)):
         scores = pd.read_parquet(baseline["predictions"]).set_index("snapshot_id")["probability"]
         named[name] = scores.reindex(test["snapshot_id"]).to_numpy()
@@ -57,14 +63,34 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
                   f"({noise['draws']} label draws); the model's is "
                   f"{report.summary['ece']:.4f}. The ece_gate check allows the larger of its fixed "
                   "bound (0.02) and that percentile.\n")
+    families = family_comparison(report, candidates, calibrated_model["version"])
+    family_md = ""
+    extra = {}
+    if candidates:
+        plot_families(families, paths["json"].parent / FAMILIES_PNG, budget_ms=MAX_SCORING_P50_MS)
+        family = calibrated_model.get("family", "lightgbm")
+        family_md = (f"\n\n### Model families\n\nEvery family on the same test rows, beside the "
+                     f"baselines and the oracle. `model` above is the champion: **{family}**, the "
+                     "highest test PR-AUC among the candidates that pass every gate (ECE overall "
+                     "and per segment, beating logistic regression, and one-row scoring with "
+                     f"reasons within {MAX_SCORING_P50_MS:g} ms at the median). Training time "
+                     "covers tuning, the refit, calibration and evaluation.\n\n"
+                     + _table(families) + "\n")
+        extra = {"families": MetadataValue.md(family_md),
+                 "families_plot": MetadataValue.md(
+                     _embedded_png(paths["json"].parent / FAMILIES_PNG, "families")),
+                 "families_png": MetadataValue.path(str(paths["json"].parent / FAMILIES_PNG)),
+                 "champion_family": family}
+        (paths["json"].parent / "families.md").write_text(family_md)
     summary = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.summary.items()}
     return MaterializeResult(metadata={
         **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None},
         "model_version": calibrated_model["version"],
         "ece_noise_q95": round(noise["quantile"], 5),
-        "report": MetadataValue.md(report.to_markdown() + noise_note),
+        "report": MetadataValue.md(report.to_markdown() + family_md + noise_note),
         "reliability_curve": MetadataValue.md(_embedded_png(paths["reliability"], "reliability")),
         "pr_curve": MetadataValue.md(_embedded_png(paths["pr_curve"], "PR curve")),
         "reliability_png": MetadataValue.path(str(paths["reliability"])),
         "pr_curve_png": MetadataValue.path(str(paths["pr_curve"])),
+        **extra,
     })

@@ -86,3 +86,46 @@ def plot_pr_curves(named_predictions: dict[str, np.ndarray], y, w, path: str | P
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_families(rows: list[dict], path: str | Path, budget_ms: float | None = None,
+                  title: str = "Model families on the test split") -> Path:
+    """Test PR-AUC of every predictor (left) and single-row scoring time of every family (right).
+
+    `rows`: dicts with `predictor`, `pr_auc` and, for served families, `score_p50_ms`
+    (`eligible` False draws the bar hatched)."""
+    if not rows:
+        raise ValueError("nothing to plot")
+    fig = Figure(figsize=(10, 0.45 * len(rows) + 1.8))
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    names = [r["predictor"] for r in rows][::-1]
+    ordered = rows[::-1]
+    colors = ["tab:green" if r.get("champion") else "tab:blue" if r.get("score_p50_ms") is not None
+              else "tab:grey" for r in ordered]
+    hatches = ["//" if r.get("eligible") is False else "" for r in ordered]
+    bars = left.barh(names, [r.get("pr_auc") or 0.0 for r in ordered], color=colors)
+    for bar, hatch in zip(bars, hatches):
+        bar.set_hatch(hatch)
+    for bar, r in zip(bars, ordered):
+        if r.get("pr_auc") is not None:
+            left.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r['pr_auc']:.3f}",
+                      va="center", fontsize=8)
+    left.set_xlim(0, 1.1)
+    left.set_xlabel("PR-AUC (average precision)")
+    left.set_title(title)
+    left.grid(alpha=0.3, axis="x")
+    # log scale: families differ by orders of magnitude; baselines have no bar
+    latency = [r.get("score_p50_ms") or np.nan for r in ordered]
+    lbars = right.barh(names, latency, color=colors)
+    right.set_xscale("log")
+    for bar, hatch in zip(lbars, hatches):
+        bar.set_hatch(hatch)
+    if budget_ms is not None:
+        right.axvline(budget_ms, linestyle="--", color="tab:red", linewidth=1,
+                      label=f"budget {budget_ms:g} ms")
+        right.legend(loc="lower right", fontsize=8)
+    right.set_xlabel("one row with 3 reasons, p50 (ms)")
+    right.set_title("scoring time (green: champion; hatched: not eligible)", fontsize=9)
+    right.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -25,6 +25,33 @@ COMPARISON_METRICS: tuple[str, ...] = (
 )
 FILES = {"json": "report.json", "markdown": "report.md",
          "reliability": "reliability.png", "pr_curve": "pr_curve.png"}
+FAMILIES_PNG = "families.png"
+# the served families' columns beside the metrics, in order
+FAMILY_COLUMNS = ("training_s", "score_p50_ms", "score_p99_ms", "artifact_kb", "eligible",
+                  "failed_gates", "champion")
+
+
+def family_comparison(report: "Report", candidates: list[dict], winner_version: str | None
+                      ) -> list[dict]:
+    """The comparison's rows with, for each served family, what serving it costs and whether
+    the gates let it be published; baselines and the oracle keep their metrics only."""
+    by_name = {c["family"]: c for c in candidates}
+    rows = []
+    for row in report.comparison:
+        if row["predictor"] == report.primary:
+            continue
+        c = by_name.get(row["predictor"])
+        extra: dict[str, Any] = {k: None for k in FAMILY_COLUMNS}
+        if c is not None:
+            latency = c.get("latency_ms") or {}
+            failed = [n for n, passed in c.get("gates", {}).items() if not passed]
+            extra = {"training_s": c.get("training_seconds"), "score_p50_ms": latency.get("p50"),
+                     "score_p99_ms": latency.get("p99"),
+                     "artifact_kb": round(c.get("artifact_bytes", 0) / 1024, 1),
+                     "eligible": not failed, "failed_gates": ", ".join(failed) or "–",
+                     "champion": c["version"] == winner_version}
+        rows.append({**row, **extra})
+    return rows
 
 
 @dataclass

@@ -20,10 +20,12 @@ from dagster import (
 )
 
 from intent_assets.reports.baselines import fit_logistic_baseline, fit_rules_baseline
+from intent_assets.training import champion
+from intent_assets.training.challengers import finish_candidate, fit_challengers
+from intent_assets.training.families import CHALLENGERS
 from intent_assets.reports.metrics import SEGMENT_COLUMNS, evaluate
 from intent_assets.training.train import (
     TunedModel,
-    finish_model,
     fit_tuned,
     id_columns,
     training_splits,
@@ -134,39 +136,111 @@ def logistic_baseline(training_set: LakeSlice, models: ArtifactStore) -> Output[
     return _baseline_output("logistic", models, splits.test, model.predict(splits.test), model.to_dict())
 
 
-@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
-       kinds={"lightgbm", "scikitlearn"})
-def calibrated_model(context: AssetExecutionContext, tuned_model: dict, training_set: LakeSlice,
-                     models: ArtifactStore) -> Output[dict]:
-    """The candidate for serving: the tuned booster, calibrated, packed as model.tar.gz.
+class ChallengerConfig(Config):
+    """Which families challenge LightGBM, and their search budget (the demo sets a small one)."""
 
-    Platt or isotonic calibration, whichever has the lower log loss out of fold (small tables)
-    or on the calibration split; one artifact directory and its archive. The blocking gates
-    stand before publication."""
-    frame = training_set.pandas()
-    tuned = TunedModel.load(Path(tuned_model["dir"]))
-    result = finish_model(tuned, frame, out_dir=models.directory("artifacts"))
+    families: list[str] = list(CHALLENGERS)
+    n_trials: int = 20
+    seed: int = 0
+    # 0: every row LightGBM learns from; a cap fits each challenger on a seeded sample
+    max_train_rows: int = 0
+    ensemble: bool = True
+
+
+def _candidate(family: str, candidate, models_dir: Path) -> dict:
+    """A finished candidate as the chain passes it on: artifact, test predictions, figures."""
+    result = candidate.result
     test = result.test_predictions
     segments = test[[c for c in SEGMENT_COLUMNS if c in test]]
     metrics = evaluate(test[LABEL].to_numpy(), test["probability"].to_numpy(),
                        test["weight"].to_numpy(), segments)
-    predictions = result.artifact_dir.parent / f"{result.version}_test_predictions.parquet"
+    predictions = models_dir / f"{result.version}_test_predictions.parquet"
     keep = ["snapshot_id", "session_id", LABEL, "weight", "probability", *segments.columns]
     test[keep].to_parquet(predictions)
-    calibration = result.calibration.to_json()
-    return Output(
-        {"artifact_dir": str(result.artifact_dir), "tar_path": str(result.tar_path),
-         "version": result.version, "test_predictions": str(predictions),
-         "metrics": _headline(metrics), "segments": metrics["segments"],
-         "features": [f.name for f in result.features]},
-        metadata={
-            "model_version": result.version,
-            "artifact_dir": MetadataValue.path(str(result.artifact_dir)),
-            "tar_path": MetadataValue.path(str(result.tar_path)),
-            **_headline(metrics),
-            "calibrator": calibration.get("method", ""),
-            "calibration": MetadataValue.json(json.loads(json.dumps(calibration, default=str))),
-            "feature_service": tuned.feature_service,
-            "features": len(result.features),
-        })
+    return {"family": family, "artifact_dir": str(result.artifact_dir),
+            "tar_path": str(result.tar_path), "version": result.version,
+            "test_predictions": str(predictions), "metrics": _headline(metrics),
+            "segments": metrics["segments"], "features": [f.name for f in result.features],
+            "calibrator": result.calibration.method,
+            "training_seconds": candidate.training_seconds,
+            "latency_ms": candidate.latency_ms, "artifact_bytes": candidate.artifact_bytes}
 
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
+       kinds={"xgboost", "catboost", "scikitlearn", "optuna"})
+def challenger_models(context: AssetExecutionContext, config: ChallengerConfig,
+                      tuned_model: dict, training_set: LakeSlice,
+                      models: ArtifactStore) -> Output[list]:
+    """XGBoost, CatBoost, random forest, an MLP and their weighted ensemble, as candidates.
+
+    Tuned with the LightGBM model's splits, features and search; calibrated and tested the same
+    way; the ensemble's weights fitted on the validation split only."""
+    frame = training_set.pandas()
+    lightgbm = TunedModel.load(Path(tuned_model["dir"]))
+    tuned = fit_challengers(
+        frame, LABEL, config.families, lightgbm=lightgbm, ensemble=config.ensemble,
+        time_column=TIME_COLUMN, n_trials=config.n_trials, seed=config.seed,
+        feature_service=DEFAULT_SERVICE, regime="holdout",
+        features=[spec.name for spec in service_features(DEFAULT_SERVICE)],
+        max_train_rows=config.max_train_rows or None)
+    out = models.directory("artifacts")
+    candidates = [_candidate(family, finish_candidate(t, frame, out), out)
+                  for family, t in tuned.items() if family != "lightgbm"]
+    table = pd.DataFrame([{"family": c["family"], **c["metrics"],
+                           "training_s": c["training_seconds"],
+                           "score_p50_ms": c["latency_ms"]["p50"]} for c in candidates])
+    return Output(candidates, metadata={
+        "families": MetadataValue.json([c["family"] for c in candidates]),
+        "trials_per_family": config.n_trials,
+        "max_train_rows": config.max_train_rows,
+        "candidates": MetadataValue.md(table.round(5).to_markdown(index=False)
+                                       if len(table) else "no challengers"),
+    })
+
+
+@asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager"),
+                        "logistic_baseline": AssetIn(input_manager_key="model_io_manager")},
+       kinds={"lightgbm", "scikitlearn"})
+def calibrated_model(context: AssetExecutionContext, tuned_model: dict, challenger_models: list,
+                     logistic_baseline: dict, training_set: LakeSlice,
+                     models: ArtifactStore) -> Output[dict]:
+    """The candidate for serving: the gated champion among the calibrated families.
+
+    The LightGBM booster calibrated (Platt or isotonic, whichever has the lower out-of-fold log
+    loss), beside the challengers; each faces the publication gates, the best that passes is
+    this asset's model and its model.tar.gz. The blocking gates stand before publication."""
+    frame = training_set.pandas()
+    tuned = TunedModel.load(Path(tuned_model["dir"]))
+    out = models.directory("artifacts")
+    lightgbm = _candidate("lightgbm", finish_candidate(tuned, frame, out), out)
+    candidates = [lightgbm, *challenger_models]
+    logistic = logistic_baseline["metrics"]["pr_auc"]
+    for c in candidates:
+        gates = champion.judge(c, pd.read_parquet(c["test_predictions"]), logistic)
+        c["gates"] = {name: (passed, json.loads(json.dumps(meta, default=str)))
+                      for name, (passed, meta) in gates.items()}
+    winner = champion.choose(candidates)
+    chosen = candidates[0 if winner is None else winner]
+    rows = champion.comparison_rows(candidates, winner)
+    summary = [{k: c[k] for k in ("family", "version", "artifact_dir", "test_predictions",
+                                  "metrics", "training_seconds", "latency_ms", "artifact_bytes")}
+               | {"gates": {n: bool(p) for n, (p, _) in c["gates"].items()},
+                  "gate_details": {n: m for n, (_, m) in c["gates"].items()}}
+               for c in candidates]
+    return Output(
+        {k: chosen[k] for k in ("artifact_dir", "tar_path", "version", "test_predictions",
+                                "metrics", "segments", "features", "family")}
+        | {"candidates": summary, "champion_rule": "highest test PR-AUC among candidates "
+                                                   "passing every gate"},
+        metadata={
+            "model_version": chosen["version"],
+            "model_family": chosen["family"],
+            "artifact_dir": MetadataValue.path(chosen["artifact_dir"]),
+            "tar_path": MetadataValue.path(chosen["tar_path"]),
+            **chosen["metrics"],
+            "calibrator": chosen["calibrator"],
+            "feature_service": tuned.feature_service,
+            "features": len(chosen["features"]),
+            "no_eligible_candidate": winner is None,
+            "candidates": MetadataValue.md(pd.DataFrame(rows).round(5).to_markdown(index=False)),
+        })

@@ -35,6 +35,13 @@ def register(subparsers) -> None:
                             "60/15/10/15 holdout splits above")
     train.add_argument("--feature-service", default="intent_model_v1",
                        help="FeatureService name recorded in the manifest")
+    train.add_argument("--families", default="lightgbm",
+                       help="model families to compare, comma-separated: lightgbm, xgboost, "
+                            "catboost, random_forest, mlp, or all (default: lightgbm). With more "
+                            "than one, each is tuned with --trials on the same splits, a weighted "
+                            "ensemble of the best is added, every candidate is judged by the "
+                            "publication gates and the winner's artifact is written to --out "
+                            "(each candidate's to --out/<family>/)")
     train.add_argument("--out", required=True, type=Path, help="artifact directory")
     train.set_defaults(handler=run_train)
 
@@ -58,10 +65,14 @@ def _read_table(path: Path):
 
 def run_train(args: argparse.Namespace) -> int:
     """The `train` command: train, print the test metrics and the artifact path."""
+    from intent_assets.training.compare import parse_families
     from intent_assets.training.train import train_model
 
     try:
+        families = parse_families(args.families)
         df = _read_table(args.table)
+        if families != ["lightgbm"]:
+            return _run_comparison(args, df, families)
         result = train_model(df, args.label, out_dir=args.out, time_column=args.time_column,
                              feature_service=args.feature_service, n_trials=args.trials,
                              seed=args.seed, weight_column=args.weight_column,
@@ -84,6 +95,21 @@ def run_train(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _run_comparison(args: argparse.Namespace, df, families: list[str]) -> int:
+    """`train --families ...`: every family, the gates, the champion; one JSON summary."""
+    from intent_assets.training.compare import compare_families
+
+    summary = compare_families(df, args.label, families, args.out,
+                               time_column=args.time_column, weight_column=args.weight_column,
+                               group_column=args.group_column, n_trials=args.trials,
+                               seed=args.seed, regime=args.regime,
+                               feature_service=args.feature_service)
+    rounded = [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+               for row in summary["candidates"]]
+    print(json.dumps({**summary, "candidates": rounded}, indent=2, default=str))
+    return 0 if summary["champion"] else 1
 
 
 def run_predict(args: argparse.Namespace) -> int:

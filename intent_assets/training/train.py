@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from intent_assets.training.calibration import CalibrationResult, calibrate
-from intent_assets.training.result import TrainResult
+from intent_assets.training.result import TrainResult, TunedModel
+from intent_assets.training.families import family_explanation_summary, fit_family, tune_family
 from intent_assets.reports.metrics import classification_metrics
 from intent_assets.training.ensemble import average_boosters
 from intent_assets.training.crossval import (
@@ -83,6 +83,7 @@ from intent_assets.training.tuning import (
 )
 from intent_assets.training.weights import BOUNCE_KEEP_RATE, downsample_bounces
 from streaming_jobs.feature_spec import DEFAULT_SERVICE, FEATURE_VIEWS
+from serving.families import LIGHTGBM
 from serving.model import (
     Calibrator,
     Feature,
@@ -125,71 +126,6 @@ Tuner = Callable[..., TuningResult]
 TUNING_BACKENDS = ("optuna", "sagemaker")
 
 
-@dataclass
-class TunedModel:
-    """A tuned, fitted booster before calibration, with everything needed to finish it."""
-
-    booster: lgb.Booster
-    features: list[Feature]
-    tuning: TuningResult
-    params: dict
-    label: str
-    time_column: str | None
-    group_column: str | None
-    weight_column: str | None
-    key_column: str | None
-    feature_service: str
-    seed: int
-    backend: str
-    rows: dict
-    seconds: dict
-    downsampling: dict
-    dropped_columns: dict
-    refit_on_validation: bool
-    split_fingerprint: dict
-    # "holdout" or "cross_validated"; the latter carries its folds and out-of-fold margins
-    regime: str = "holdout"
-    folds: dict = field(default_factory=dict)
-    out_of_fold: pd.DataFrame | None = None
-    small_table_rows: int = SMALL_TABLE_ROWS
-
-    def save(self, directory: str | Path) -> Path:
-        """Write `booster.txt`, `tuned.json` (and `out_of_fold.parquet`) into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "booster.txt").write_text(self.booster.model_to_string())
-        state = {name: getattr(self, name) for name in _TUNED_FIELDS}
-        state["features"] = [f.to_json() for f in self.features]
-        state["tuning"] = tuning_to_json(self.tuning)
-        (directory / "tuned.json").write_text(json.dumps(state, indent=2, default=_plain))
-        if self.out_of_fold is not None:
-            self.out_of_fold.to_parquet(directory / "out_of_fold.parquet", index=False)
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "TunedModel":
-        directory = Path(directory)
-        state = json.loads((directory / "tuned.json").read_text())
-        booster = lgb.Booster(model_str=(directory / "booster.txt").read_text())
-        oof = directory / "out_of_fold.parquet"
-        return cls(booster=booster,
-                   features=[Feature.from_json(f) for f in state.pop("features")],
-                   tuning=tuning_from_json(state.pop("tuning")),
-                   out_of_fold=pd.read_parquet(oof) if oof.exists() else None, **state)
-
-
-_TUNED_FIELDS = ("params", "label", "time_column", "group_column", "weight_column", "key_column",
-                 "feature_service", "seed", "backend", "rows", "seconds", "downsampling",
-                 "dropped_columns", "refit_on_validation", "split_fingerprint", "regime",
-                 "folds", "small_table_rows")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
               feature_service: str = DEFAULT_SERVICE, n_trials: int = 20,
               seed: int = 0, weight_column: str | None = "weight",
@@ -199,7 +135,8 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
               bounce_keep_rate: float = BOUNCE_KEEP_RATE, refit_on_validation: bool = True,
               backend: str = "optuna", tuner: Tuner | None = None, regime: str = "auto",
               small_table_rows: int = SMALL_TABLE_ROWS,
-              features: Sequence[str] | None = None) -> TunedModel:
+              features: Sequence[str] | None = None, family: str = LIGHTGBM,
+              max_train_rows: int | None = None) -> TunedModel:
     """Split, pick features, downsample bounces, search hyperparameters, fit the final booster.
 
     `features` (a feature service's list, e.g. `feature_spec.service_features`) fixes the
@@ -212,6 +149,10 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     assume for an absent value (default: `project_feature_defaults()`; unknown names: missing).
     `regime` "auto" cross-validates below `small_table_rows` rows with the optuna backend
     (see `crossval`), else keeps the holdout splits.
+
+    `family` other than "lightgbm" tunes a challenger (`families`) on the same splits and
+    features, in the holdout regime; `max_train_rows` caps the rows it is fitted on (a seeded
+    sample of the downsampled train split and of the refit's rows), for a quick comparison.
     """
     started = time.perf_counter()
     if backend not in TUNING_BACKENDS:
@@ -229,7 +170,8 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     group = group_column if group_column and group_column in df.columns else None
 
     splits = make_splits(df, label, time_column, group, seed)
-    chosen = choose_regime(len(df), regime, small_table_rows, backend)
+    chosen = "holdout" if family != LIGHTGBM else choose_regime(len(df), regime,
+                                                                small_table_rows, backend)
     for name, part in splits.items():
         if (chosen == "holdout" or name == "test") and not (label_values(part, label) == 1).any():
             raise ValueError(f"the {name} split has no positives; the table is too small")
@@ -249,7 +191,7 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
                   key_column=key_column, feature_service=feature_service, seed=seed,
                   backend=backend, refit_on_validation=refit_on_validation,
                   split_fingerprint=splits_fingerprint(splits, key_column),
-                  small_table_rows=small_table_rows)
+                  small_table_rows=small_table_rows, family=family)
     if chosen == "cross_validated":
         return _fit_cross_validated(splits, candidates, defaults, common, space, n_trials,
                                     started, required)
@@ -262,31 +204,46 @@ def fit_tuned(df: pd.DataFrame, label: str, *, time_column: str | None = None,
     train_ds = downsample_bounces(splits.train, label, w_col, bounce_keep_rate, seed, key_column)
     valid_ds = downsample_bounces(splits.validation, label, w_col, bounce_keep_rate, seed,
                                   key_column)
-    train_m = design(vectorizer, train_ds.frame, label, w_col, normalize=True)
+    train_frame = _capped(train_ds.frame, max_train_rows, seed)
+    train_m = design(vectorizer, train_frame, label, w_col, normalize=True)
     valid_m = design(vectorizer, splits.validation, label, weight_column)
     prepared = time.perf_counter()
 
-    tuning = search(train_m, valid_m, space, n_trials=n_trials, seed=seed)
+    if family == LIGHTGBM:
+        tuning = search(train_m, valid_m, space, n_trials=n_trials, seed=seed)
+        validation_margin = tuning.validation_margin
+        params = lgb_params(tuning.best_params, seed)
+    else:
+        tuning, validation_margin = tune_family(family, train_m, valid_m, n_trials, seed)
+        params = dict(tuning.best_params)
     searched = time.perf_counter()
 
-    params = lgb_params(tuning.best_params, seed)
     fit_on = train_m
     if refit_on_validation:
-        fit_on = design(vectorizer, pd.concat([train_ds.frame, valid_ds.frame]), label, w_col,
-                        normalize=True)
-    booster = fit(params, fit_on)
+        both = _capped(pd.concat([train_ds.frame, valid_ds.frame]), max_train_rows, seed)
+        fit_on = design(vectorizer, both, label, w_col, normalize=True)
+    booster = fit(params, fit_on) if family == LIGHTGBM else \
+        fit_family(family, params, fit_on, None, seed)[0]
     fitted = time.perf_counter()
 
     rows = {name: int(len(part)) for name, part in splits.items()}
     rows.update(train_after_downsampling=int(len(train_ds.frame)),
                 validation_after_downsampling=int(len(valid_ds.frame)),
+                **({"max_train_rows": int(max_train_rows)} if max_train_rows else {}),
                 fitted=int(len(fit_on.y)))
     return TunedModel(
         booster=booster, features=features, tuning=tuning, params=params, rows=rows,
         seconds={"prepare": round(prepared - started, 3), "tuning": round(searched - prepared, 3),
                  "final_fit": round(fitted - searched, 3)},
         downsampling={"train": train_ds.info, "validation": valid_ds.info},
-        dropped_columns=dropped, **common)
+        dropped_columns=dropped, validation_margin=validation_margin, **common)
+
+
+def _capped(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
+    """At most `rows` rows of `frame`, a seeded uniform sample (weights keep their meaning)."""
+    if not rows or len(frame) <= rows:
+        return frame
+    return frame.sample(n=rows, random_state=seed).sort_index()
 
 
 def development_rows(splits: Splits) -> pd.DataFrame:
@@ -382,7 +339,7 @@ def _calibrate(tuned: TunedModel, splits: Splits, vectorizer: Vectorizer
                              "small_table_rows": tuned.small_table_rows}
     calib_m = design(vectorizer, splits.calibration, tuned.label, tuned.weight_column)
     groups = splits.calibration[tuned.group_column].to_numpy() if tuned.group_column else None
-    calibration = calibrate(tuned.booster.predict(calib_m.X, raw_score=True), calib_m.y,
+    calibration = calibrate(tuned.model.raw(calib_m.X), calib_m.y,
                             calib_m.w, groups)
     roles = {"tuning_train": tuned.rows["train"], "tuning_validation": tuned.rows["validation"],
              "calibration": int(len(splits.calibration)), "final_fit": tuned.rows["fitted"],
@@ -404,17 +361,19 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
     if splits_fingerprint(splits, tuned.key_column) != tuned.split_fingerprint:
         raise ValueError("this table does not split into the rows the model was tuned on")
     vectorizer = Vectorizer(tuned.features)
-    booster = tuned.booster
+    model = tuned.model
 
     calibration, regime = _calibrate(tuned, splits, vectorizer)
 
     test_m = design(vectorizer, splits.test, label, weight_column)
-    test_raw = booster.predict(test_m.X, raw_score=True)
+    test_raw = model.raw(test_m.X)
     test_p = calibration.calibrator.apply(test_raw)
     rng = np.random.default_rng(tuned.seed)
     sample = np.sort(rng.choice(len(test_m.X), size=min(EXPLANATION_ROWS, len(test_m.X)),
                                 replace=False))
-    explanations = explanation_summary(booster, test_m.X[sample])
+    explanations = (explanation_summary(tuned.booster, test_m.X[sample])
+                    if tuned.family == LIGHTGBM else
+                    family_explanation_summary(model, test_m.X[sample], vectorizer.feature_names))
 
     metrics = {
         "test": classification_metrics(test_m.y, test_p, test_m.w),
@@ -426,6 +385,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
     seconds = {**tuned.seconds, "calibrate_and_evaluate": round(time.perf_counter() - started, 3)}
     cross_validated = tuned.regime == "cross_validated"
     manifest = {
+        "model_family": tuned.family,
         "label": label,
         "time_column": tuned.time_column,
         "group_column": tuned.group_column,
@@ -454,7 +414,7 @@ def finish_model(tuned: TunedModel, df: pd.DataFrame, out_dir: str | Path, *,
         "feature_views": {f.name: FEATURE_VIEWS[f.name] for f in tuned.features
                           if f.name in FEATURE_VIEWS},
     }
-    saved = save_artifact(out_dir, booster=booster, features=tuned.features,
+    saved = save_artifact(out_dir, model=model, features=tuned.features,
                           calibrator=calibration.calibrator, manifest=manifest,
                           explanations=explanations, feature_service=tuned.feature_service,
                           created_at=created_at, versioned=versioned)

@@ -204,6 +204,8 @@ class TuningResult:
     best_iteration: int
     history: list[dict] = field(default_factory=list)
     space: tuple[Param, ...] = ()
+    # the best trial's validation margins (kept between assets by `TunedModel`, not in JSON)
+    validation_margin: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def tune_optuna(train: DesignMatrix, valid: DesignMatrix, space: tuple[Param, ...] = SEARCH_SPACE,
@@ -218,6 +220,7 @@ def tune_optuna(train: DesignMatrix, valid: DesignMatrix, space: tuple[Param, ..
     dtrain = train.dataset()
     dvalid = valid.dataset(reference=dtrain)
     history: list[dict] = []
+    best: dict[str, Any] = {"score": -np.inf, "booster": None, "iteration": 0}
 
     def objective(trial) -> float:
         sampled = suggest(trial, resolved)
@@ -233,17 +236,21 @@ def tune_optuna(train: DesignMatrix, valid: DesignMatrix, space: tuple[Param, ..
         history.append({"trial": trial.number, "pr_auc": float(score),
                         "best_iteration": int(best_iteration),
                         "seconds": round(time.perf_counter() - started, 3), "params": sampled})
+        if score > best["score"]:
+            best.update(score=score, booster=booster, iteration=best_iteration)
         return score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=n_trials)
-    best = study.best_trial
-    best_iteration = int(best.user_attrs["best_iteration"])
-    best_params = {**best.params, "num_iterations": best_iteration}
-    return TuningResult(best_params=best_params, best_pr_auc=float(best.value),
-                        best_iteration=best_iteration, history=history, space=resolved)
+    trial = study.best_trial
+    best_iteration = int(trial.user_attrs["best_iteration"])
+    best_params = {**trial.params, "num_iterations": best_iteration}
+    margin = best["booster"].predict(valid.X, raw_score=True, num_iteration=best["iteration"])
+    return TuningResult(best_params=best_params, best_pr_auc=float(trial.value),
+                        best_iteration=best_iteration, history=history, space=resolved,
+                        validation_margin=np.asarray(margin, dtype=np.float64))
 
 
 def space_to_json(space: tuple[Param, ...]) -> list[dict]:

@@ -13,7 +13,8 @@ def test_definitions_load_with_the_expected_graph():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_clickstream", "orders", "sessions", "user_features", "product_features",
                     "session_snapshots", "online_features", "training_set", "tuned_model",
-                    "rules_baseline", "logistic_baseline", "calibrated_model", "reliability_report",
+                    "rules_baseline", "logistic_baseline", "challenger_models", "calibrated_model",
+                    "reliability_report",
                     "published_model", "batch_scores", "session_features_stream",
                     "experiment_assignments", "experiment_exposures", "experiment_orders",
                     "ab_readout", "session_anomalies", "served_scores", "decision_log",
@@ -36,10 +37,13 @@ def test_definitions_load_with_the_expected_graph():
     features = {"user_features", "product_features", "session_snapshots", "online_features",
                 "training_set"}
     assert {groups[k] for k in features} == {"features"}
-    training = {"tuned_model", "rules_baseline", "logistic_baseline", "calibrated_model"}
+    training = {"tuned_model", "rules_baseline", "logistic_baseline", "challenger_models",
+                "calibrated_model"}
     assert {groups[k] for k in training} == {"training"} and groups["reliability_report"] == "reports"
     assert parents("tuned_model") == {"training_set"}
-    assert parents("calibrated_model") == {"tuned_model", "training_set"}
+    assert parents("challenger_models") == {"tuned_model", "training_set"}
+    assert parents("calibrated_model") == {"tuned_model", "challenger_models", "training_set",
+                                           "logistic_baseline"}
     assert parents("reliability_report") == {"calibrated_model", "rules_baseline", "logistic_baseline"}
     gates = {c.name for c in graph.asset_check_keys if c.asset_key == AssetKey("calibrated_model")}
     assert gates == {"pr_auc_gate", "ece_gate", "beats_logistic_gate", "no_leakage_gate"}

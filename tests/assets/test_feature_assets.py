@@ -114,6 +114,7 @@ def _chain(lake, feast, root_models, base):
     from intent_assets.reports.assets import reliability_report
     from intent_assets.training.assets import (
         calibrated_model,
+        challenger_models,
         logistic_baseline,
         rules_baseline,
         tuned_model,
@@ -128,14 +129,16 @@ def _chain(lake, feast, root_models, base):
                                                          start_local=False),
                  "model_io_manager": FilesystemIOManager(base_dir=str(root_models / "io")),
                  }
-    chain = [tuned_model, rules_baseline, logistic_baseline, calibrated_model, reliability_report]
+    chain = [tuned_model, rules_baseline, logistic_baseline, challenger_models, calibrated_model,
+             reliability_report]
     return [*DAILY, training_set, *chain], GATES, resources, [a.key for a in chain]
 
 
 def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
     lake, feast, _, base = built
     assets, gates, resources, chain = _chain(lake, feast, tmp_path / "models", base)
-    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 3, "seed": 1}}}}
+    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 3, "seed": 1}},
+                          "challenger_models": {"config": {"n_trials": 1, "seed": 1}}}}
     result = materialize([*assets, *gates], resources=resources, run_config=run_config,
                          selection=chain, raise_on_error=False)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -180,7 +183,8 @@ def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path)
                            n_trials=2, seed=3)
     install_model(champion.tar_path, local_model_dir(models))
     assets, gates, resources, chain = _chain(lake, feast, models, base)
-    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 2, "seed": 1}}}}
+    run_config = {"ops": {"tuned_model": {"config": {"n_trials": 2, "seed": 1}},
+                          "challenger_models": {"config": {"families": []}}}}
     result = materialize([*assets, *gates], resources=resources, run_config=run_config,
                          selection=chain, raise_on_error=False)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}

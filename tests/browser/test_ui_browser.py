@@ -54,7 +54,10 @@ BACKFILL_DAYS = [_day(15), _day(16), _day(17)]
 SESSIONS_PER_DAY = 6000
 TUNING_TRIALS = 3
 DAILY_ASSETS = "raw_clickstream,orders,sessions,user_features,product_features,session_snapshots"
-MODEL_ASSETS = "training_set,tuned_model,rules_baseline,logistic_baseline,calibrated_model,reliability_report"
+MODEL_ASSETS = ("training_set,tuned_model,rules_baseline,logistic_baseline,challenger_models,"
+                "calibrated_model,reliability_report")
+# every challenger family, one trial each on a few thousand rows: the report's family table
+CHALLENGERS = {"n_trials": 1, "max_train_rows": 5_000}
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -319,7 +322,8 @@ class ReportChain:
         base = [str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "intent_assets.definitions",
                 "-a", "defs"]
         in_process = {"execution": {"config": {"in_process": {}}}}
-        trials = {"ops": {"tuned_model": {"config": {"n_trials": TUNING_TRIALS}}}}
+        trials = {"ops": {"tuned_model": {"config": {"n_trials": TUNING_TRIALS}},
+                          "challenger_models": {"config": CHALLENGERS}}}
         return [[*base, "--select", DAILY_ASSETS, "--partition-range", "...".join(CHAIN_DAYS),
                  "--config-json", json.dumps(in_process)],
                 [*base, "--select", MODEL_ASSETS, "--config-json", json.dumps({**in_process, **trials})]]
@@ -570,7 +574,7 @@ def test_the_reliability_report_image_renders(webserver, browser, report_chain):
         ... on Asset { assetMaterializations(limit: 1) { metadataEntries { label
         ... on MarkdownMetadataEntry { mdStr } } } } } }""")["assetOrError"]["assetMaterializations"]
     markdown = {e["label"]: e.get("mdStr") for e in latest["metadataEntries"]}
-    for label in ("reliability_curve", "pr_curve"):
+    for label in ("reliability_curve", "pr_curve", "families_plot"):
         source = re.search(r"\((data:image/png;base64,[^)]+)\)", markdown[label]).group(1)
         width, height = _png_size(base64.b64decode(source.split(",", 1)[1]))
 

@@ -614,3 +614,51 @@ def _container_metrics(url: str) -> dict:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(response.text) for s in f.samples}
+
+
+# -- every model family through the container ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def family_artifacts(tmp_path_factory):
+    """LightGBM, each challenger and their ensemble trained on one small table, one trial each."""
+    from intent_assets.training.challengers import finish_candidate, fit_challengers
+    from intent_assets.training.families import CHALLENGERS
+    from intent_assets.training.train import fit_tuned
+    from tests.unit.test_families import FIT, small_table
+
+    table = small_table(500, seed=5)
+    tuned = fit_challengers(table, "label", CHALLENGERS,
+                            lightgbm=fit_tuned(table, "label", **FIT), **FIT)
+    out = tmp_path_factory.mktemp("family_artifacts")
+    return table, {family: finish_candidate(t, table, out / family, versioned=False).result
+                   for family, t in tuned.items()}
+
+
+def test_the_container_serves_every_model_family_with_reasons(family_artifacts, tmp_path):
+    import httpx
+
+    table, results = family_artifacts
+    rows = table.drop(columns=["label", "weight"]).head(8)
+    records = json.loads(rows.to_json(orient="records"))
+    model_dir = tmp_path / "model"
+    process, url = start_endpoint(model_dir, free_port(), tmp_path / "log", watch_interval_s=0.1)
+    try:
+        for family, result in results.items():
+            install_model(result.tar_path, model_dir)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/ping").json().get("model_version") != result.version:
+                assert time.monotonic() < deadline, f"the container never loaded {family}"
+                time.sleep(0.05)
+            expected = ModelArtifact.load(result.tar_path).predict(rows)
+            for batch in (records[:1], records):  # one row (score_one), and a batch
+                answer = _post(f"{url}/invocations", json.dumps({"instances": batch}).encode(),
+                               "application/json",
+                               {"x-amzn-sagemaker-custom-attributes": "top_k=2"})
+                assert answer.status_code == 200, (family, answer.text)
+                predictions = answer.json()["predictions"]
+                np.testing.assert_allclose([p["probability"] for p in predictions],
+                                           expected[:len(batch)], atol=1e-9, err_msg=family)
+                assert all(len(p["reasons"]) == 2 for p in predictions), family
+    finally:
+        process.terminate()
+        process.wait(10)
