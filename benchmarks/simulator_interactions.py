@@ -14,9 +14,10 @@ contract's default. Then the demo's training path on that table: `train.fit_tune
 baseline `reports.baselines.fit_logistic_baseline`, both judged on the model's test split with
 the simulator's oracle beside them.
 
-`--upper-bound` adds, for the full simulator, the model also given the hidden per-user
-propensity (`user_true_propensity`) and, further, the session's hidden intent too: what better
-user features (or anything) could buy at most. Prints one row per run and a markdown table.
+`--upper-bound` adds, for the full simulator, the model without the history features of
+`HISTORY_FEATURES` (lifetime sessions, shrunk rate, recency-weighted counts), and the model also
+given the hidden per-user propensity (`user_true_propensity`) and, further, the session's hidden
+intent too: what better user features (or anything) could buy at most. Prints one row per run and a markdown table.
 """
 
 from __future__ import annotations
@@ -118,14 +119,21 @@ def training_table(spark, config, days: int, work: Path):
     return table, p_true.to_numpy()
 
 
-def evaluate(table: pd.DataFrame, p_true: np.ndarray, extra: list[str], trials: int, work: Path):
+# The user features that summarize a longer, shrunk, recency-weighted history (issue 19, item 4).
+HISTORY_FEATURES = ("user_sessions_lifetime", "user_purchase_rate_shrunk", "user_purchases_decayed",
+                    "user_sessions_decayed")
+
+
+def evaluate(table: pd.DataFrame, p_true: np.ndarray, extra: list[str], trials: int, work: Path,
+             without: tuple[str, ...] = ()):
     from intent_assets.reports.baselines import fit_logistic_baseline
     from intent_assets.reports.metrics import pr_auc, roc_auc
     from intent_assets.training.train import finish_model, fit_tuned, training_splits
     from streaming_jobs.feature_spec import service_features
 
-    features = [spec.name for spec in service_features()] + extra
+    features = [spec.name for spec in service_features() if spec.name not in without] + extra
     hidden = [c for c in ("user_true_propensity", "session_true_intent") if c not in extra]
+    hidden += list(without)
     frame = table.drop(columns=hidden).assign(_p_true=p_true)
     t0 = time.perf_counter()
     tuned = fit_tuned(frame.drop(columns="_p_true"), LABEL, time_column=TIME, n_trials=trials,
@@ -186,13 +194,14 @@ def main() -> None:
             t0 = time.perf_counter()
             table, p_true = training_table(spark, config, args.days, Path(tmp))
             built = time.perf_counter() - t0
-            runs = [("", [])]
+            runs = [("", [], ())]
             if args.upper_bound and variant == "all":
-                runs += [(" + true user propensity", ["user_true_propensity"]),
+                runs += [(" without the history features", [], HISTORY_FEATURES),
+                         (" + true user propensity", ["user_true_propensity"], ()),
                          (" + true propensity and intent",
-                          ["user_true_propensity", "session_true_intent"])]
-            for suffix, extra in runs:
-                m = evaluate(table, p_true, extra, args.trials, Path(tmp) / f"m{len(extra)}")
+                          ["user_true_propensity", "session_true_intent"], ())]
+            for k, (suffix, extra, without) in enumerate(runs):
+                m = evaluate(table, p_true, extra, args.trials, Path(tmp) / f"m{k}", without)
                 row = {"variant": variant + suffix, **m, "build_s": built}
                 rows.append(row)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
