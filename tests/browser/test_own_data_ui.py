@@ -11,25 +11,20 @@ import datetime as dt
 import os
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from intent_resources.storage import LakeStorage
-from serving.project import free_port
 from tests.browser.test_ui_browser import (
     LAUNCH_DIALOG,
     LOAD_TIMEOUT_S,
     REPO,
     RUN_TIMEOUT_S,
     VENV_BIN,
-    _daemons_healthy,
-    _location_sensors,
     browser,  # the fixture: one headless Chromium for this module
+    dagster_ui,
     graphql,
-    start_group,
-    stop_group,
     wait_for,
 )
 from tests.rees46_quirks import write_quirky_rees46
@@ -57,29 +52,9 @@ def imported_env(tmp_path_factory, redis_url) -> dict:
 
 @pytest.fixture(scope="module")
 def imported_webserver(imported_env):
-    home = Path(imported_env["INTENT_HOME"])
-    port = free_port()
-    location = ["-m", "intent_assets.definitions", "-a", "defs"]
-    server = start_group([str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                          *location], imported_env, home / "webserver.log")
-    url = f"http://127.0.0.1:{port}"
-    daemon = None
-    try:
-        wait_for(lambda: urllib.request.urlopen(f"{url}/server_info", timeout=2).status == 200,
-                 LOAD_TIMEOUT_S, "dagster-webserver")
-        sensors = wait_for(lambda: _location_sensors(url), LOAD_TIMEOUT_S, "the code location")
-        # no sensor may start work of its own on this instance: the test launches what it needs
-        for name, state_id in sensors.items():
-            graphql(url, """mutation($id: String) { stopSensor(id: $id) {
-                ... on StopSensorMutationResult { instigationState { status } } } }""", id=state_id)
-        daemon = start_group([str(VENV_BIN / "dagster-daemon"), "run", *location], imported_env,
-                             home / "daemon.log")
-        wait_for(lambda: _daemons_healthy(url), LOAD_TIMEOUT_S, "dagster-daemon")
+    # no sensor may start work of its own on this instance: the test launches what it needs
+    with dagster_ui(imported_env, lambda sensors: list(sensors)) as url:
         yield url
-    finally:
-        if daemon is not None:
-            stop_group(daemon)
-        stop_group(server)
 
 
 def test_the_imported_days_are_partitions_and_their_backfill_from_the_ui_completes(

@@ -9,6 +9,7 @@ GraphQL API. Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -252,28 +254,28 @@ def _daemons_healthy(url: str) -> bool:
     return {"BACKFILL", "QUEUED_RUN_COORDINATOR"} <= healthy
 
 
-@pytest.fixture(scope="module")
-def webserver(ui_env):
+@contextlib.contextmanager
+def dagster_ui(env: dict, stop_sensors: Callable[[dict[str, str]], list[str]]):
     """dagster-webserver on a free loopback port serving the project's code location, with
-    dagster-daemon on the same instance (it dequeues runs and drives backfills)."""
-    home = Path(ui_env["INTENT_HOME"])
+    dagster-daemon on the same instance (it dequeues runs and drives backfills); the sensors
+    `stop_sensors` names are stopped before the daemon ever evaluates them. Yields the URL."""
+    home = Path(env["INTENT_HOME"])
     port = free_port()
     location = ["-m", "intent_assets.definitions", "-a", "defs"]
     server = start_group([str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                          *location], ui_env, home / "webserver.log")
+                          *location], env, home / "webserver.log")
     url = f"http://127.0.0.1:{port}"
     daemon = None
     try:
         wait_for(lambda: urllib.request.urlopen(f"{url}/server_info", timeout=2).status == 200,
                  LOAD_TIMEOUT_S, "dagster-webserver")
         sensors = wait_for(lambda: _location_sensors(url), LOAD_TIMEOUT_S, "the code location")
-        # Publishing a gated model would start the local model endpoint (a server) in this temp
-        # home; publication has its own tests. Stopped before the daemon ever evaluates it.
-        stopped = graphql(url, """mutation($id: String) { stopSensor(id: $id) {
-            ... on StopSensorMutationResult { instigationState { status } } } }""",
-                          id=sensors["model_publication_sensor"])
-        assert stopped["stopSensor"]["instigationState"]["status"] == "STOPPED", stopped
-        daemon = start_group([str(VENV_BIN / "dagster-daemon"), "run", *location], ui_env,
+        for name in stop_sensors(sensors):
+            stopped = graphql(url, """mutation($id: String) { stopSensor(id: $id) {
+                ... on StopSensorMutationResult { instigationState { status } } } }""",
+                              id=sensors[name])
+            assert stopped["stopSensor"]["instigationState"]["status"] == "STOPPED", stopped
+        daemon = start_group([str(VENV_BIN / "dagster-daemon"), "run", *location], env,
                              home / "daemon.log")
         wait_for(lambda: _daemons_healthy(url), LOAD_TIMEOUT_S, "dagster-daemon")
         yield url
@@ -281,6 +283,14 @@ def webserver(ui_env):
         if daemon is not None:
             stop_group(daemon)
         stop_group(server)
+
+
+@pytest.fixture(scope="module")
+def webserver(ui_env):
+    # Publishing a gated model would start the local model endpoint (a server) in this temp
+    # home; publication has its own tests.
+    with dagster_ui(ui_env, lambda sensors: ["model_publication_sensor"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
