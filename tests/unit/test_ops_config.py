@@ -86,7 +86,7 @@ def _dashboard_exprs() -> list[str]:
 
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)")
-GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "rate", "increase", "irate", "time",
                 "histogram_quantile", "by", "without", "and", "or", "unless", "on", "ignoring",
                 "humanize", "abs", "absent", "le", "bool"}
