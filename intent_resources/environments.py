@@ -78,9 +78,12 @@ def _prod_resources(config: ProjectConfig) -> dict:
         spark_config["spark.master"] = os.environ["INTENT_SPARK_MASTER"]
     standalone = spark_config.get("spark.master", "").startswith("spark://")
     return {
-        "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI")),
+        # the endpoint is configuration, not only the driver's AWS_ENDPOINT_URL: Spark tasks on
+        # the cluster's workers rebuild the storage from its fields (ingest writes from there)
+        "lake": LakeStorage(root=EnvVar("INTENT_LAKE_URI"), endpoint_url=s3_endpoint),
         # The simulator's ground truth: only a simulated deployment has one.
-        "oracle": LakeStorage(root=os.environ.get("INTENT_ORACLE_URI", "")),
+        "oracle": LakeStorage(root=os.environ.get("INTENT_ORACLE_URI", ""),
+                              endpoint_url=s3_endpoint),
         "spark": SparkResource(spark_config=spark_config),
         "redis": RedisResource(url=EnvVar("REDIS_URL")),
         "feast": FeastResource(repo_path=feature_repo_path(), env="prod",
