@@ -1,7 +1,7 @@
 """What the job tells a Dagster run through Pipes: its start, its progress now and then, its end.
 
 `PipesReporter(None)` (the job not launched by Dagster) does nothing. Progress goes out when the
-heartbeat's status changes and at most once per `every_s` otherwise, so a job that runs for weeks
+heartbeat's status changes or its first batch is done, and at most once per `every_s` otherwise, so a job that runs for weeks
 does not fill the run's event log with one line a second.
 """
 
@@ -19,7 +19,7 @@ class PipesReporter:
         self.pipes = pipes
         self.every_s = every_s
         self.clock = clock
-        self._last_status: Optional[str] = None
+        self._last_status: Optional[tuple] = None
         self._last_sent = float("-inf")
 
     def started(self, cfg, sink) -> None:
@@ -36,10 +36,12 @@ class PipesReporter:
         if self.pipes is None:
             return
         status = payload.get("status")
+        # a job idle before its first batch says so once, and its first batch is news
+        key = (status, payload.get("batch_id") is not None)
         now = self.clock()
-        if status == self._last_status and now - self._last_sent < self.every_s:
+        if key == self._last_status and now - self._last_sent < self.every_s:
             return
-        self._last_status, self._last_sent = status, now
+        self._last_status, self._last_sent = key, now
         figures = ", ".join(f"{k} {payload.get(k)}" for k in PROGRESS_FIELDS
                             if payload.get(k) is not None)
         self.pipes.log.info(f"session job {status}" + (f": {figures}" if figures else ""))

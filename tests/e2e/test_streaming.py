@@ -715,14 +715,15 @@ from types import SimpleNamespace
 from streaming_jobs.pipes_report import PipesReporter
 from streaming_jobs.session_job import open_pipes
 
-clock = iter([0.0, 1.0, 2.0, 100.0]).__next__
+clock = iter([0.0, 1.0, 2.0, 3.0, 100.0]).__next__
 with open_pipes() as pipes:
     assert pipes is not None
     reporter = PipesReporter(pipes, every_s=60, clock=clock)
     cfg = SimpleNamespace(source="kinesis", checkpoint="/cp", heartbeat="s3://b/hb.json")
     reporter.started(cfg, SimpleNamespace(last=SimpleNamespace(batch_id=6)))
     reporter.heartbeat({"status": "starting"})
-    reporter.heartbeat({"status": "running", "batch_id": 7, "input_rows": 40})
+    reporter.heartbeat({"status": "running"})  # idle before its first batch
+    reporter.heartbeat({"status": "running", "batch_id": 7, "input_rows": 40})  # the first batch
     reporter.heartbeat({"status": "running", "batch_id": 8, "input_rows": 10})  # within a minute
     reporter.heartbeat({"status": "running", "batch_id": 9, "input_rows": 0})   # a minute later
     reporter.ended(0)
@@ -756,6 +757,7 @@ def test_the_job_reports_to_a_dagster_run_through_pipes_and_is_silent_without_it
         "session job started: source kinesis, checkpoint /cp (resuming after batch 6), "
         "heartbeat s3://b/hb.json",
         "session job starting",
+        "session job running",
         "session job running: batch_id 7, input_rows 40",
         "session job running: batch_id 9, input_rows 0",
         "session job stopped"]
