@@ -515,7 +515,7 @@ def test_a_table_asset_shows_its_schema_row_count_owner_and_kinds(webserver, bro
                           "Unique id of the event", "Source code", timeout=LOAD_TIMEOUT_S)
     browser.wait_for_match(rf"Row count\s+{rows:,}\n", timeout=LOAD_TIMEOUT_S)
     browser.wait_for_match(r"Owners\s+data\n")
-    browser.wait_for_match(r"Kinds\s+(pandas\s+Parquet|Parquet\s+pandas)\n")
+    browser.wait_for_match(r"(?i)Kinds\s+(spark\s+parquet|parquet\s+spark)\n")
     browser.screenshot("raw_clickstream_catalog")
 
     # kinds on the graph's nodes: Spark and Parquet for the ingest tables
