@@ -608,6 +608,10 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
     before = _heartbeat(settings)
     assert before["source"] == "kinesis" and before["pid"] != pid  # the driver, under spark-submit
     last_batch = before["sink_batch_id"]
+    # its progress reaches the run once the batch's heartbeat is written, after the sink
+    _wait(lambda: any(m.startswith("session job running: batch_id")
+                      for m in _run_messages(settings, run_id)),
+          "the job's progress in the run that launched it", timeout_s=120)
 
     # -- killed (the whole process group: spark-submit's JVM and the Python driver)
     os.killpg(pid, signal.SIGKILL)
