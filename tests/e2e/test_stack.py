@@ -8,6 +8,7 @@ those out and take the Redis standing in for ElastiCache as ``LocalRedisUrl`` (d
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -497,18 +498,10 @@ def _publish(settings: dict, artifact) -> dict:
     """Publish through prod mode's own `model_endpoint`, configured by the stack's settings."""
     from intent_resources.environments import resources_for
 
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
+    with _environ(settings):
         prod = resources_for("prod")
         with build_resources({"model_endpoint": prod["model_endpoint"]}) as built:
             return built.model_endpoint.publish(str(artifact.tarball), artifact.version)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _heartbeat(settings: dict) -> dict:
@@ -526,10 +519,8 @@ def _run_messages(settings: dict, run_id: str) -> list[str]:
     """The messages of a run's event log, read from the stack's Postgres."""
     from dagster import DagsterInstance
 
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD")}
-    os.environ["DAGSTER_HOME"] = settings["DAGSTER_HOME"]
-    os.environ["DAGSTER_PG_PASSWORD"] = settings.get("DAGSTER_PG_PASSWORD", "")
-    try:
+    with _environ({"DAGSTER_HOME": settings["DAGSTER_HOME"],
+                   "DAGSTER_PG_PASSWORD": settings.get("DAGSTER_PG_PASSWORD", "")}):
         with DagsterInstance.get() as instance:
             messages = []
             for entry in instance.all_logs(run_id):
@@ -538,6 +529,15 @@ def _run_messages(settings: dict, run_id: str) -> list[str]:
                 if event is not None and event.is_step_failure and event.step_failure_data.error:
                     messages.append(event.step_failure_data.error.message)
             return messages
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    """`values` in os.environ for the block, the previous environment restored after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
