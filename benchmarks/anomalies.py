@@ -4,13 +4,13 @@
     .venv/bin/python benchmarks/anomalies.py --fold-cost
 
 Each planted incident (`intent_assets.ingest.simulator_incidents`) gets a simulated day of its
-own; `--quiet-days` incident-free days follow. A day's events (and the day before's, for the
-baseline) are counted per minute by `streaming_jobs.minute_aggregates` (the stream's own
-definition) and judged minute by minute by `live_anomalies.judge_minute` and `Episodes`, as the
-sensor judges them: minute m once the stream's clock reaches m + 1, so an alert is out at the
-end of minute m + 1 (the sensor's own interval, a minute, comes on top). Events that arrive
-later than the end of the minute after their own are left out, as the sensor would not have
-them yet.
+own; `--quiet-days` incident-free days follow. A day's events (and the two incident-free days
+before's, for the baseline: the last two hours and the same hours the day before) are counted per
+minute by `streaming_jobs.minute_aggregates` (the stream's own definition) and judged minute by
+minute by `live_anomalies.judge_minute` and `Episodes`, as the sensor judges them: minute m once
+the stream's clock reaches m + 1, so an alert is out at the end of minute m + 1 (the sensor's
+own interval, a minute, comes on top). Events that arrive later than the end of the minute after
+their own are left out, as the sensor would not have them yet.
 
 Per incident: detected (an alert between its start and 15 minutes after its end), the first
 alert's delay from the start in simulated minutes, its check and whether it names the
@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +64,7 @@ def incidents(first_day: dt.date) -> list[Incident]:
             for n, (kind, dim, value, start) in enumerate(plan)]
 
 
+@lru_cache(maxsize=4)   # consecutive days share their days before
 def sessions_counts(config: SimulatorConfig, day: dt.date) -> dict:
     """Per-minute aggregates of the sessions that start on `day`, as the stream counts them,
     minus what arrives after the end of the minute following its own. (A session's events all
@@ -75,9 +77,11 @@ def sessions_counts(config: SimulatorConfig, day: dt.date) -> dict:
 
 
 def day_counts(config: SimulatorConfig, quiet: SimulatorConfig, day: dt.date) -> dict:
-    """The aggregates the sensor reads on `day`: its sessions' and the day before's."""
+    """The aggregates the sensor reads on `day`: its sessions' and the two days before's (the
+    baseline reaches back to the same hours the day before)."""
     counts: dict = {}
-    merge(counts, sessions_counts(quiet, day - dt.timedelta(days=1)))
+    for before in (2, 1):
+        merge(counts, sessions_counts(quiet, day - dt.timedelta(days=before)))
     return merge(counts, sessions_counts(config, day))
 
 

@@ -10,6 +10,8 @@ Per event, its session's context is the latest event_time of that session seen b
 arrival order (None: the session's first event, a session start):
 - ``events``, ``views``, ``carts``, ``checkouts``, ``purchases``: events by type;
 - ``sessions``: session starts;
+- ``active``: sessions with an event in the minute (an event whose session's previous one is
+  in an earlier minute, or none): what stops when tracking breaks, barely clumped;
 - ``orders``: purchases that are not ``fast`` (an order's lines come a second apart, so this
   counts an order once, whatever its number of items);
 - ``fast``: events less than `FAST_GAP_US` after the session's previous one (scripted clicking:
@@ -30,8 +32,8 @@ import pandas as pd
 
 COUNT_DIMENSIONS = ("device", "country", "traffic_source")
 PRICE_DIMENSION = "category"
-COUNT_METRICS = ("events", "sessions", "fast", "views", "carts", "checkouts", "purchases",
-                 "orders")
+COUNT_METRICS = ("events", "sessions", "active", "fast", "views", "carts", "checkouts",
+                 "purchases", "orders")
 PRICE_METRICS = ("priced", "log_price", "log_price_sq")
 FAST_GAP_US = 2_000_000
 US_PER_MINUTE = 60_000_000
@@ -116,6 +118,8 @@ def add_event(counts: dict, t_us: int, prev_t_us: Optional[int], event_type: str
                _TYPE_METRIC.get(event_type)]
     if metrics[2] == "purchases" and not fast:
         metrics.append("orders")
+    if prev_t_us is None or prev_t_us // US_PER_MINUTE < minute:
+        metrics.append("active")
     for metric in metrics:
         if metric is not None:
             for name in names[metric]:

@@ -1,19 +1,23 @@
-"""Near-real-time anomalies: each minute's aggregates by segment against a robust recent baseline.
+"""Near-real-time anomalies: each minute's aggregates by segment against a robust baseline.
 
 Pure: `judge_minute` reads per-minute aggregates (`streaming_jobs.minute_aggregates`, as the
 stream writes them to Redis) and returns the minute's findings; `Episodes` turns findings into
 alerts, one per incident (a finding that keeps firing is one alert until it has been quiet for
 `quiet_minutes`). The sensor (`live_anomaly_sensor`) and `benchmarks/anomalies.py` both call them.
 
-The tests, each over the last 1, 3, 5 and 10 minutes (the window) against the `baseline_minutes`
-before the window:
+The tests, each over the last 1, 3, 5 and 10 minutes (the window) against a baseline: the
+`baseline_minutes` before the window and as many around the same time `season_minutes` earlier
+(the day before: twice the data in a small segment at night, and the hour after an incident is
+not judged against the incident):
 - ``paced_spike`` / ``paced_drop`` (events at a human pace: events less fast ones),
+  ``active_drop`` (sessions with an event in the minute: what stops first in an outage),
   ``sessions_spike`` / ``sessions_drop`` and ``orders_spike`` of a segment against the rest of
   its dimension: expected = the rest's count in the window times the
   segment's ratio to the rest in the baseline, so a diurnal swing moves both and cancels. The
-  counts are tested as Poisson after dividing by the segment's overdispersion (variance over
-  mean of its window-long residuals in the baseline, at least 1); a spike is judged against the
-  upper bound of the segment's baseline share and must add `min_excess` (`min_orders`). A drop that another value of
+  counts are tested as Poisson after dividing by the overdispersion (variance over mean of the
+  window-long residuals in the recent baseline: the segment's own, at least the metric's
+  clumping pooled over all segments times 1 + the segment's ratio, at least 1); a spike is judged against the upper bound of the segment's
+  baseline share and must add `min_excess` (`min_orders`). A drop that another value of
   the same dimension's spike explains is not reported.
 - ``fast_spike``: events within 2 s of their session's previous one, against the segment's own
   rate in the baseline, in units of two minutes of one scripted session (`FAST_CLUMP` events),
@@ -43,7 +47,7 @@ from streaming_jobs.minute_aggregates import (
 
 FINDING_KEYS = ("minute", "check", "dimension", "value", "window", "observed", "expected",
                 "p_value")
-SHARE_METRICS = ("paced", "sessions", "orders")
+SHARE_METRICS = ("paced", "sessions", "active", "orders")
 SPIKE_ONLY = ("orders",)
 # Fast events are counted in units of two minutes of one scripted session (~40 a minute).
 FAST_CLUMP = 80.0
@@ -54,6 +58,7 @@ class LiveRules:
     """Thresholds of the minute detector, stated once."""
 
     baseline_minutes: int = 120
+    season_minutes: int = 1440    # the same hours this long ago join the baseline (0: not)
     windows: tuple[int, ...] = (1, 3, 5, 10)
     p_value: float = 1e-7
     spike_ratio: float = 3.0
@@ -65,10 +70,37 @@ class LiveRules:
     price_min_events: int = 5
     quiet_minutes: int = 20       # an alert's episode ends after this long without a finding
 
+    def __post_init__(self) -> None:
+        if 0 < self.season_minutes < self.baseline_minutes * 3 // 2 + max(self.windows):
+            raise ValueError("a season ago must come before the recent baseline: season_minutes "
+                             "is 0 or at least 1.5 x baseline_minutes + the longest window")
+
     @property
     def history_minutes(self) -> int:
         """How many minutes before the judged one the detector reads."""
-        return self.baseline_minutes + max(self.windows)
+        recent = self.baseline_minutes + max(self.windows)
+        if not self.season_minutes:
+            return recent
+        return max(recent, self.season_minutes + self.baseline_minutes // 2 + max(self.windows))
+
+    def needed(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The minute ranges (inclusive) judging minutes `first`..`last` reads: the recent
+        baseline and, with a season, the same hours a season ago (nothing in between)."""
+        recent = (first - self.baseline_minutes - max(self.windows), last)
+        if not self.season_minutes:
+            return [recent]
+        half = self.baseline_minutes // 2
+        ago = (first - self.season_minutes - half - max(self.windows),
+               last - self.season_minutes + half)
+        return [(ago[0], last)] if ago[1] >= recent[0] else [ago, recent]
+
+    def base_ranges(self, lo: int) -> list[tuple[int, int]]:
+        """Rows (half-open) of the baseline of a window starting at row `lo`."""
+        recent = (lo - self.baseline_minutes, lo)
+        if not self.season_minutes:
+            return [recent]
+        half = self.baseline_minutes // 2
+        return [recent, (lo - self.season_minutes - half, lo - self.season_minutes + half)]
 
 
 @dataclass
@@ -122,8 +154,9 @@ def _finding(minute, check, dimension, value, window, observed, expected, p) -> 
             "expected": round(float(expected), 4), "p_value": float(p)}
 
 
-def _share_columns(window: Window) -> tuple[list, np.ndarray, np.ndarray]:
-    """(segment, metric) of each share test, its column and its dimension total's column."""
+def _share_columns(window: Window) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """(segment, metric) of each share test, its column, its dimension total's column and its
+    metric's number in `SHARE_METRICS`."""
     keys, seg, tot = [], [], []
     for name, j in window.index.items():
         dimension, value, metric = parse_field(name)
@@ -132,7 +165,8 @@ def _share_columns(window: Window) -> tuple[list, np.ndarray, np.ndarray]:
             keys.append((dimension, value, metric))
             seg.append(j)
             tot.append(all_j)
-    return keys, np.array(seg, dtype=int), np.array(tot, dtype=int)
+    codes = np.array([SHARE_METRICS.index(m) for _, _, m in keys], dtype=int)
+    return keys, np.array(seg, dtype=int), np.array(tot, dtype=int), codes
 
 
 def judge_minute(counts: dict, minute: int, rules: LiveRules = LiveRules(),
@@ -152,50 +186,65 @@ def judge_minute(counts: dict, minute: int, rules: LiveRules = LiveRules(),
                                 np.cumsum(window.values, axis=0)])
         window.shares = _share_columns(window)
     cum = window.cum
-    keys, seg, tot = window.shares
+    keys, seg, tot, codes = window.shares
     segments: dict[tuple[str, str], dict[str, int]] = {}
     for name, j in window.index.items():
         dimension, value, metric = parse_field(name)
         segments.setdefault((dimension, value), {})[metric] = j
 
-    def total(j: int, lo: int, hi: int) -> float:  # minutes lo..hi inclusive (row indices)
-        return float(cum[hi + 1, j] - cum[lo, j])
+    def total(j, lo: int, hi: int):  # minutes lo..hi inclusive (row indices)
+        return cum[hi + 1, j] - cum[lo, j]
 
     findings: list[dict] = []
-    L = rules.baseline_minutes
     for k in rules.windows:
-        lo, base_lo = i - k + 1, i - k + 1 - L
+        lo = i - k + 1
+        ranges = rules.base_ranges(lo)
+
+        def base(j, ranges=ranges):  # the baseline's total: recent and a season ago
+            return sum(cum[b, j] - cum[a, j] for a, b in ranges)
+
         if len(seg):
-            findings.extend(_share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules))
+            findings.extend(_share_tests(cum, keys, seg, tot, codes, minute, k, lo, i, base,
+                                         rules))
+        n_base = sum(b - a for a, b in ranges)
         for (dimension, value), metrics in segments.items():
-            findings.extend(_fast(total, metrics, dimension, value, minute, k, lo, i, rules))
-            findings.extend(_conversion(total, metrics, dimension, value, minute, k, lo, i,
+            findings.extend(_fast(total, base, n_base, metrics, dimension, value, minute, k, lo,
+                                  i, rules))
+            findings.extend(_conversion(total, base, metrics, dimension, value, minute, k, lo, i,
                                         rules))
             if dimension in ("all", PRICE_DIMENSION):
-                findings.extend(_price(total, metrics, dimension, value, minute, k, lo, i, rules))
+                findings.extend(_price(total, base, metrics, dimension, value, minute, k, lo, i,
+                                       rules))
     return _strongest(findings)
 
 
-def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[dict]:
+def _share_tests(cum, keys, seg, tot, codes, minute, k, lo, i, base, rules) -> list[dict]:
     """Spikes and drops of every segment's counts against the rest of its dimension."""
     L = rules.baseline_minutes
     obs = cum[i + 1, seg] - cum[lo, seg]
     rest = cum[i + 1, tot] - cum[lo, tot] - obs
-    seg_b = cum[lo, seg] - cum[base_lo, seg]
-    rest_b = cum[lo, tot] - cum[base_lo, tot] - seg_b
+    seg_b = base(seg)
+    rest_b = base(tot) - seg_b
+    n_base = sum(b - a for a, b in rules.base_ranges(lo))
     ok = rest_b > 0
     ratio = np.where(ok, seg_b / np.where(ok, rest_b, 1.0), 0.0)
-    # overdispersion: k-minute sums of the baseline, observed against their share expectation
-    ends = np.arange(base_lo + k, lo + 1)
+    # overdispersion: k-minute sums of the recent baseline against their share expectation.
+    # The residual's variance is the segment's clumping plus the rest's times the ratio; a
+    # metric clumps alike in every segment, so its clumping pooled over all segments, times
+    # (1 + ratio), is a floor (a small segment's own few clumps understate it)
+    ends = np.arange(lo - L + k, lo + 1)
     seg_k = cum[ends][:, seg] - cum[ends - k][:, seg]
     rest_k = cum[ends][:, tot] - cum[ends - k][:, tot] - seg_k
     exp_k = rest_k * ratio
-    phi = np.maximum(1.0, np.var(seg_k - exp_k, axis=0) / np.maximum(exp_k.mean(axis=0), 1e-9))
+    var = np.var(seg_k - exp_k, axis=0)
+    mean = exp_k.mean(axis=0)
+    clumping = np.bincount(codes, var) / np.maximum(np.bincount(codes, mean * (1 + ratio)), 1e-9)
+    phi = np.maximum(np.maximum(1.0, var / np.maximum(mean, 1e-9)), clumping[codes] * (1 + ratio))
     # the segment's share is an estimate (its events clump as the window's do): spikes are
     # judged against its upper bound and drops against its lower bound (~97.5 % each)
     spread = 2 * np.sqrt(phi * (seg_b + 1))
     seg_hi = seg_b + 1 + spread
-    hi_exp = np.maximum(rest * seg_hi / np.where(ok, rest_b, 1.0), k * seg_hi / L)
+    hi_exp = np.maximum(rest * seg_hi / np.where(ok, rest_b, 1.0), k * seg_hi / n_base)
     exp = rest * np.maximum(seg_b - spread, 0.0) / np.where(ok, rest_b, 1.0)
     excess = np.array([rules.min_orders if m == "orders" else rules.min_excess
                        for _, _, m in keys])
@@ -210,8 +259,15 @@ def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[
             spiked.add((dimension, metric))
             out.append(_finding(minute, f"{metric}_spike", dimension, value, k, obs[j],
                                 hi_exp[j], p))
+    starts = {key[:2]: j for j, key in enumerate(keys) if key[2] == "sessions"}
     for j in np.flatnonzero(drop):
         p = _poisson_drop(obs[j] / phi[j], exp[j] / phi[j])
+        js = starts.get(keys[j][:2])
+        if keys[j][2] == "active" and js is not None:
+            # the sessions seen in the window are at least its first minute's active ones and
+            # the later minutes' starts; each is there or not (Poisson at most): the
+            # window's active count, at least their number, falling this low is rarer still
+            p = min(p, _poisson_drop(obs[j], exp[j] / k + exp[js] * (k - 1) / k))
         if p < rules.p_value:
             dimension, value, metric = keys[j]
             if (dimension, metric) not in spiked:  # explained by another value's spike
@@ -220,13 +276,12 @@ def _share_tests(cum, keys, seg, tot, minute, k, lo, base_lo, i, rules) -> list[
     return out
 
 
-def _fast(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+def _fast(total, base, n_base, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
     j = metrics.get("fast")
     if j is None:
         return []
-    base = total(j, lo - rules.baseline_minutes, lo - 1)
-    obs = total(j, lo, i)
-    exp = k * (base + FAST_CLUMP) / rules.baseline_minutes  # at least one clump in the baseline
+    obs = float(total(j, lo, i))
+    exp = k * (float(base(j)) + FAST_CLUMP) / n_base  # at least one clump in the baseline
     if obs < rules.spike_ratio * exp or obs - exp < FAST_CLUMP:
         return []
     p = _poisson_spike(obs / FAST_CLUMP, exp / FAST_CLUMP)
@@ -234,16 +289,15 @@ def _fast(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dic
         if p < rules.p_value else []
 
 
-def _conversion(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+def _conversion(total, base, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
     jp, jc = metrics.get("orders"), metrics.get("checkouts")
     if jp is None or jc is None or k < 5:
         return []
-    base_p = total(jp, lo - rules.baseline_minutes, lo - 1)
-    base_c = total(jc, lo - rules.baseline_minutes, lo - 1)
+    base_p, base_c = float(base(jp)), float(base(jc))
     if base_c <= 0 or base_p <= 0:
         return []
-    obs = total(jp, lo, i)
-    exp = total(jc, lo, i) * base_p / base_c
+    obs = float(total(jp, lo, i))
+    exp = float(total(jc, lo, i)) * base_p / base_c
     if obs > rules.drop_ratio * exp:
         return []
     p = _poisson_drop(obs, exp)
@@ -251,17 +305,17 @@ def _conversion(total, metrics, dimension, value, minute, k, lo, i, rules) -> li
         if p < rules.p_value else []
 
 
-def _price(total, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
+def _price(total, base, metrics, dimension, value, minute, k, lo, i, rules) -> list[dict]:
     jn, js, jq = (metrics.get(m) for m in ("priced", "log_price", "log_price_sq"))
     if jn is None or js is None or jq is None:
         return []
-    n_b = total(jn, lo - rules.baseline_minutes, lo - 1)
-    n = total(jn, lo, i)
+    n_b = float(base(jn))
+    n = float(total(jn, lo, i))
     if n_b < 30 or n < rules.price_min_events:
         return []
-    mu = total(js, lo - rules.baseline_minutes, lo - 1) / n_b
-    sd = math.sqrt(max(total(jq, lo - rules.baseline_minutes, lo - 1) / n_b - mu * mu, 1e-6))
-    mean = total(js, lo, i) / n
+    mu = float(base(js)) / n_b
+    sd = math.sqrt(max(float(base(jq)) / n_b - mu * mu, 1e-6))
+    mean = float(total(js, lo, i)) / n
     z = (mean - mu) / (sd / math.sqrt(n))
     if abs(z) < rules.price_z or abs(mean - mu) < math.log(rules.price_ratio):
         return []
@@ -306,7 +360,7 @@ def evaluate(counts: dict, clock: int, cursor: Optional[dict], rules: LiveRules 
     own minute is still filling), at most `max_minutes` of them (the latest); returns the new
     alerts and the next cursor (`{"judged": minute, "open": episodes}`).
 
-    `counts` must hold the minutes from `rules.history_minutes` before the first judged one."""
+    `counts` must hold the minutes of `needed_minutes` (`rules.needed`)."""
     cursor = cursor or {}
     last = clock - 1
     judged = cursor.get("judged")
@@ -322,10 +376,10 @@ def evaluate(counts: dict, clock: int, cursor: Optional[dict], rules: LiveRules 
                  "open": episodes.open}
 
 
-def first_needed(clock: int, cursor: Optional[dict], rules: LiveRules = LiveRules(),
-                 max_minutes: int = 30) -> int:
-    """The earliest minute `evaluate` reads for this tick."""
+def needed_minutes(clock: int, cursor: Optional[dict], rules: LiveRules = LiveRules(),
+                   max_minutes: int = 30) -> list[tuple[int, int]]:
+    """The minute ranges (inclusive) `evaluate` reads for this tick."""
     judged = (cursor or {}).get("judged")
     last = clock - 1
     first = last if judged is None else max(judged + 1, last - max_minutes + 1)
-    return min(first, last) - rules.history_minutes
+    return rules.needed(min(first, last), last)

@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from intent_assets.monitoring.alerting import live_anomaly_alert, run_failure_alert
-from intent_assets.monitoring.live_anomalies import LiveRules, evaluate, first_needed
+from intent_assets.monitoring.live_anomalies import LiveRules, evaluate, needed_minutes
 from intent_resources.alerts import AlertsResource
 from intent_resources.redis import RedisResource
 from streaming_jobs.minute_aggregates import DEFAULT_PROJECT, read_clock, read_counts
@@ -35,7 +35,7 @@ def run_failure_alert_sensor(context: RunFailureSensorContext, alerts: AlertsRes
 def live_anomaly_sensor(context: SensorEvaluationContext, redis: RedisResource,
                         alerts: AlertsResource):
     """Every minute: the stream's per-minute aggregates by segment judged against the last two
-    hours; each new incident (bot wave, outage, spike, broken checkout, price error) alerted once."""
+    hours and the same hours the day before; each new incident (bot wave, outage, spike, broken checkout, price error) alerted once."""
     client = redis.client()
     clock = read_clock(client, DEFAULT_PROJECT)
     if clock is None:
@@ -43,7 +43,9 @@ def live_anomaly_sensor(context: SensorEvaluationContext, redis: RedisResource,
                           "events yet")
     rules = LiveRules()
     cursor = json.loads(context.cursor) if context.cursor else None
-    counts = read_counts(client, DEFAULT_PROJECT, first_needed(clock, cursor, rules), clock)
+    counts: dict = {}
+    for first, last in needed_minutes(clock, cursor, rules):
+        counts.update(read_counts(client, DEFAULT_PROJECT, first, last))
     new, cursor = evaluate(counts, clock, cursor, rules)
     if new:
         alerts.send(*live_anomaly_alert(new))

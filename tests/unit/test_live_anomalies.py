@@ -11,7 +11,13 @@ import pytest
 
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from intent_assets.ingest.simulator_incidents import KINDS, Incident, incident_truth
-from intent_assets.monitoring.live_anomalies import Episodes, LiveRules, evaluate, judge_minute
+from intent_assets.monitoring.live_anomalies import (
+    Episodes,
+    LiveRules,
+    evaluate,
+    judge_minute,
+    needed_minutes,
+)
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.minute_aggregates import (
     batch_clock,
@@ -26,9 +32,10 @@ SESSIONS = 10_000   # a noon minute holds ~80 events: enough to tell an outage i
 BASE = SimulatorConfig(seed=11, sessions_per_day=SESSIONS)
 
 
-def with_incident(kind: str, dimension: str, value: str, day: dt.date = DAY, **kw):
+def with_incident(kind: str, dimension: str, value: str, day: dt.date = DAY,
+                  sessions: int = SESSIONS, **kw):
     incident = Incident(kind, day, NOON, 30, dimension, value, **kw)
-    return SimulatorConfig(seed=11, sessions_per_day=SESSIONS, incidents=(incident,)), incident
+    return SimulatorConfig(seed=11, sessions_per_day=sessions, incidents=(incident,)), incident
 
 
 def window_of(events: pd.DataFrame, incident: Incident) -> pd.DataFrame:
@@ -130,6 +137,9 @@ def test_minute_aggregates_count_sessions_fast_events_orders_and_prices():
     assert m[field("category", "x", "priced")] == 1
     assert m[field("category", "x", "log_price")] == pytest.approx(np.log(100.0))
     assert counts[second] [field("device", "tablet", "fast")] == 1
+    # sessions with an event in the minute: A and B, then B again
+    assert m[field("all", "all", "active")] == 2 and m[field("device", "mobile", "active")] == 1
+    assert counts[second][field("all", "all", "active")] == 1
     # counted in two halves (two batches) the counts add up to the same
     halves = merge(minute_aggregates(events.iloc[:3]), {})
     rest = events.iloc[3:]
@@ -170,6 +180,23 @@ def test_an_outage_is_found_within_minutes_and_a_quiet_noon_raises_nothing():
     assert judge(counts_of(BASE), start, start + 9) == []
 
 
+def test_a_country_outage_is_found_within_ten_minutes():
+    # DE, 14 % of sessions, at the benchmark's scale: at noon a few DE sessions start a minute;
+    # none seen at all for minutes is what gives the outage away
+    config, inc = with_incident("tracking_outage", "country", "DE", sessions=20_000)
+    start = int(inc.start.timestamp() // 60)
+    alerts = judge(counts_of(config), start, start + 8)   # out by the end of minute start + 9
+    assert ("active_drop", "country", "DE") in {(a["check"], a["dimension"], a["value"])
+                                               for a in alerts}
+
+
+def test_a_quiet_morning_ramp_raises_nothing():
+    # 04:00-09:00: from the night's trough to the morning's rise (traffic 8x), small segments
+    # with a few sessions a minute; the baseline reaches back to the same hours the day before
+    first = int(pd.Timestamp(DAY, tz="UTC").timestamp() // 60) + 4 * 60
+    assert judge(counts_of(BASE), first, first + 5 * 60) == []
+
+
 def test_an_episode_alerts_once_until_it_has_been_quiet():
     finding = {"check": "paced_drop", "dimension": "device", "value": "mobile"}
     episodes, rules = Episodes(), LiveRules(quiet_minutes=5)
@@ -191,3 +218,8 @@ def test_evaluate_judges_each_minute_once_up_to_the_clock():
     # a first tick judges only the latest complete minute
     _, fresh = evaluate(counts, start + 11, None)
     assert fresh["judged"] == start + 10
+    # the minutes the sensor reads (the last hours and the same hours the day before) suffice
+    ranges = needed_minutes(start + 11, {"judged": start - 1})
+    assert len(ranges) == 2 and ranges[0][1] < ranges[1][0] - 60
+    read = {m: row for m, row in counts.items() if any(a <= m <= b for a, b in ranges)}
+    assert evaluate(read, start + 11, {"judged": start - 1})[0] == alerts
