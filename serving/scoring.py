@@ -350,7 +350,8 @@ class ScoringEngine:
         answers = []
         for i, (req, read) in enumerate(zip(requests, reads)):
             row, missing = read.row, read.missing
-            if read.prior is not None:
+            informed = read.prior is None
+            if not informed:
                 # answered by the model's recorded base rate for what the request stands for
                 fallbacks = read.fallbacks
                 probability = model_prior(served.model if served is not None else None,
@@ -362,7 +363,7 @@ class ScoringEngine:
                 fallbacks = read.fallbacks + model_fallbacks
                 answer_version, answer_by = version, scored_by
                 if predictions is None:
-                    probability, reasons = prior, []
+                    probability, reasons, informed = prior, [], False
                 else:
                     probability = float(predictions[i]["probability"])
                     reasons = predictions[i].get("reasons") or []
@@ -370,7 +371,7 @@ class ScoringEngine:
             order_value = float(order_value) if isinstance(order_value, (int, float)) \
                 and not isinstance(order_value, bool) else None
             offer = self.offers.decide(req.user_id, req.session_id, row, probability,
-                                       order_value)
+                                       order_value, informed)
             decision, variant = offer.decision, offer.variant
             if offer.fallbacks:
                 fallbacks = fallbacks + list(offer.fallbacks)

@@ -192,6 +192,8 @@ def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model
         assert (cold["fallback"], cold["scored_by"], cold["reasons"]) == \
             (["session_unknown"], "prior", [])
         assert cold["probability"] == artifact.manifest["base_rates"]["session"]
+        # a base rate says nothing of the shopper: no offer is made on it
+        assert (cold["action"], cold["offer"], cold["policy"]) == ("leave_alone", None, "base_rate")
         assert cold["model_version"] == artifact.version
         # a context integer beyond 64 bits (valid JSON, which orjson will not write) is logged too
         big = client.post("/score", headers=AUTH, json={
@@ -342,6 +344,8 @@ def test_redis_down_or_hung_gives_flagged_base_rate_answers_then_recovers(tmp_pa
         moment = _score(client, user_id="u", session_id="s-r", event=VIEW_EVENT)
         assert moment["fallback"] == ["redis_unavailable"]
         assert (moment["probability"], moment["scored_by"]) == (rates["scoring_moment"], "prior")
+        # an outage never sends every shopper the same offer
+        assert {(a["action"], a["policy"]) for a in (down, moment)} == {("leave_alone", "base_rate")}
         assert client.get("/health").json()["redis"]["state"] == "open"
         assert 'intent_score_fallbacks_total{kind="redis_unavailable"}' in \
             client.get("/metrics").text
