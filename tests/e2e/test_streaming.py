@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
 from tests import online_rows as rows
+from tests.process_groups import start_group
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
@@ -421,9 +422,7 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
         cmd.append("--available-now")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    return start_group(cmd, env, log, cwd=ROOT)
 
 
 def _metrics_file(cfg: JobConfig) -> Path:
