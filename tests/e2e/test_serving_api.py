@@ -564,8 +564,13 @@ def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_pa
                 assert (answer["fallback"], answer["scored_by"]) == ([], "in_process"), answer
                 assert "session" not in answer["missing_entities"]
         client.app.state.decisions.flush()
-    logged = {r["session_id"]: r["features"] for path in sorted((tmp_path / "decisions").rglob(
-        "*.jsonl")) for r in map(json.loads, path.read_text().splitlines())}
+    records = {r["session_id"]: r for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
+               for r in map(json.loads, path.read_text().splitlines())}
+    logged = {session_id: r["features"] for session_id, r in records.items()}
+    # each vector names the cut it stands for: the consistency report rebuilds it there
+    assert {cut.session_id: records[cut.session_id].get("as_of_event_id")
+            for cut in picked.itertuples()} == {cut.session_id: cut.snapshot_id
+                                               for cut in picked.itertuples()}
     mismatches = [(cut.session_id, name, logged[cut.session_id][name], getattr(cut, name))
                   for cut in picked.itertuples() for name in FEATURE_NAMES
                   if logged[cut.session_id][name] != getattr(cut, name)]
