@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 from dagster import EnvVar, build_resources
 
+from tests.process_groups import start_group, stop_group
 from intent_resources.storage import LakeStorage
 from intent_resources.stack import (
     SETTINGS_FROM_OUTPUTS,
@@ -447,11 +448,10 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_hom
 
     port = free_port()
     api_env = {**prod_env, "INTENT_DECISION_LOG_DIR": str(tmp_path / "decisions")}
-    api = subprocess.Popen(
+    api = start_group(
         [str(Path(sys.executable).parent / "intent"), "serve", "api", "--port", str(port),
          "--mode", "endpoint", "--endpoint-name", "intent", "--endpoint-url", container,
-         "--model", str(artifact.tarball), "--deadline-ms", "2000"], env=api_env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+         "--model", str(artifact.tarball), "--deadline-ms", "2000"], api_env, None)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(lambda: _json(f"{url}/health")[0] is not None, "the API", timeout_s=120)
@@ -477,8 +477,7 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_hom
         assert answer["fallback"] == []
         assert answer["model_version"] == artifact.version
     finally:
-        api.terminate()
-        api.wait(30)
+        stop_group(api, timeout=30)
 
     # -- a second publication moves the endpoint to the new model (UpdateEndpoint, blue/green)
     second = build_artifact(tmp_path / "model2", seed=4, trees=10)
@@ -706,6 +705,27 @@ def test_heartbeat_alerts_and_decision_log_live_in_the_stacks_aws(moto_endpoint,
     reader = DecisionLogReader(directory=f"s3://{outputs['LakeBucket']}/{prefix}")
     assert list(reader.read_day("2026-10-01")["request_id"]) == ["r1", "r2", "r3"]
     assert reader.read_day("2026-10-02").empty
+
+    # the API's own writer: one object per flush under the day's prefix, read back in order
+    import datetime as dt
+
+    from serving.decisions import DecisionLog
+
+    written = f"s3://{outputs['LakeBucket']}/{base}/{_unique('api')}"
+    log = DecisionLog(written)
+    for i in range(3):
+        log.append({"request_id": f"w{i}"})
+    log.flush()
+    log.append({"request_id": "w3"})
+    log.close()
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    assert (log.written, log.lost) == (4, 0)
+    assert list(DecisionLogReader(directory=written).read_day(today)["request_id"]) == \
+        ["w0", "w1", "w2", "w3"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=outputs["LakeBucket"],
+                                                 Prefix=written.split("/", 3)[3])["Contents"]]
+    assert len(keys) == 2 and all(f"/date={today}/decisions-" in k and k.endswith(".jsonl")
+                                  for k in keys)
 
 
 def test_the_containers_environment_is_the_images_pip_line(tmp_path):
