@@ -93,6 +93,7 @@ ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
+	-$(BIN)/python -c 'from tests.process_groups import sweep; sweep()'
 	-$(BIN)/intent serve stop-endpoint
 	-$(BIN)/intent redis down
 	rm -rf $(INTENT_HOME)

@@ -30,10 +30,12 @@ from intent_resources.alerts import AlertsResource
 
 @dataclass(frozen=True)
 class Thresholds:
-    """How old a heartbeat may get. Spark reports progress at least every 10 s even when idle."""
+    """How old a heartbeat may get (the job refreshes it every 5 s, in a batch or idle), and
+    how long one batch may run before it counts as hung."""
 
     stale_after_s: float = 120.0
     startup_grace_s: float = 300.0
+    max_batch_s: float = 600.0
 
 
 def metrics_dir(home: Path) -> Path:
@@ -284,6 +286,7 @@ class StreamingJobResource(ConfigurableResource):
     session_timeout_min: int = 30         # the project configuration's
     stale_after_s: float = Thresholds.stale_after_s
     startup_grace_s: float = Thresholds.startup_grace_s
+    max_batch_s: float = Thresholds.max_batch_s
     # -- EMR (mode="emr") ------------------------------------------------------------------------
     emr_release_label: str = "emr-7.5.0"
     emr_instance_type: str = "m6g.xlarge"
@@ -341,7 +344,8 @@ class StreamingJobResource(ConfigurableResource):
         return Path(self.alerts_path) if self.alerts_path else self.resolved_home() / "alerts.jsonl"
 
     def thresholds(self) -> Thresholds:
-        return Thresholds(stale_after_s=self.stale_after_s, startup_grace_s=self.startup_grace_s)
+        return Thresholds(stale_after_s=self.stale_after_s, startup_grace_s=self.startup_grace_s,
+                          max_batch_s=self.max_batch_s)
 
     def read_heartbeat(self) -> Optional[dict]:
         from streaming_jobs.heartbeat import read_heartbeat

@@ -9,6 +9,10 @@ configured default; the scoring engine calls `OfferChooser.decide` once per answ
   policy (`serving.uplift`), any other the propensity bands (`serving.policy.decide`).
 - **No experiment**: `default_policy` (`model` or `uplift`).
 An arm that needs the uplift model when none is loaded falls back to the bands, flagged.
+
+An answer that is a base rate (no session known, Redis or the model unavailable) says nothing of
+the shopper: it is left alone (`policy: base_rate`) whatever the slice or arm, so an outage never
+sends every shopper the same offer.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from serving.uplift import UpliftModel
 log = logging.getLogger(__name__)
 
 POLICIES = ("model", "uplift")
+BASE_RATE_POLICY = "base_rate"
 UPLIFT_VARIANT = "uplift"
 FALLBACK_UPLIFT = "uplift_unavailable"
 
@@ -92,8 +97,13 @@ class OfferChooser:
             raise ValueError(f"default policy must be one of {POLICIES}, got {self.default_policy!r}")
 
     def decide(self, user_id: str, session_id: str, row: Mapping[str, Any], probability: float,
-               order_value: float | None) -> Offer:
+               order_value: float | None, informed: bool = True) -> Offer:
+        """The offer for one answer; `informed` is False when `probability` is a base rate."""
         variant = assign(user_id, self.experiment) if self.experiment is not None else None
+        if not informed:
+            by_model = decide(probability, self.params, order_value)
+            return Offer(Decision(by_model.band, "leave_alone", probability,
+                                  by_model.expected_values), BASE_RATE_POLICY, variant)
         explored = self.exploration.assignment(session_id)
         if explored is not None:
             action, p = explored

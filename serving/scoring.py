@@ -129,6 +129,8 @@ class _Read(NamedTuple):
     fallbacks: list[str]
     prior: str | None
     as_of_us: int | None = None   # the moment the row stands for (TTLs judged, vector logged)
+    # the id of the event at as_of_us the row includes (None: the session row as the stream left it)
+    as_of_event_id: str | None = None
     categories: tuple = NO_SIGNALS  # the session's category views and latest category
 
 
@@ -242,7 +244,8 @@ class ScoringEngine:
                 return _Read(features.row(), missing, [FALLBACK_SESSION_UNKNOWN] + stale,
                              PRIOR_SESSION, features.as_of_us)
             return _Read(features.row(), missing, stale, None, features.as_of_us,
-                         stored_signals(features.session_state) if self.preference else NO_SIGNALS)
+                         categories=stored_signals(features.session_state)
+                         if self.preference is not None else NO_SIGNALS)
         stored = features.session_state
         if stored is None and "session" not in missing:
             # a row written without its state (not by the stream): score it as read, flagged
@@ -268,7 +271,7 @@ class ScoringEngine:
                                                  missing, deadline)
         # the row stands for the state after the latest event it includes: the request's, or a
         # later one the stream had already applied
-        return _Read(row, missing, stale, None, moment.as_of_us,
+        return _Read(row, missing, stale, None, moment.as_of_us, moment.as_of_event_id,
                      (moment.category_views, moment.last_category_id))
 
     async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
@@ -357,7 +360,8 @@ class ScoringEngine:
         answers = []
         for i, (req, read) in enumerate(zip(requests, reads)):
             row, missing = read.row, read.missing
-            if read.prior is not None:
+            informed = read.prior is None
+            if not informed:
                 # answered by the model's recorded base rate for what the request stands for
                 fallbacks = read.fallbacks
                 probability = model_prior(served.model if served is not None else None,
@@ -369,7 +373,7 @@ class ScoringEngine:
                 fallbacks = read.fallbacks + model_fallbacks
                 answer_version, answer_by = version, scored_by
                 if predictions is None:
-                    probability, reasons = prior, []
+                    probability, reasons, informed = prior, [], False
                 else:
                     probability = float(predictions[i]["probability"])
                     reasons = predictions[i].get("reasons") or []
@@ -377,7 +381,7 @@ class ScoringEngine:
             order_value = float(order_value) if isinstance(order_value, (int, float)) \
                 and not isinstance(order_value, bool) else None
             offer = self.offers.decide(req.user_id, req.session_id, row, probability,
-                                       order_value)
+                                       order_value, informed)
             decision, variant = offer.decision, offer.variant
             if offer.fallbacks:
                 fallbacks = fallbacks + list(offer.fallbacks)
@@ -417,6 +421,8 @@ class ScoringEngine:
                     record["features"] = row
                     record["feature_service"] = served.model.artifact.feature_service
                     record["as_of"] = _iso_us(read.as_of_us)
+                    if read.as_of_event_id is not None:
+                        record["as_of_event_id"] = read.as_of_event_id
                 self.decisions.append(record)
         return answers
 

@@ -2,7 +2,9 @@
 
 The sink writes it before Spark commits each batch (so its counters stay exact across kills),
 `supervise` refreshes it with Spark's progress figures after the batch, and every few seconds
-while the query idles, so a hung batch shows as a stale heartbeat.
+in between: while the query idles, and while a batch runs, with the time that batch started
+(`batch_running_since`). A stale heartbeat means a stuck driver; a batch running longer than the
+supervisor's limit, a hung batch: a long batch alone is neither.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def read_heartbeat(path: str | Path) -> Optional[dict]:
 
 
 def heartbeat_payload(progress: Optional[dict], sink, status: str,
-                      cfg: JobConfig, error: Optional[str] = None) -> dict:
+                      cfg: JobConfig, error: Optional[str] = None,
+                      batch_running_since: Optional[str] = None) -> dict:
     """The supervisor's view of the job: progress of the last batch, sink figures, counters.
 
     `sink` is the job's `sinks.SessionSink` (its batch figures, counters and live sessions).
@@ -115,6 +118,8 @@ def heartbeat_payload(progress: Optional[dict], sink, status: str,
         "quarantine_batch": dict(sink.last.quarantine) if sink.last else {},
         "quarantine_total": dict(sink.totals),
         "late_events_total": sink.totals.get("late beyond watermark", 0),
+        # when the batch running now started (ISO time), None between batches
+        "batch_running_since": batch_running_since,
         "last_update_time": now.isoformat(),
         "error": error,
     }
@@ -134,13 +139,14 @@ def _finite(value) -> Optional[float]:
 
 
 def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
-              poll_seconds: float = 0.25, idle_refresh_seconds: float = 5.0,
+              poll_seconds: float = 0.25, refresh_seconds: float = 5.0,
               on_heartbeat: Optional[Callable[[dict], None]] = None) -> int:
     """Write a heartbeat after every batch until the query ends; the exit code of the job.
 
-    An idle query (waiting for data, no batch running) refreshes its heartbeat every few
-    seconds, so the supervisor tells idle from hung: a batch that never finishes stops the
-    heartbeat, and it goes stale. `on_heartbeat` sees each payload written (Pipes reports).
+    Between batches' heartbeats it is refreshed every `refresh_seconds`: `idle` while the query
+    waits for data, and while a batch runs with the time it was first seen running
+    (`batch_running_since`), so the supervisor tells a long batch from a hung one and a live
+    driver from a stuck one. `on_heartbeat` sees each payload written (Pipes reports).
     """
     def beat(payload: dict) -> None:
         write_heartbeat(cfg, payload)
@@ -149,6 +155,7 @@ def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
 
     last_seen = None
     last_write = time.monotonic()
+    batch_since: Optional[str] = None
     beat(heartbeat_payload(None, sink, "starting", cfg))
     while query.isActive:
         if stop.is_set():
@@ -158,14 +165,24 @@ def supervise(query, sink, cfg: JobConfig, stop: threading.Event,
         fresh = progress is not None and progress.get("timestamp") != last_seen
         if fresh:
             sink.progress = progress
-        idle = (not fresh and progress is not None
-                and time.monotonic() - last_write >= idle_refresh_seconds
-                and not query.status.get("isTriggerActive", True))
-        if fresh or idle:
-            last_seen = progress.get("timestamp")
+            batch_since = None
+        due = not fresh and time.monotonic() - last_write >= refresh_seconds
+        in_batch = due and bool(query.status.get("isTriggerActive", False))
+        # before its first batch a job says nothing more unless that batch runs: a job that
+        # never gets going lets its `starting` heartbeat age past the startup grace
+        if fresh or (due and (progress is not None or in_batch)):
+            if in_batch and batch_since is None:
+                batch_since = dt.datetime.now(dt.timezone.utc).isoformat()
+            elif not in_batch:
+                batch_since = None
+            status = ("starting" if progress is None else "running" if fresh or in_batch
+                      else "idle")
+            if progress is not None:
+                last_seen = progress.get("timestamp")
             last_write = time.monotonic()
             with sink.lock:
-                beat(heartbeat_payload(progress, sink, "running" if fresh else "idle", cfg))
+                beat(heartbeat_payload(progress, sink, status, cfg,
+                                       batch_running_since=batch_since))
         query.awaitTermination(poll_seconds)
     error = query.exception()
     status = "failed" if error else "stopped"

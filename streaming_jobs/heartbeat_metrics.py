@@ -1,8 +1,8 @@
 """The heartbeat as Prometheus text, for node_exporter's textfile collector.
 
 The job has no HTTP server; `supervise` writes this file beside the heartbeat JSON (with
-`--metrics-file`), so a killed or hung job leaves its last timestamp behind and the
-`IntentStreamStale` rule sees it age. The alert rules and the dashboard read these names.
+`--metrics-file`), so a killed or stuck job leaves its last timestamp behind and the
+`IntentStreamStale` rule sees it age; a batch that runs on is `IntentStreamBatchHung`'s. The alert rules and the dashboard read these names.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def heartbeat_metrics(heartbeat: dict) -> str:
           "failed", [("", 1.0 if status in RUNNING else 0.0)])
     gauge("intent_stream_status", "The job's status, one series per status",
           [(f'{{status="{s}"}}', 1.0 if s == status else 0.0) for s in STATUSES])
+    batch_since = _timestamp(heartbeat.get("batch_running_since"))
+    if batch_since is not None:
+        gauge("intent_stream_batch_running_since_timestamp_seconds",
+              "When the batch running now started (Unix time); absent between batches",
+              [("", batch_since)])
     watermark = _timestamp(heartbeat.get("watermark"))
     if watermark is not None and watermark > 0:
         gauge("intent_stream_watermark_timestamp_seconds", "The event-time watermark (Unix time)",

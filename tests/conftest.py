@@ -9,6 +9,8 @@ only for AWS APIs, which have no local equivalent. Tests live by layer (`unit`, 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,27 @@ from intent_resources.storage import LakeStorage
 
 
 LAYERS = ("unit", "assets", "e2e", "browser")
+
+
+def pytest_sessionstart(session) -> None:
+    """Stop the servers a killed earlier run left behind; stop this run's on SIGTERM."""
+    from tests.process_groups import sweep
+
+    if left := sweep():
+        print(f"stopped {len(left)} processes an earlier test run left running: {left}",
+              file=sys.stderr)
+
+    def terminated(signum, frame):
+        sweep(owner=os.getpid())
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    from tests.process_groups import sweep
+
+    sweep(owner=os.getpid())
 
 
 def pytest_collection_modifyitems(items) -> None:

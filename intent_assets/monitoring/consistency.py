@@ -2,9 +2,11 @@
 
 The API logs a sample of the vectors it scored (`INTENT_LOG_FEATURES_RATE`) with the decision
 and `as_of`, the instant its TTLs were judged at: the request's event time when the request
-carries one, else the time of the session row it read (the session's latest event). Offline, the
-same request is rebuilt at `as_of`: the session features by the session state machine over the
-session's events up to that instant (what the training snapshots hold), the user and product
+carries one, else the time of the session row it read (the session's latest event); with an
+event, also `as_of_event_id`, the latest event the vector includes. Offline, the same request is
+rebuilt at `as_of`: the session features by the session state machine over the session's events
+up to that event (events tied at one instant are ordered by id, as the state machine orders
+them), else up to that instant (what the training snapshots hold), the user and product
 features by Feast's point-in-time join of the service's batch views (their TTLs applied). A
 feature matches when both sides are missing or both hold the same value.
 """
@@ -25,7 +27,7 @@ from streaming_jobs.session_state import FEATURE_DEFAULTS, FEATURE_NAMES, replay
 # A relative difference below this is the same number (float64 rounding through JSON and Redis).
 RELATIVE_TOLERANCE = 1e-9
 _REQUEST_COLUMNS = ["request_id", "user_id", "session_id", "product_id", "as_of",
-                    "model_version", "feature_service", "features"]
+                    "as_of_event_id", "model_version", "feature_service", "features"]
 
 
 def logged_requests(decisions: pd.DataFrame) -> pd.DataFrame:
@@ -51,8 +53,9 @@ def event_days(requests: pd.DataFrame) -> list[str]:
 
 
 def offline_session_features(events: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
-    """Per request, the session state machine's features after the session's latest event at
-    or before `as_of` (the empty session's defaults when there is none), in request order."""
+    """Per request, the session state machine's features after its event `as_of_event_id` when
+    the request names one the session holds, else after the session's latest event at or before
+    `as_of` (the empty session's defaults when there is none), in request order."""
     sessions = set(requests["session_id"])
     mine = events[events["session_id"].isin(sessions)] if len(events) else events
     if len(mine):
@@ -61,10 +64,15 @@ def offline_session_features(events: pd.DataFrame, requests: pd.DataFrame) -> pd
                                                                   *FEATURE_NAMES])
     states = states.assign(last_event_time=pd.to_datetime(states["last_event_time"], utc=True))
     by_session = {sid: frame for sid, frame in states.groupby("session_id", sort=False)}
+    cut_ids = requests["as_of_event_id"] if "as_of_event_id" in requests \
+        else pd.Series([None] * len(requests))
     rows = []
-    for sid, as_of in zip(requests["session_id"], requests["as_of"]):
+    for sid, as_of, cut_id in zip(requests["session_id"], requests["as_of"], cut_ids):
         frame = by_session.get(sid)
-        seen = frame[frame["last_event_time"] <= as_of] if frame is not None else None
+        at = frame[frame["last_event_id"] == cut_id] if frame is not None and isinstance(
+            cut_id, str) else None
+        seen = at if at is not None and len(at) else \
+            frame[frame["last_event_time"] <= as_of] if frame is not None else None
         if seen is None or seen.empty:
             rows.append(dict(FEATURE_DEFAULTS))
         else:

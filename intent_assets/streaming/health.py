@@ -10,6 +10,7 @@ verdict. Rules (first match wins):
 | status `stopped`, process gone | | stopped (on purpose: `intent stream stop`) | no |
 | status `failed` | | dead (the query failed) | yes |
 | any other, process gone | | dead (killed or crashed) | yes |
+| a batch running longer than `max_batch_s` | alive or unknown | stale (hung batch) | yes |
 | `starting`, younger than the startup grace | | starting | no |
 | older than `stale_after_s` | alive or unknown | stale (hung) | yes |
 | otherwise | | healthy | no |
@@ -35,12 +36,14 @@ class Decision:
     restart: bool
 
 
-def heartbeat_age_s(heartbeat: Optional[dict], now: dt.datetime) -> Optional[float]:
-    """Seconds since the heartbeat was written (None without a readable time)."""
-    if not heartbeat or not heartbeat.get("last_update_time"):
+def heartbeat_age_s(heartbeat: Optional[dict], now: dt.datetime,
+                    field: str = "last_update_time") -> Optional[float]:
+    """Seconds since the heartbeat's time `field` (when it was written; None without a readable
+    time)."""
+    if not heartbeat or not heartbeat.get(field):
         return None
     try:
-        written = dt.datetime.fromisoformat(str(heartbeat["last_update_time"]))
+        written = dt.datetime.fromisoformat(str(heartbeat[field]))
     except ValueError:
         return None
     if written.tzinfo is None:
@@ -66,14 +69,27 @@ def assess_stream(heartbeat: Optional[dict], now: dt.datetime, pid_alive: Option
     if pid_alive is False:
         return Decision("dead", f"process gone; last heartbeat {_age_text(age)} ago "
                                 f"(batch {heartbeat.get('batch_id')})", True)
+    batch_age = heartbeat_age_s(heartbeat, now, "batch_running_since")
+    if batch_age is not None and batch_age > thresholds.max_batch_s:
+        return Decision("stale", f"batch {_next_batch(heartbeat)} running for "
+                                 f"{_age_text(batch_age)} (limit {thresholds.max_batch_s:.0f} s)",
+                        True)
     if status == "starting" and age is not None and age <= thresholds.startup_grace_s:
         return Decision("starting", f"starting for {_age_text(age)}", False)
     if age is None or age > thresholds.stale_after_s:
         return Decision("stale", f"no heartbeat for {_age_text(age)} (threshold "
                                  f"{thresholds.stale_after_s:.0f} s), batch "
                                  f"{heartbeat.get('batch_id')}", True)
-    return Decision("healthy", f"batch {heartbeat.get('batch_id')}, heartbeat "
+    running = f", batch {_next_batch(heartbeat)} running for {_age_text(batch_age)}" \
+        if batch_age is not None else ""
+    return Decision("healthy", f"batch {heartbeat.get('batch_id')}{running}, heartbeat "
                                f"{_age_text(age)} old", False)
+
+
+def _next_batch(heartbeat: dict):
+    """The id of the batch after the heartbeat's latest finished one (the one running)."""
+    done = heartbeat.get("batch_id")
+    return done + 1 if isinstance(done, int) else 0
 
 
 def _age_text(age: Optional[float]) -> str:
@@ -83,9 +99,11 @@ def _age_text(age: Optional[float]) -> str:
 def incident_key(heartbeat: Optional[dict], decision: Decision) -> str:
     """One key per incident: the same stuck or dead heartbeat always gives the same key.
 
-    A restarted job writes new heartbeats, so its next failure is a new incident.
+    A restarted job writes new heartbeats, so its next failure is a new incident. A hung batch's
+    heartbeat keeps being refreshed: the time the batch started names that incident.
     """
     hb = heartbeat or {}
-    basis = "|".join(str(hb.get(k)) for k in ("run_id", "batch_id", "last_update_time", "pid"))
+    since = hb.get("batch_running_since") or hb.get("last_update_time")
+    basis = "|".join(str(v) for v in (hb.get("run_id"), hb.get("batch_id"), since, hb.get("pid")))
     digest = hashlib.sha1(f"{decision.status}|{basis}".encode()).hexdigest()[:16]
     return f"stream-{decision.status}-{digest}"

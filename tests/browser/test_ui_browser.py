@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import pytest
 
 from intent_assets.partitions import FIRST_DAY
 from serving.project import free_port
+from tests.process_groups import start_group, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -87,27 +87,6 @@ def chromium_binary() -> str:
     if not found:
         pytest.fail("chromium is not installed: run `apt-get install -y chromium` (see Makefile)")
     return found
-
-
-def start_group(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """Start a program in its own process group, so stopping it also stops what it spawned
-    (code servers, run workers, Spark's JVM)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def stop_group(process: subprocess.Popen, timeout: float = 60) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(2)  # let the group's other members act on the signal before the next one
 
 
 def graphql(url: str, query: str, **variables) -> dict:

@@ -192,6 +192,8 @@ def test_score_reads_live_features_decides_and_logs_the_decision(tmp_path, model
         assert (cold["fallback"], cold["scored_by"], cold["reasons"]) == \
             (["session_unknown"], "prior", [])
         assert cold["probability"] == artifact.manifest["base_rates"]["session"]
+        # a base rate says nothing of the shopper: no offer is made on it
+        assert (cold["action"], cold["offer"], cold["policy"]) == ("leave_alone", None, "base_rate")
         assert cold["model_version"] == artifact.version
         # a context integer beyond 64 bits (valid JSON, which orjson will not write) is logged too
         big = client.post("/score", headers=AUTH, json={
@@ -342,6 +344,8 @@ def test_redis_down_or_hung_gives_flagged_base_rate_answers_then_recovers(tmp_pa
         moment = _score(client, user_id="u", session_id="s-r", event=VIEW_EVENT)
         assert moment["fallback"] == ["redis_unavailable"]
         assert (moment["probability"], moment["scored_by"]) == (rates["scoring_moment"], "prior")
+        # an outage never sends every shopper the same offer
+        assert {(a["action"], a["policy"]) for a in (down, moment)} == {("leave_alone", "base_rate")}
         assert client.get("/health").json()["redis"]["state"] == "open"
         assert 'intent_score_fallbacks_total{kind="redis_unavailable"}' in \
             client.get("/metrics").text
@@ -560,8 +564,13 @@ def test_score_folds_the_triggering_event_onto_the_state_the_stream_wrote(tmp_pa
                 assert (answer["fallback"], answer["scored_by"]) == ([], "in_process"), answer
                 assert "session" not in answer["missing_entities"]
         client.app.state.decisions.flush()
-    logged = {r["session_id"]: r["features"] for path in sorted((tmp_path / "decisions").rglob(
-        "*.jsonl")) for r in map(json.loads, path.read_text().splitlines())}
+    records = {r["session_id"]: r for path in sorted((tmp_path / "decisions").rglob("*.jsonl"))
+               for r in map(json.loads, path.read_text().splitlines())}
+    logged = {session_id: r["features"] for session_id, r in records.items()}
+    # each vector names the cut it stands for: the consistency report rebuilds it there
+    assert {cut.session_id: records[cut.session_id].get("as_of_event_id")
+            for cut in picked.itertuples()} == {cut.session_id: cut.snapshot_id
+                                               for cut in picked.itertuples()}
     mismatches = [(cut.session_id, name, logged[cut.session_id][name], getattr(cut, name))
                   for cut in picked.itertuples() for name in FEATURE_NAMES
                   if logged[cut.session_id][name] != getattr(cut, name)]

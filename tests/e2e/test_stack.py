@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 from dagster import EnvVar, build_resources
 
+from tests.process_groups import start_group, stop_group
 from intent_resources.storage import LakeStorage
 from intent_resources.stack import (
     SETTINGS_FROM_OUTPUTS,
@@ -447,11 +448,10 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_hom
 
     port = free_port()
     api_env = {**prod_env, "INTENT_DECISION_LOG_DIR": str(tmp_path / "decisions")}
-    api = subprocess.Popen(
+    api = start_group(
         [str(Path(sys.executable).parent / "intent"), "serve", "api", "--port", str(port),
          "--mode", "endpoint", "--endpoint-name", "intent", "--endpoint-url", container,
-         "--model", str(artifact.tarball), "--deadline-ms", "2000"], env=api_env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+         "--model", str(artifact.tarball), "--deadline-ms", "2000"], api_env, None)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(lambda: _json(f"{url}/health")[0] is not None, "the API", timeout_s=120)
@@ -477,8 +477,7 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_hom
         assert answer["fallback"] == []
         assert answer["model_version"] == artifact.version
     finally:
-        api.terminate()
-        api.wait(30)
+        stop_group(api, timeout=30)
 
     # -- a second publication moves the endpoint to the new model (UpdateEndpoint, blue/green)
     second = build_artifact(tmp_path / "model2", seed=4, trees=10)

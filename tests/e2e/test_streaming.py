@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from intent_assets.ingest.simulator import SimulatorConfig, simulate_day
 from streaming_jobs import online_layout as layout
 from tests import online_rows as rows
+from tests.process_groups import start_group
 from streaming_jobs.contract import split_duplicates, validate_events
 from streaming_jobs.heartbeat import heartbeat_payload, read_heartbeat
 from streaming_jobs.job_config import JobConfig
@@ -421,9 +422,7 @@ def _launch(cfg: JobConfig, log: Path, available_now: bool = False) -> subproces
         cmd.append("--available-now")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    return start_group(cmd, env, log, cwd=ROOT)
 
 
 def _metrics_file(cfg: JobConfig) -> Path:
@@ -601,6 +600,32 @@ def test_supervisor_decision_covers_healthy_stale_dead_and_no_heartbeat():
     # on EMR there is no local process: only the heartbeat's age speaks
     assert verdict(_heartbeat(5), None).status == "healthy"
     assert verdict(_heartbeat(600), None).restart
+
+
+def test_a_long_batch_is_healthy_and_a_batch_past_the_limit_is_one_hung_incident():
+    from intent_assets.streaming.health import assess_stream, incident_key
+    from intent_resources.streaming import Thresholds
+
+    limits = Thresholds(stale_after_s=60, startup_grace_s=300, max_batch_s=600)
+
+    def in_batch(age_s: float, running_s: float) -> dict:
+        since = (NOW - dt.timedelta(seconds=running_s)).isoformat()
+        return _heartbeat(age_s, batch_running_since=since)
+
+    # a batch running for 5 minutes on a busy machine: its heartbeat is fresh, nothing is hung
+    long = assess_stream(in_batch(3, 300), NOW, True, limits)
+    assert (long.status, long.restart) == ("healthy", False)
+    assert "batch 42 running for 300 s" in long.reason
+    hung = assess_stream(in_batch(3, 700), NOW, True, limits)
+    assert (hung.status, hung.restart) == ("stale", True)
+    assert "batch 42 running for 700 s" in hung.reason
+    # the job keeps refreshing a hung batch's heartbeat: every tick is the same incident
+    later = assess_stream(in_batch(1, 730), NOW + dt.timedelta(seconds=30), True, limits)
+    assert later.status == "stale"
+    refreshed = {**in_batch(3, 700), "last_update_time": (NOW + dt.timedelta(seconds=28)).isoformat()}
+    assert incident_key(refreshed, hung) == incident_key(in_batch(3, 700), hung)
+    # a stuck driver still goes stale by the heartbeat's own age, in a batch or not
+    assert assess_stream(in_batch(90, 100), NOW, True, limits).status == "stale"
 
 
 def _resource(tmp_path: Path, **overrides):

@@ -34,6 +34,7 @@ HEARTBEAT = {
     "late_events_total": 3, "watermark": "2026-12-06T10:00:00.000Z",
     "quarantine_total": {"unknown event_type": 2, 'bad "price"': 1},
     "last_update_time": "2026-12-06T10:20:00.5+00:00",
+    "batch_running_since": "2026-12-06T10:19:58+00:00",
 }
 
 

@@ -13,7 +13,7 @@ from intent_assets.uplift.learn import fit_dr_learner
 from intent_assets.uplift.simulator import draw_outcomes, exploration_log, simulate_sessions
 from intent_assets.uplift.train import train_uplift_model
 from serving.offers import ExplorationSlice, OfferChooser
-from serving.policy import ACTIONS, PolicyParams
+from serving.policy import ACTIONS, PolicyParams, decide
 from serving.uplift import (
     EFFECTS,
     UPLIFT_FEATURES,
@@ -159,3 +159,21 @@ def test_uplift_arm_without_a_model_falls_back_to_the_bands_flagged():
     assert offer.policy == "model" and offer.fallbacks == ("uplift_unavailable",)
     with pytest.raises(ValueError):
         ExplorationSlice(share=1.5)
+
+
+def test_a_base_rate_answer_is_left_alone_whatever_the_slice_or_arm():
+    # an on-the-fence base rate acted on would send every shopper the discount in an outage
+    params = PolicyParams()
+    fence = 0.3
+    assert decide(fence, params).action == "incentivize"
+    chooser = OfferChooser(params=params, exploration=ExplorationSlice(share=1.0),
+                           default_policy="uplift")
+    for session in ("s1", "s2", "s3", "s4"):
+        offer = chooser.decide("u", session, {"session_cart_items": 3}, fence, None,
+                               informed=False)
+        assert (offer.decision.action, offer.policy, offer.fields) == \
+            ("leave_alone", "base_rate", {})
+        assert offer.decision.band == decide(fence, params).band
+    # the same answer, informed, is explored as the slice draws it
+    assert {chooser.decide("u", f"s{i}", {}, fence, None).policy for i in range(20)} == \
+        {"exploration"}

@@ -1,0 +1,57 @@
+"""The consistency report rebuilds a folded request at its own event, ties included: two events
+of a session at one instant are ordered by id, as the session state machine orders them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from intent_assets.monitoring.consistency import compare, logged_requests, offline_session_features
+from streaming_jobs.moment import fold_event
+from streaming_jobs.session_state import FEATURE_NAMES
+
+T = pd.Timestamp("2026-10-14T10:00:00Z")
+
+
+def _events() -> pd.DataFrame:
+    # e2 and e3 at the same instant: the shop asks at e2, the stream applies e3 after it
+    return pd.DataFrame({
+        "event_id": ["e1", "e2", "e3"],
+        "event_time": [T, T + pd.Timedelta(seconds=30), T + pd.Timedelta(seconds=30)],
+        "event_type": ["view", "view", "cart"],
+        "user_id": "u1", "session_id": "s1",
+        "product_id": ["p1", "p2", "p2"], "category_id": ["c1", "c2", "c2"],
+        "price": [10.0, 25.0, 25.0], "device": "mobile", "country": "DE",
+        "traffic_source": "search", "page_type": None,
+    })
+
+
+def _served_at(events: pd.DataFrame, upto: int) -> dict:
+    """What the API scores at event `upto`: the events before it folded, then it."""
+    rows = events.to_dict("records")
+    return fold_event(None, rows[upto], rows[:upto]).features
+
+
+def test_a_request_at_the_first_of_two_tied_events_is_rebuilt_at_that_event():
+    events = _events()
+    served = _served_at(events, 1)
+    moment = fold_event(None, events.to_dict("records")[1], events.to_dict("records")[:1])
+    assert moment.as_of_event_id == "e2" and served["session_n_cart_adds"] == 0
+    record = {"request_id": "r1", "user_id": "u1", "session_id": "s1", "product_id": "p2",
+              "as_of": (T + pd.Timedelta(seconds=30)).isoformat(), "features": served,
+              "fallback": [], "model_version": "v", "feature_service": "intent_model_v1"}
+
+    named = logged_requests(pd.DataFrame([{**record, "as_of_event_id": "e2"}]))
+    offline = offline_session_features(events, named)
+    table = compare([served], offline, FEATURE_NAMES)
+    assert table["mismatches"].sum() == 0, table[table["mismatches"] > 0]
+
+    # without the event's id the instant alone cannot tell e2 from e3: the rebuild takes the
+    # later one, and the cart added at e3 shows as a mismatch that serving never had
+    unnamed = logged_requests(pd.DataFrame([record]))
+    assert offline_session_features(events, unnamed).loc[0, "session_n_cart_adds"] == 1
+    # a request at e3 is rebuilt at e3 either way
+    at_e3 = _served_at(events, 2)
+    named_e3 = logged_requests(pd.DataFrame([{**record, "features": at_e3,
+                                              "as_of_event_id": "e3"}]))
+    assert compare([at_e3], offline_session_features(events, named_e3),
+                   FEATURE_NAMES)["mismatches"].sum() == 0
