@@ -68,10 +68,10 @@ def main() -> int:
             apply_event(state, record)
         stored.append(orjson.dumps(to_dict(state)))
     ranker = report.ranker
-    for label, work in (("CategoryRanker.recommend", lambda raw, signals: ranker.recommend(*signals)),
+    signals = [stored_signals(raw) for raw in stored]
+    for label, work in (("CategoryRanker.recommend", lambda raw, sig: ranker.recommend(*sig)),
                         ("stored_signals + recommend",
-                         lambda raw, signals: ranker.recommend(*stored_signals(raw)))):
-        signals = [stored_signals(raw) for raw in stored]
+                         lambda raw, sig: ranker.recommend(*stored_signals(raw)))):
         t0 = time.perf_counter_ns()
         for raw, signal in zip(stored, signals):
             work(raw, signal)

@@ -222,8 +222,9 @@ class ScoringEngine:
             product_id = event.get("product_id")
         try:
             # the upsell's preference reads the stored state: one more field, same round trip
+            with_state = event is not None or self.preference is not None
             features = await reader.read(req.user_id, req.session_id, product_id, timeout=budget,
-                                         with_state=event is not None or self.preference is not None,
+                                         with_state=with_state,
                                          as_of_us=event_time_us(event) if event else None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()

@@ -54,7 +54,8 @@ class PreferenceReport:
     train_cuts: int
     test_cuts: int
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)   # model -> metric -> mean
-    lift: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # metric -> diff, lo, hi
+    # metric -> (mean difference preference - popularity, its 95 % interval)
+    lift: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def clean_events(events: pd.DataFrame) -> pd.DataFrame:

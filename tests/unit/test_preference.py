@@ -78,7 +78,8 @@ def test_fitted_weights_on_a_planted_preference_beat_popularity():
     prior = _prior()
     w_views, w_last = fit_weights(prior, cuts[:200])
     assert w_views > 0
-    ours, base = evaluate(prior.with_weights(w_views, w_last), cuts[200:]), evaluate(prior, cuts[200:])
+    ours = evaluate(prior.with_weights(w_views, w_last), cuts[200:])
+    base = evaluate(prior, cuts[200:])
     assert ours["recall@3"].mean() == 1.0 and ours["ndcg@3"].mean() > 0.95
     assert base["recall@3"].mean() == 0.0
 
