@@ -128,7 +128,8 @@ def experiment_readout(defs, instance, assets, run_config: dict) -> None:
     instance.add_dynamic_partitions("experiments", [DEMO_EXPERIMENT])
     materialize(assets, selection=AssetSelection.groups("experiments"), resources=defs.resources,
                 instance=instance, run_config=run_config, partition_key=DEMO_EXPERIMENT)
-    print("uplift: the exploration log, the uplift model and the three-arm offer-policy readout")
+    print("uplift: the exploration log, the uplift model, the three-arm offer-policy readout and "
+          "the upsell's category preference")
     materialize(assets, selection=AssetSelection.groups("uplift"), resources=defs.resources,
                 instance=instance, run_config=run_config)
 

@@ -21,6 +21,7 @@ from serving.endpoint_processes import EndpointProcesses
 from serving.holder import ModelHolder
 from serving.offers import OfferChooser, load_uplift_model
 from serving.online import check_model_service
+from serving.preference import load_ranker
 from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine
 from serving.scoring_routes import ScoringRoutes, declare_scoring_routes
@@ -54,7 +55,8 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
         offers = OfferChooser(settings.policy, settings.experiment, settings.exploration,
                               load_uplift_model(settings.uplift_model_path), settings.offer_policy)
         engine = ScoringEngine(holder, settings.redis_url, settings.scoring, settings.policy,
-                               endpoint, metrics, decisions, settings.experiment, offers)
+                               endpoint, metrics, decisions, settings.experiment, offers,
+                               load_ranker(settings.preference_path))
         state.update(engine=engine, holder=holder, decisions=decisions)
         app.state.engine = engine
         app.state.decisions = decisions

@@ -123,6 +123,40 @@ def error_list(error: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
+class ScoreAnswer(BaseModel):
+    """The 200 body of /score (one entry of /score/batch's `results`); docs/serving.md explains
+    each field. Offer-policy fields (`exploration`, `assignment_probability`,
+    `uplift_model_version`) are added when that policy decided."""
+
+    model_config = ConfigDict(extra="allow")
+
+    request_id: str
+    probability: float
+    band: str
+    action: str
+    offer: Optional[str]
+    policy: str
+    experiment: Optional[str]
+    variant: Optional[str]
+    expected_values: dict[str, Optional[float]]
+    reasons: list[dict[str, Any]]
+    model_version: Optional[str]
+    scored_by: str
+    fallback: list[str]
+    missing_entities: list[str]
+    latency_ms: float
+    recommended_categories: list[str] = Field(
+        description="the categories (category_code) the shopper is most likely to buy next, "
+                    "best first, at most the ranker's k (3); the popularity prior's without a "
+                    "session signal; empty when no ranker is loaded")
+
+
+class BatchAnswer(BaseModel):
+    """The 200 body of /score/batch: one answer per request, in order."""
+
+    results: list[ScoreAnswer]
+
+
 class FieldError(BaseModel):
     """One bad field of a refused request."""
 

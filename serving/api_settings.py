@@ -35,6 +35,7 @@ class ApiSettings:
     exploration: ExplorationSlice = field(default_factory=ExplorationSlice)
     uplift_model_path: Optional[str] = None
     offer_policy: str = "model"   # without an experiment: `model` (bands) or `uplift`
+    preference_path: Optional[str] = None   # the upsell's category ranker (`serving.preference`)
 
     def __post_init__(self) -> None:
         if self.offer_policy not in POLICIES:
@@ -94,6 +95,8 @@ class ApiSettings:
             uplift_model_path=env.get("INTENT_UPLIFT_MODEL_PATH")
             or str(home / "models" / "uplift" / "current"),
             offer_policy=env.get("INTENT_OFFER_POLICY", "model"),
+            preference_path=env.get("INTENT_PREFERENCE_PATH")
+            or str(home / "models" / "preference" / "current"),
         )
         values.update(overrides)
         return cls(**values)

@@ -31,6 +31,7 @@ from serving.online import FeatureLayout, defaults_row
 from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.offers import OfferChooser
 from serving.policy import OFFERS, PolicyParams
+from serving.preference import NO_SIGNALS, CategoryRanker, stored_signals
 from streaming_jobs.moment import event_time_us, fold_event
 from streaming_jobs.online_layout import DEFAULT_PROJECT
 
@@ -130,6 +131,7 @@ class _Read(NamedTuple):
     as_of_us: int | None = None   # the moment the row stands for (TTLs judged, vector logged)
     # the id of the event at as_of_us the row includes (None: the session row as the stream left it)
     as_of_event_id: str | None = None
+    categories: tuple = NO_SIGNALS  # the session's category views and latest category
 
 
 @dataclass
@@ -149,7 +151,8 @@ class ScoringEngine:
                  endpoint: EndpointProcesses | None = None, metrics=None,
                  decisions: DecisionLog | None = None,
                  experiment: ExperimentDesign | None = None,
-                 offers: OfferChooser | None = None) -> None:
+                 offers: OfferChooser | None = None,
+                 preference: CategoryRanker | None = None) -> None:
         if settings.mode == "endpoint" and endpoint is None:
             raise ValueError("endpoint mode needs an endpoint client")
         self.holder = holder
@@ -160,6 +163,7 @@ class ScoringEngine:
         self.decisions = decisions
         self.experiment = experiment
         self.offers = offers or OfferChooser(policy, experiment)
+        self.preference = preference
         self._shares = dict(zip(experiment.variants, experiment.shares.tolist())) \
             if experiment is not None else {}
         self.redis_url = redis_url
@@ -217,8 +221,10 @@ class ScoringEngine:
         if product_id is None and event is not None:
             product_id = event.get("product_id")
         try:
-            features = await reader.read(req.user_id, req.session_id, product_id,
-                                         timeout=budget, with_state=event is not None,
+            # the upsell's preference reads the stored state: one more field, same round trip
+            with_state = event is not None or self.preference is not None
+            features = await reader.read(req.user_id, req.session_id, product_id, timeout=budget,
+                                         with_state=with_state,
                                          as_of_us=event_time_us(event) if event else None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
@@ -238,7 +244,9 @@ class ScoringEngine:
                 # ever saw, so the session-level base rate answers, flagged
                 return _Read(features.row(), missing, [FALLBACK_SESSION_UNKNOWN] + stale,
                              PRIOR_SESSION, features.as_of_us)
-            return _Read(features.row(), missing, stale, None, features.as_of_us)
+            return _Read(features.row(), missing, stale, None, features.as_of_us,
+                         categories=stored_signals(features.session_state)
+                         if self.preference is not None else NO_SIGNALS)
         stored = features.session_state
         if stored is None and "session" not in missing:
             # a row written without its state (not by the stream): score it as read, flagged
@@ -264,7 +272,8 @@ class ScoringEngine:
                                                  missing, deadline)
         # the row stands for the state after the latest event it includes: the request's, or a
         # later one the stream had already applied
-        return _Read(row, missing, stale, None, moment.as_of_us, moment.as_of_event_id)
+        return _Read(row, missing, stale, None, moment.as_of_us, moment.as_of_event_id,
+                     (moment.category_views, moment.last_category_id))
 
     async def _latest_product(self, served: _Served, req: ScoreInput, product_id: str,
                               row: dict[str, Any], missing: list[str], deadline: float
@@ -393,6 +402,8 @@ class ScoringEngine:
                 "fallback": fallbacks,
                 "missing_entities": missing,
                 "latency_ms": round(elapsed_ms, 3),
+                "recommended_categories": self.preference.recommend(*read.categories)
+                if self.preference is not None else [],
                 **offer.fields,
             }
             answers.append(answer)
@@ -432,6 +443,7 @@ class ScoringEngine:
                "model_error": self.holder.last_error, "mode": self.settings.mode,
                "redis": self.redis_breaker.to_json(), "prior": self.prior()}
         out["offers"] = self.offers.to_json()
+        out["preference_version"] = self.preference.version if self.preference else None
         if self.experiment is not None:
             out["experiment"] = {"name": self.experiment.name, "control": self.experiment.control,
                                  "shares": self._shares}

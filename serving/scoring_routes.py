@@ -20,8 +20,10 @@ from serving.api_metrics import ApiMetrics
 from serving.api_requests import (
     CHALLENGE,
     UNAUTHORIZED,
+    BatchAnswer,
     BatchRequest,
     InvalidRequest,
+    ScoreAnswer,
     ScoreRequest,
     Unauthorized,
     invalid,
@@ -104,11 +106,12 @@ class ScoringRoutes:
 def declare_scoring_routes(app: FastAPI) -> None:
     """Declare the scoring routes in FastAPI's OpenAPI schema; `ScoringRoutes` answers them."""
 
-    async def score(body: ScoreRequest) -> dict:
-        """Score one shopper's session: probability, band, action, reasons and fallbacks."""
+    async def score(body: ScoreRequest) -> ScoreAnswer:
+        """Score one shopper's session: probability, band, action, reasons, fallbacks and the
+        categories to upsell."""
         raise NotImplementedError("answered by ScoringRoutes")
 
-    async def score_batch(body: BatchRequest) -> dict:
+    async def score_batch(body: BatchRequest) -> BatchAnswer:
         """Score 1 to 100 requests: ``{"results": [...]}`` in order."""
         raise NotImplementedError("answered by ScoringRoutes")
 

@@ -21,7 +21,7 @@ Rule, by event identity and order (`session_state`'s (event_time, event_id) orde
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from streaming_jobs.session_state import (
@@ -51,6 +51,9 @@ class Moment:
     as_of_us: int = 0
     # that event's id: with as_of_us, the cut in the session's (event_time, event_id) order
     as_of_event_id: Optional[str] = None
+    # the state's per-category view counts and latest category (the upsell's preference reads them)
+    category_views: Mapping[str, int] = field(default_factory=dict)
+    last_category_id: Optional[str] = None
 
 
 def features_of(state) -> dict[str, Any]:
@@ -72,14 +75,15 @@ def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Ma
     floor = (state.last_t, state.last_event_id) if state.version else None
     if floor is not None and _order(event) <= floor:
         return Moment(features_of(state), APPLIED, state.version, state.last_product_id,
-                      state.last_t, state.last_event_id)
+                      state.last_t, state.last_event_id, state.category_views,
+                      state.last_category_id)
     how = FOLDED if floor is not None else STARTED
     for earlier in sorted(preceding, key=_order):
         if floor is None or _order(earlier) > floor:
             apply_event(state, earlier)
     apply_event(state, event)
     return Moment(features_of(state), how, state.version, state.last_product_id, state.last_t,
-                  state.last_event_id)
+                  state.last_event_id, state.category_views, state.last_category_id)
 
 
 def event_time_us(event: Mapping) -> int:

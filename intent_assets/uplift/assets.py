@@ -7,6 +7,7 @@ API loads it (`INTENT_UPLIFT_MODEL_PATH`, default `INTENT_HOME/models/uplift/cur
 """
 
 import base64
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from intent_assets.uplift.policies_ab import (
     readout_markdown,
     simulate_policies,
 )
+from intent_assets.ingest.simulator_world import SimulatorConfig
+from intent_assets.uplift.preference import report_markdown as preference_markdown
+from intent_assets.uplift.preference import train_preference
 from intent_assets.uplift.simulator import exploration_log as simulate_exploration
 from intent_assets.uplift.train import report_markdown, train_uplift_model
 from intent_assets.tables import schema_metadata
@@ -54,6 +58,17 @@ class PolicyReadoutConfig(Config):
     seed: int = 21
     discount_budget: float = 0.20
     target: float = 1.2
+
+
+class PreferenceConfig(Config):
+    """The simulated days the category preference is fitted on, then evaluated on."""
+
+    start: str = "2026-10-01"
+    train_days: int = 3
+    test_days: int = 2
+    sessions_per_day: int = 20_000
+    seed: int = 0
+    k: int = 3
 
 
 def _png_markdown(path: Path, alt: str) -> MetadataValue:
@@ -137,3 +152,34 @@ def offer_policy_readout(context: AssetExecutionContext, config: PolicyReadoutCo
         "readout": MetadataValue.md(markdown), "plot": _png_markdown(png, "policy readout"),
         "plot_png": MetadataValue.path(str(png)),
     })
+
+
+@asset(group_name=GROUP, kinds={"pandas"})
+def upsell_preference(context: AssetExecutionContext, config: PreferenceConfig,
+                      models: ArtifactStore) -> MaterializeResult:
+    """The upsell's category ranking for the live session, and its recall@k / NDCG@k against the
+    purchases that followed, beside popularity's, on later simulated days.
+
+    Weights of the session's category views and latest category over a popularity prior, fitted
+    on the earlier days; served by `/score` as `recommended_categories`."""
+    report = train_preference(SimulatorConfig(sessions_per_day=config.sessions_per_day),
+                              dt.date.fromisoformat(config.start), config.train_days,
+                              config.test_days, config.seed, config.k)
+    ranker = report.ranker
+    directory = models.directory("preference", ranker.version)
+    ranker.save(directory)
+    current = models.directory("preference") / "current"
+    if current.exists():
+        shutil.rmtree(current)
+    shutil.copytree(directory, current)
+    markdown = preference_markdown(report)
+    (directory / "report.md").write_text(markdown)
+    context.log.info(f"category preference {ranker.version}: {report.metrics}")
+    metadata = {"version": ranker.version, "path": MetadataValue.path(str(current)),
+                "w_views": ranker.w_views, "w_last": ranker.w_last,
+                "train_cuts": report.train_cuts, "test_cuts": report.test_cuts,
+                "report": MetadataValue.md(markdown)}
+    for model, values in report.metrics.items():
+        for metric, value in values.items():
+            metadata[f"{model}_{metric.replace('@', '_at_')}"] = value
+    return MaterializeResult(metadata=metadata)

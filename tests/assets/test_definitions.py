@@ -19,7 +19,7 @@ def test_definitions_load_with_the_expected_graph():
                     "experiment_assignments", "experiment_exposures", "experiment_orders",
                     "ab_readout", "session_anomalies", "served_scores", "decision_log",
                     "online_offline_consistency", "exploration_log", "uplift_model",
-                    "offer_policy_readout"}
+                    "offer_policy_readout", "upsell_preference"}
 
     def parents(name):
         return {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
@@ -83,7 +83,7 @@ def test_every_asset_is_catalogued():
     """Kinds, an owning team, a domain tag, a description and a link to the defining code."""
     defs = build_definitions("local")
     specs = list(defs.resolve_all_asset_specs())
-    assert len(specs) == 28
+    assert len(specs) == 29
     for spec in specs:
         name = spec.key.to_user_string()
         assert spec.kinds, name

@@ -325,3 +325,29 @@ def test_uplift_model_and_three_arm_readout_materialize(lake, tmp_path):
     assert readout_meta["target_met"].value, readout_meta["readout"].value
     assert readout_meta["uplift_arm_discount_share"].value <= 0.20 + 0.01
     assert "| propensity |" in readout_meta["readout"].value
+
+
+def test_upsell_preference_lands_where_the_api_loads_it_and_beats_popularity(tmp_path):
+    """The category preference on a few small simulated days: the ranker is written to the
+    models' `preference/current` (the API's default INTENT_PREFERENCE_PATH) and its test-day
+    recall@k and NDCG@k are recorded beside popularity's, above them."""
+    from dagster import materialize
+
+    from intent_assets.uplift.assets import upsell_preference
+    from intent_resources.storage import ArtifactStore
+    from serving.api_settings import ApiSettings
+    from serving.preference import load_ranker
+
+    models = ArtifactStore(root=str(tmp_path / "models"))
+    result = materialize([upsell_preference], resources={"models": models}, run_config={
+        "ops": {"upsell_preference": {"config": {"sessions_per_day": 3_000, "train_days": 2,
+                                                 "test_days": 1}}}})
+    assert result.success
+    meta = result.asset_materializations_for_node("upsell_preference")[0].metadata
+    served = ApiSettings.from_env({"INTENT_API_TOKEN": "t", "INTENT_HOME": str(tmp_path)})
+    assert served.preference_path == str(tmp_path / "models" / "preference" / "current")
+    ranker = load_ranker(served.preference_path)
+    assert ranker is not None and ranker.version == meta["version"].value
+    for metric in ("recall_at_3", "ndcg_at_3", "recall_at_5", "ndcg_at_5"):
+        assert meta[f"preference_{metric}"].value > meta[f"popularity_{metric}"].value, metric
+    assert "| ndcg@5 |" in meta["report"].value

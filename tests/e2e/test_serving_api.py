@@ -605,3 +605,53 @@ def test_an_event_for_a_row_without_a_readable_state_scores_the_row_as_read_flag
                          event={**VIEW_EVENT, "price": -3.0})
         assert refused["fallback"] == ["event_refused"], refused
         assert refused["probability"] == pytest.approx(want.probability, abs=1e-12)
+
+
+def test_score_recommends_the_sessions_categories_before_popular_ones(tmp_path, model_dir,
+                                                                       own_redis):
+    """Every answer names the categories to upsell, at most k: the session's own first (from the
+    state the stream wrote, with the request's event folded on), popularity's for a session
+    nothing is known of."""
+    import dataclasses
+
+    import orjson
+    import redis
+
+    from serving.preference import CategoryRanker
+    from streaming_jobs.session_state import apply_event, new_state, to_dict
+
+    names = {"c0": "books.fiction", "c1": "apparel.tshirt", "c2": "beauty.skincare",
+             "c3": "kids.toys", "c9": "sport.bicycle"}
+    ranker = CategoryRanker.popularity({"c0": 90, "c1": 50, "c2": 30, "c3": 10, "c9": 1}, names,
+                                       k=3).with_weights(16.0, 2.0, version="test-ranker")
+    ranker.save(tmp_path / "preference")
+    state = new_state()
+    for i in range(3):
+        apply_event(state, {"session_id": "s-bikes", "event_id": f"b{i}", "event_type": "view",
+                            "event_time": f"2026-10-15T09:0{i}:00Z", "product_id": f"bike{i}",
+                            "category_id": "c9", "price": 400.0})
+    _write_session(own_redis["url"], "s-bikes", {"session_n_product_views": 3})
+    redis.Redis.from_url(own_redis["url"]).hset(
+        layout.entity_key("session_id", "s-bikes"), layout.state_field("session_fv"),
+        orjson.dumps(to_dict(state)))
+    settings = dataclasses.replace(_settings(tmp_path, model_dir, own_redis["url"]),
+                                   preference_path=str(tmp_path / "preference"))
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").json()["preference_version"] == "test-ranker"
+        as_stored = _score(client, user_id="u", session_id="s-bikes")
+        assert as_stored["recommended_categories"] == ["sport.bicycle", "books.fiction",
+                                                       "apparel.tshirt"], as_stored
+        # the request's view of another category, folded onto the stored state
+        folded = _score(client, user_id="u", session_id="s-bikes",
+                        event={**VIEW_EVENT, "category_id": "c2"})
+        assert folded["fallback"] == [] and folded["recommended_categories"] == [
+            "sport.bicycle", "beauty.skincare", "books.fiction"], folded
+        cold = _score(client, user_id="u", session_id="s-nobody")
+        assert cold["recommended_categories"] == ["books.fiction", "apparel.tshirt",
+                                                  "beauty.skincare"], cold
+        batch = client.post("/score/batch", headers=AUTH, json={"requests": [
+            {"user_id": "u", "session_id": "s-bikes"}, {"user_id": "u", "session_id": "s-x"}]})
+        assert [len(a["recommended_categories"]) for a in batch.json()["results"]] == [3, 3]
+    # without a ranker the field is there, empty
+    with TestClient(create_app(_settings(tmp_path, model_dir, own_redis["url"]))) as client:
+        assert _score(client, user_id="u", session_id="s-bikes")["recommended_categories"] == []
