@@ -254,8 +254,11 @@ class ScoringEngine:
                          [FALLBACK_STATE_UNAVAILABLE] + stale, None, features.as_of_us)
         row = features.row()  # the session row's values left undecoded: the fold gives them
         folded = moment.features
-        for name in layout.session_features:
-            row[name] = folded[name]
+        if len(folded) == len(layout.session_features):  # the model reads every session feature
+            row.update(folded)
+        else:
+            for name in layout.session_features:
+                row[name] = folded[name]
         missing = [e for e in missing if e != "session"]
         if product_id is None and moment.last_product_id is not None:
             # a cart view names no product; training takes the session's latest one
