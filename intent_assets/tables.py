@@ -137,6 +137,8 @@ ONLINE_OFFLINE_CONSISTENCY = [
     ("mismatches", "bigint", "Vectors whose offline rebuild differs, or has the value on one side only."),
     ("mismatch_rate", "double", "mismatches / rows."),
     ("mean_abs_diff", "double", "Mean absolute difference where both sides are numbers."),
+    ("mismatches_late_data", "bigint", "Of the mismatches, vectors whose session had an event "
+     "at or before the request's time that arrived after the answer (skew from late data)."),
     ("day", "string", "The served day (UTC)."),
     DATE,
 ]

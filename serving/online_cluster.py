@@ -100,8 +100,9 @@ class ClusterRouter:
         """The replies of `commands` ((key, RESP command) pairs), in their order.
 
         Error replies other than redirections are returned as they came; RedisUnavailable when a
-        node cannot be reached, asyncio.TimeoutError past `timeout` (the connections that still
-        owe replies are closed, so late replies never meet later requests).
+        node cannot be reached, asyncio.TimeoutError past `timeout` (a late reply is read and
+        dropped in its turn; a node's connection that has stalled is closed, see
+        `serving.resp.STALL_CLOSE_S`).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
@@ -165,8 +166,8 @@ class ClusterRouter:
         except TimeoutError:
             for _, node, _, future in sent:
                 if future.cancelled() or not future.done():
-                    future.cancel()  # nobody will read it: its connection closes now
-                    node.close()
+                    future.cancel()  # nobody waits for it: its replies are dropped in turn
+                    node.close_if_stalled()
             raise
         except RedisUnavailable:
             self._stale = True

@@ -45,8 +45,9 @@ class AsyncOnlineReader:
 
         `as_of_us`: the time the views' TTLs are judged at (see `FeatureLayout.decode`).
 
-        A timed-out read closes the connection: replies still owed on it would otherwise be
-        matched to later requests' futures after a slow spell, and a fresh connection is cheap.
+        A timed-out read leaves its connection open: its replies are read and dropped in their
+        turn, so the other requests in flight on it are answered. Only a connection that has
+        stalled (no reply for `serving.resp.STALL_CLOSE_S`) is closed, to connect afresh.
         """
         layout = self.layout  # a model swap may replace it meanwhile; decode with the same one
         if self.cluster is not None:
@@ -63,7 +64,7 @@ class AsyncOnlineReader:
                 replies = await (asyncio.wait_for(future, timeout) if timeout is not None
                                  else future)
             except asyncio.TimeoutError:
-                conn.close()
+                self._node.close_if_stalled()
                 raise
         for reply in replies:
             if isinstance(reply, Exception):

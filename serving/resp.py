@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 
 from serving.online import bulk
+
+
+# A connection that owes replies and has received none for this long is closed on a timeout: the
+# node is hung or gone. Short of it, a timed-out request's replies are still read and dropped in
+# their turn (its entry stays queued), so the connection and its other requests live on.
+STALL_CLOSE_S = 0.5
 
 
 class RedisUnavailable(ConnectionError):
@@ -29,9 +36,13 @@ class _RespProtocol(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future, int, list]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # when the connection last made progress: a reply completed, or a request was sent to
+        # an idle connection
+        self._progress_at = time.monotonic()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._progress_at = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -47,7 +58,8 @@ class _RespProtocol(asyncio.Protocol):
             replies.append(reply)
             if len(replies) == expected:
                 waiting.popleft()
-                if not future.done():
+                self._progress_at = time.monotonic()
+                if not future.done():  # a timed-out request's future is cancelled: dropped
                     future.set_result(replies)
 
     def connection_lost(self, exc) -> None:
@@ -60,9 +72,15 @@ class _RespProtocol(asyncio.Protocol):
 
     def request(self, payload: bytes, replies: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            self._progress_at = time.monotonic()
         self._waiting.append((future, replies, []))
         self.transport.write(payload)
         return future
+
+    def stalled(self, limit_s: float) -> bool:
+        """Owes replies and has received none for over `limit_s`."""
+        return bool(self._waiting) and time.monotonic() - self._progress_at > limit_s
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -136,3 +154,11 @@ class NodeConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def close_if_stalled(self, limit_s: float = STALL_CLOSE_S) -> bool:
+        """After a request timed out: close the connection if it has stalled (see
+        `STALL_CLOSE_S`), so the next request connects afresh; whether it was closed."""
+        if self._conn is not None and self._conn.stalled(limit_s):
+            self.close()
+            return True
+        return False

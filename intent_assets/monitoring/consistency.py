@@ -9,6 +9,12 @@ up to that event (events tied at one instant are ordered by id, as the state mac
 them), else up to that instant (what the training snapshots hold), the user and product
 features by Feast's point-in-time join of the service's batch views (their TTLs applied). A
 feature matches when both sides are missing or both hold the same value.
+
+The offline path sees every event by its event time; the API saw only those that had arrived
+when it answered. `late_events` counts, per request, the session's events at or before `as_of`
+that arrived after the answer: a mismatch there is skew from late data, which no stream can
+avoid. The mismatches among requests whose events had all arrived are the implementation's
+skew, which should be none.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from streaming_jobs.session_state import FEATURE_DEFAULTS, FEATURE_NAMES, replay
 
 # A relative difference below this is the same number (float64 rounding through JSON and Redis).
 RELATIVE_TOLERANCE = 1e-9
-_REQUEST_COLUMNS = ["request_id", "user_id", "session_id", "product_id", "as_of",
+_REQUEST_COLUMNS = ["request_id", "ts", "user_id", "session_id", "product_id", "as_of",
                     "as_of_event_id", "model_version", "feature_service", "features"]
 
 
@@ -40,7 +46,29 @@ def logged_requests(decisions: pd.DataFrame) -> pd.DataFrame:
     logged = logged[fallback.map(lambda f: "redis_unavailable" not in (f or []))]
     out = logged.reindex(columns=_REQUEST_COLUMNS).reset_index(drop=True)
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True, format="ISO8601")
+    out["ts"] = pd.to_datetime(out["ts"], utc=True, format="ISO8601")
     return out
+
+
+def late_events(events: pd.DataFrame, requests: pd.DataFrame) -> list[int]:
+    """Per request, the session's events at or before `as_of` that arrived (`received_time`)
+    after the API answered (`ts`), in request order; 0 where either time is unknown."""
+    if not len(events) or "received_time" not in events or requests["ts"].isna().all():
+        return [0] * len(requests)
+    mine = events[events["session_id"].isin(set(requests["session_id"]))]
+    times = pd.DataFrame({"session_id": mine["session_id"].to_numpy(),
+                          "event_time": pd.to_datetime(mine["event_time"], utc=True),
+                          "received_time": pd.to_datetime(mine["received_time"], utc=True)})
+    by_session = {sid: frame for sid, frame in times.groupby("session_id", sort=False)}
+    counts = []
+    for sid, as_of, answered in zip(requests["session_id"], requests["as_of"], requests["ts"]):
+        frame = by_session.get(sid)
+        if frame is None or pd.isna(answered):
+            counts.append(0)
+            continue
+        counts.append(int(((frame["event_time"] <= as_of)
+                           & (frame["received_time"] > answered)).sum()))
+    return counts
 
 
 def event_days(requests: pd.DataFrame) -> list[str]:
@@ -113,21 +141,26 @@ def _difference(served: Any, offline: Any) -> float | None:
     return 0.0 if gap <= RELATIVE_TOLERANCE * max(1.0, abs(a), abs(b)) else gap
 
 
-def compare(served: Sequence[dict], offline: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
+def compare(served: Sequence[dict], offline: pd.DataFrame, features: Sequence[str],
+            late: Sequence[int] | None = None) -> pd.DataFrame:
     """Per feature: rows, mismatches, mismatch rate and mean absolute difference (over the rows
-    where both sides are numbers), worst first."""
+    where both sides are numbers), worst first; with `late` (per row, events that arrived after
+    the answer, `late_events`), also the mismatches among the rows with none."""
+    late = list(late) if late is not None else [0] * len(served)
     rows = []
     for name in features:
         gaps = [_difference(vector.get(name), value)
                 for vector, value in zip(served, offline[name].tolist())]
         numeric = [g for g in gaps if g is not None]
-        mismatches = sum(1 for g in gaps if g is None or g > 0)
+        wrong = [g is None or g > 0 for g in gaps]
+        mismatches = sum(wrong)
         rows.append({"feature": name, "view": FEATURE_VIEWS.get(name, "?"), "rows": len(gaps),
                      "mismatches": mismatches,
                      "mismatch_rate": mismatches / len(gaps) if gaps else float("nan"),
-                     "mean_abs_diff": float(np.mean(numeric)) if numeric else float("nan")})
+                     "mean_abs_diff": float(np.mean(numeric)) if numeric else float("nan"),
+                     "mismatches_late_data": sum(w for w, n in zip(wrong, late) if n > 0)})
     table = pd.DataFrame(rows, columns=["feature", "view", "rows", "mismatches", "mismatch_rate",
-                                        "mean_abs_diff"])
+                                        "mean_abs_diff", "mismatches_late_data"])
     return table.sort_values(["mismatch_rate", "feature"], ascending=[False, True],
                              na_position="first").reset_index(drop=True)
 

@@ -267,6 +267,58 @@ async def _read_async(plan, url, user, session, product):
         await reader.close()
 
 
+# a Lua script that keeps Redis busy for 150 ms (scripts run to completion, nothing else runs)
+BUSY_150_MS = ("local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] "
+               "while true do local n = redis.call('TIME') "
+               "if n[1] * 1000000 + n[2] - s > 150000 then return 1 end end")
+
+
+def test_a_timed_out_read_leaves_the_connection_and_its_other_reads_answered(
+        online_store, online_pool, artifact):
+    """One request past its budget (Redis busy) fails alone: the reads in flight beside it on
+    the same connection are answered, with their own rows, and so are the next ones."""
+    from serving.resp import pack
+
+    from streaming_jobs.redis_target import key_slot
+
+    redis_url, _ = online_store
+    plan = FeatureLayout.from_artifact(artifact)
+    live = [s for s in online_pool["session_fv"] if "-absent-" not in s]
+    user = next(u for u in online_pool["user_fv"] if "-absent-" not in u)
+
+    def node_of(reader, session):
+        """The connection holder of the node that holds the session's row."""
+        if reader.cluster is None:
+            return reader._node
+        [key] = [k for view, k in plan.keys(user, session, None) if view.entity == "session"]
+        return reader.cluster.node(reader.cluster.owner(key_slot(key)))
+
+    async def run():
+        reader = AsyncOnlineReader(plan, redis_url)
+        try:
+            await reader.read(user, live[0], None, timeout=1.0)   # slots loaded in cluster mode
+            node = node_of(reader, live[0])
+            sessions = [s for s in live if node_of(reader, s) is node][:3]
+            assert len(sessions) == 3
+            want = [await reader.read(user, s, None, timeout=1.0) for s in sessions]
+            conn = await node.connection()
+            busy = conn.request(pack("EVAL", BUSY_150_MS, "0"), 1)   # queued first: Redis busy
+            late = asyncio.ensure_future(reader.read(user, sessions[0], None, timeout=0.02))
+            patient = asyncio.ensure_future(reader.read(user, sessions[1], None, timeout=2.0))
+            with pytest.raises(asyncio.TimeoutError):
+                await late
+            got = await patient
+            assert (await busy) == [1]
+            after = await reader.read(user, sessions[2], None, timeout=1.0)
+            return want, got, after, conn, await node.connection()
+        finally:
+            await reader.close()
+
+    want, got, after, before_conn, after_conn = asyncio.run(run())
+    assert got.values == want[1].values and after.values == want[2].values
+    assert after_conn is before_conn   # the same connection served them all
+
+
 def test_row_fills_missing_entities_with_the_models_defaults(online_store, online_pool,
                                                             artifact):
     redis_url, _ = online_store
