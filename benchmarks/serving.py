@@ -24,6 +24,7 @@ import ctypes
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -695,7 +696,13 @@ def api_cpu_us(model_dir: Path, redis_url: str, kinds: dict[str, list[dict]], n:
     child = ctx.Process(target=_api_cpu, args=(str(code), str(model_dir), redis_url, raw, n,
                                                rounds, log_dir, profile, out))
     child.start()
-    result = out.get()
+    while True:  # a child that died (a traceback on stderr) must not leave the run waiting
+        try:
+            result = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"the in-process measurement failed (exit {child.exitcode})")
     child.join()
     return result
 
