@@ -20,6 +20,7 @@ from intent_resources.feast import FeastResource
 from intent_resources.project_config import ProjectConfig, load_project_config
 from intent_resources.redis import RedisResource
 from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
+from intent_resources.sagemaker_tuning import SageMakerTuningResource
 from intent_resources.spark import LOCAL_SPARK_CONFIG, SparkResource
 from intent_resources.storage import ArtifactStore, LakeStorage
 from intent_resources.streaming import StreamingJobResource, metrics_dir
@@ -57,6 +58,11 @@ def resources_for(env: str, config: ProjectConfig | None = None) -> dict:
                 directory=os.environ.get("INTENT_DECISION_LOG_DIR") or str(home / "decisions")),
             "model_io_manager": FilesystemIOManager(base_dir=str(home / "dagster_storage")),
             "clickstream": ClickstreamSource.from_config(config),
+            # local tunes in process; these settings let `backend: sagemaker` reach an account
+            "sagemaker_tuning": SageMakerTuningResource(
+                role_arn=os.environ.get("INTENT_SAGEMAKER_ROLE_ARN", ""),
+                bucket=os.environ.get("INTENT_MODEL_BUCKET", ""),
+                training_image=os.environ.get("INTENT_TRAINING_IMAGE", "")),
         }
     if env == "prod":
         return _prod_resources(config)
@@ -98,6 +104,11 @@ def _prod_resources(config: ProjectConfig) -> dict:
                 role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"),
                 inference_image=EnvVar("INTENT_INFERENCE_IMAGE"),
                 bucket=EnvVar("INTENT_MODEL_BUCKET"))),
+        # AMT trials run the training image on the model bucket's channels
+        "sagemaker_tuning": SageMakerTuningResource(
+            role_arn=EnvVar("INTENT_SAGEMAKER_ROLE_ARN"), bucket=EnvVar("INTENT_MODEL_BUCKET"),
+            training_image=EnvVar("INTENT_TRAINING_IMAGE"),
+            poll_s=float(os.environ.get("INTENT_TUNING_POLL_S", 30))),
         # Outputs between steps (model dicts, baselines) in the model bucket, whichever
         # machine runs the next step.
         "model_io_manager": S3PickleIOManager(

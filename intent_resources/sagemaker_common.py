@@ -105,6 +105,20 @@ class SageMakerBase(ConfigurableResource):
             raise SageMakerError(f"could not upload {local} to {uri}: {error}") from error
         return uri
 
+    def download(self, uri: str, local_path: Path) -> Path:
+        """Copy an S3 object to `local_path` (atomically: a partial file never has that name)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3_uri(uri)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = local_path.with_name(local_path.name + ".partial")
+        try:
+            self.s3.download_file(bucket, key, str(partial))
+        except (ClientError, BotoCoreError) as error:
+            raise SageMakerError(f"could not download {uri}: {error}") from error
+        partial.replace(local_path)
+        return local_path
+
     def _call(self, operation: str, **kwargs) -> dict[str, Any]:
         from botocore.exceptions import ClientError
 

@@ -140,20 +140,6 @@ class SageMakerEndpointResource(SageMakerBase):
         model = self._call("describe_model", ModelName=variants[0]["ModelName"])
         return (model.get("PrimaryContainer") or {}).get("ModelDataUrl")
 
-    def download(self, uri: str, local_path: Path) -> Path:
-        """Copy an S3 object to `local_path` (atomically: a partial file never has that name)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        bucket, key = split_s3_uri(uri)
-        local_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = local_path.with_name(local_path.name + ".partial")
-        try:
-            self.s3.download_file(bucket, key, str(partial))
-        except (ClientError, BotoCoreError) as error:
-            raise SageMakerError(f"could not download {uri}: {error}") from error
-        partial.replace(local_path)
-        return local_path
-
     def publish(self, version: str, model_data_uri: str, endpoint_name: str,
                 poll_s: float = 15.0, timeout_s: float = 3600.0) -> dict[str, Any]:
         """Serve a model version on the endpoint: create it, or update it blue/green; then wait.

@@ -2,7 +2,8 @@
 
 `CreateHyperParameterTuningJob` runs trials of `intent_assets.training.sagemaker_entry` in
 `training_image`; the objective is the metric that program prints (``validation:pr_auc=<value>``),
-read from its log by a regex. `wait_tuning_job` returns the best trial (`tuning_result`).
+read from its log by a regex. `wait_tuning_job` returns the best trial (`tuning_result`),
+`training_jobs` every trial. `intent_assets.training.sagemaker_tuner` drives it for `tuned_model`.
 """
 
 from __future__ import annotations
@@ -132,6 +133,19 @@ class SageMakerTuningResource(SageMakerBase):
     """SageMaker tuning jobs over the model's hyperparameters, with channels in S3."""
 
     training_image: str
+    # how often a running tuning job is polled, and how long it may run
+    poll_s: float = 30.0
+    timeout_s: float = 6 * 3600.0
+    max_parallel_jobs: int = 2
+
+    def require_settings(self) -> None:
+        """An error naming what is missing when the account settings are not configured."""
+        missing = [name for name, value in (("role_arn", self.role_arn), ("bucket", self.bucket),
+                                            ("training_image", self.training_image)) if not value]
+        if missing:
+            raise SageMakerError(
+                f"SageMaker tuning needs {', '.join(missing)} (prod reads INTENT_SAGEMAKER_ROLE_ARN,"
+                " INTENT_MODEL_BUCKET and INTENT_TRAINING_IMAGE from the stack's outputs)")
 
     def upload_channel(self, local_path: str, run_name: str, channel: str) -> str:
         """Upload a training channel (a file, or a directory's files) and return its S3 prefix."""
@@ -243,3 +257,20 @@ class SageMakerTuningResource(SageMakerBase):
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"tuning job {name} still {status} after {timeout_s:.0f} s")
             time.sleep(poll_s)
+
+    def training_jobs(self, name: str) -> list[dict[str, Any]]:
+        """Every trial of a tuning job (ListTrainingJobsForHyperParameterTuningJob, all pages)."""
+        from botocore.exceptions import ClientError
+
+        trials: list[dict[str, Any]] = []
+        request: dict[str, Any] = {"HyperParameterTuningJobName": name, "MaxResults": 100}
+        while True:
+            try:
+                page = self.sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(**request)
+            except ClientError as error:
+                raise SageMakerError(f"trials of tuning job {name}: "
+                                     f"{error_message(error)}") from error
+            trials.extend(page.get("TrainingJobSummaries") or [])
+            if not page.get("NextToken"):
+                return trials
+            request["NextToken"] = page["NextToken"]

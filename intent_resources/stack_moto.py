@@ -1,4 +1,4 @@
-"""The stack's moto server, with the one SageMaker call the pipeline makes that moto lacks.
+"""The stack's moto server, with the SageMaker calls the pipeline makes that moto lacks.
 
 moto (5.2) answers `UpdateEndpoint` with HTTP 500: it is not implemented. Publication moves an
 endpoint to a new model by that call, as on AWS, so the stack's control plane gets it here, with
@@ -7,6 +7,10 @@ endpoint config and its variants are the config's. What a real update also does 
 provisioned, traffic shifted, the old fleet retired, a rollback when the new one fails) is the
 data plane's, which moto does not have; the stack's hosting stand-in (`stack_host`) follows the
 endpoint's config to the new model. Where moto one day implements it, moto's own is kept.
+
+Tuning jobs: moto records them and runs no trial; `stack_training` runs each job's trials as the
+training container would and reports the best, and lists them
+(`ListTrainingJobsForHyperParameterTuningJob`, which moto lacks).
 
     python -m intent_resources.stack_moto -H 127.0.0.1 -p PORT   # moto_server's arguments
 """
@@ -50,7 +54,10 @@ def add_update_endpoint() -> bool:
 def main(argv: Optional[list[str]] = None) -> None:
     from moto.server import main as moto_main
 
+    from intent_resources.stack_training import add_tuning_trials
+
     add_update_endpoint()
+    add_tuning_trials()
     moto_main(argv)
 
 

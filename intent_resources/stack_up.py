@@ -149,6 +149,7 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "cluster"
             "INTENT_API_TOKEN": secrets.token_urlsafe(24), "INTENT_STACK_NAME": STACK_NAME,
             # artifacts on the cluster's shared path, like the lake (docs/production.md)
             "INTENT_MODELS_DIR": str(directory / "models"), "INTENT_ENDPOINT_POLL_S": "1",
+            "INTENT_TUNING_POLL_S": "1",
             "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
         })

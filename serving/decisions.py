@@ -4,6 +4,10 @@ The exposure log A/B analysis joins outcomes to, and the served-features log. `a
 on the caller's thread and queues the line; a background thread writes the queue every
 `flush_interval_s` to ``{directory}/date=YYYY-MM-DD/decisions-<pid>.jsonl`` (one file per process
 and UTC day). A full queue drops the record and counts it rather than slow a request down.
+
+With an ``s3://bucket/prefix`` directory (prod: the stack's `DecisionLogUri`) each flush is one
+object, ``{prefix}/date=YYYY-MM-DD/decisions-<pid>-<n>.jsonl`` (S3 has no append), every
+`S3_FLUSH_INTERVAL_S` unless told otherwise; `intent_resources.decision_log` reads either layout.
 """
 
 from __future__ import annotations
@@ -38,15 +42,21 @@ def log_path(directory: str | Path, when: dt.datetime, pid: int | None = None) -
 
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# an object per flush: a request's worth of records per PUT would cost more than it logs
+S3_FLUSH_INTERVAL_S = 10.0
 
 
 class DecisionLog:
     """Buffered JSON-lines writer for decision records."""
 
-    def __init__(self, directory: str | Path, flush_interval_s: float = 0.2,
+    def __init__(self, directory: str | Path, flush_interval_s: float | None = None,
                  max_queue: int = 100_000) -> None:
-        self.directory = Path(directory)
-        self.flush_interval_s = flush_interval_s
+        self.s3_uri = str(directory).rstrip("/") if str(directory).startswith("s3://") else None
+        self.directory = Path(directory) if self.s3_uri is None else None
+        self.flush_interval_s = flush_interval_s if flush_interval_s is not None else (
+            0.2 if self.s3_uri is None else S3_FLUSH_INTERVAL_S)
+        self._s3 = None       # the writer thread's boto3 client, made on first use
+        self._objects = 0     # objects written to S3 by this process
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_queue = max_queue
         # each counter has one writing thread: appended (callers' loop), processed (the writer)
@@ -56,15 +66,19 @@ class DecisionLog:
         self.lost = 0      # write failed (writer thread)
         self.written = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()     # set: write the queue now (flush, close)
         self._flushed = threading.Condition()
         self._day: tuple[dt.date, Path] | None = None   # the current day's file
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
-    def _path(self, when: dt.datetime) -> Path:
+    def _path(self, when: dt.datetime) -> Path | str:
+        """The day's file, or (S3) the day's key prefix."""
         day = self._day
         if day is None or day[0] != when.date():
-            day = self._day = (when.date(), log_path(self.directory, when))
+            where = log_path(self.directory, when) if self.s3_uri is None else \
+                f"{self.s3_uri}/date={when.strftime('%Y-%m-%d')}"
+            day = self._day = (when.date(), where)
         return day[1]
 
     def append(self, record: dict[str, Any]) -> None:
@@ -90,36 +104,54 @@ class DecisionLog:
                 break
         if not records:
             return
-        by_file: dict[Path, list[bytes]] = {}
+        by_file: dict[Path | str, list[bytes]] = {}
         for path, line in records:
             by_file.setdefault(path, []).append(line)
         for path, lines in by_file.items():
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "ab") as fh:
-                    fh.write(b"\n".join(lines) + b"\n")
+                if isinstance(path, str):
+                    self._put(path, b"\n".join(lines) + b"\n")
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(path, "ab") as fh:
+                        fh.write(b"\n".join(lines) + b"\n")
                 self.written += len(lines)
-            except OSError as error:
+            except Exception as error:  # OSError, or boto3's errors: counted, logged, never raised
                 self.lost += len(lines)
                 log.error("decision log %s not written (%d records lost): %s", path,
                           len(lines), error)
         self._processed += len(records)
 
+    def _put(self, day_prefix: str, body: bytes) -> None:
+        """One object under the day's prefix (``s3://bucket/prefix/date=...``)."""
+        if self._s3 is None:
+            import boto3   # follows AWS_ENDPOINT_URL (moto on the local stack)
+
+            self._s3 = boto3.client("s3")
+        bucket, _, prefix = day_prefix[len("s3://"):].partition("/")
+        self._objects += 1
+        key = f"{prefix}/decisions-{os.getpid()}-{self._objects:08d}.jsonl"
+        self._s3.put_object(Bucket=bucket, Key=key, Body=body)
+
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
             self._drain()
             with self._flushed:
                 self._flushed.notify_all()
         self._drain()
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until everything appended so far is on disk."""
+        """Write everything appended so far now, and wait until it is written."""
         with self._flushed:
             target = self._appended
+            self._wake.set()
             self._flushed.wait_for(lambda: self._processed >= target, timeout=timeout_s)
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)
 
 

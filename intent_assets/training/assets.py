@@ -23,6 +23,7 @@ from intent_assets.reports.baselines import fit_logistic_baseline, fit_rules_bas
 from intent_assets.training import champion
 from intent_assets.training.challengers import finish_candidate, fit_challengers
 from intent_assets.training.families import CHALLENGERS
+from intent_assets.training.sagemaker_tuner import sagemaker_tuner
 from intent_assets.reports.metrics import SEGMENT_COLUMNS, evaluate
 from intent_assets.training.train import (
     TunedModel,
@@ -30,6 +31,7 @@ from intent_assets.training.train import (
     id_columns,
     training_splits,
 )
+from intent_resources.sagemaker_tuning import SageMakerTuningResource
 from intent_resources.storage import ArtifactStore, LakeSlice
 from streaming_jobs.feature_spec import DEFAULT_SERVICE, service_features
 
@@ -71,18 +73,21 @@ def _headline(metrics: dict) -> dict:
 
 
 @asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
-       kinds={"lightgbm", "optuna"})
+       kinds={"lightgbm", "optuna", "sagemaker"})
 def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_set: LakeSlice,
-                models: ArtifactStore) -> Output[dict]:
+                models: ArtifactStore, sagemaker_tuning: SageMakerTuningResource) -> Output[dict]:
     """The LightGBM model, tuned by Bayesian search on validation PR-AUC.
 
-    Class weighting and bounce downsampling are compensated by weights; the hyperparameters and
-    the search history are metadata."""
+    Optuna in process, or a SageMaker tuning job (backend "sagemaker"). Class weighting and
+    bounce downsampling are compensated by weights; the hyperparameters and the search history
+    are metadata."""
     frame = training_set.pandas()
     require_enough_positives(frame)
     # exactly the feature service's features, the list the API will read for this model
     tuned = fit_tuned(frame, LABEL, time_column=TIME_COLUMN, n_trials=config.n_trials,
                       seed=config.seed, backend=config.backend, regime=config.regime,
+                      tuner=sagemaker_tuner(sagemaker_tuning) if config.backend == "sagemaker"
+                      else None,
                       feature_service=DEFAULT_SERVICE,
                       features=[spec.name for spec in service_features(DEFAULT_SERVICE)])
     directory = models.directory("tuned", context.run_id)
@@ -95,7 +100,17 @@ def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_s
         "search_history": MetadataValue.md(history.round(5).to_markdown(index=False)),
         "rows": MetadataValue.json(tuned.rows), "seconds": MetadataValue.json(tuned.seconds),
         "path": MetadataValue.path(str(directory)),
+        **_tuning_source(tuned.tuning.source),
     })
+
+
+def _tuning_source(source: dict) -> dict:
+    """Where a search that ran outside the process ran: the tuning job and its best artifact."""
+    if not source:
+        return {}
+    return {"tuning_job": source["tuning_job"], "best_training_job": source["best_training_job"],
+            "best_trial_artifact": MetadataValue.url(source["model_data_uri"]),
+            "trial_status": MetadataValue.json(source["status_counters"])}
 
 
 def _baseline_output(name: str, models: ArtifactStore, test: pd.DataFrame, p, spec: dict) -> Output[dict]:

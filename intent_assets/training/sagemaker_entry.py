@@ -9,9 +9,11 @@ It follows SageMaker's conventions so the image needs no wrapper:
 - channels: ``SM_CHANNEL_TRAIN`` / ``SM_CHANNEL_VALIDATION`` (script mode), else
   ``/opt/ml/input/data/<channel>``; each a directory of parquet and/or CSV files, or one file;
 - model directory: ``SM_MODEL_DIR``, else ``/opt/ml/model`` (SageMaker tars it into model.tar.gz);
-- hyperparameters: ``/opt/ml/input/config/hyperparameters.json`` (what a bring-your-own image gets,
-  every value a string), overridden by ``--name value`` arguments (what script mode passes);
-- failure: the reason goes to ``/opt/ml/output/failure``, which SageMaker reports as FailureReason.
+- hyperparameters: ``hyperparameters.json`` in ``SM_INPUT_CONFIG_DIR``, else
+  ``/opt/ml/input/config/`` (what a bring-your-own image gets, every value a string), overridden
+  by ``--name value`` arguments (what script mode passes);
+- failure: the reason goes to ``failure`` in ``SM_OUTPUT_DIR``, else ``/opt/ml/output/``, which
+  SageMaker reports as FailureReason.
 
 It prints ``validation:pr_auc=<value>``, the line the tuning job's metric regex reads, and writes
 ``booster.txt`` (the best iteration only) and ``metrics.json`` to the model directory.
@@ -255,14 +257,24 @@ def _arguments(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, str]]
 def _failure_file(option: Optional[str]) -> Optional[Path]:
     if option:
         return Path(option)
+    if os.environ.get("SM_OUTPUT_DIR"):
+        return Path(os.environ["SM_OUTPUT_DIR"]) / "failure"
     default = Path(SAGEMAKER_FAILURE_FILE)
     return default if default.parent.is_dir() else None
+
+
+def _hyperparameters_file(option: Optional[str]) -> Path:
+    if option:
+        return Path(option)
+    if os.environ.get("SM_INPUT_CONFIG_DIR"):
+        return Path(os.environ["SM_INPUT_CONFIG_DIR"]) / "hyperparameters.json"
+    return Path(SAGEMAKER_HYPERPARAMETERS_FILE)
 
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """Resolve SageMaker's paths and hyperparameters, train, write the model; the metrics."""
     known, overrides = _arguments(argv)
-    hp_file = Path(known.hyperparameters_file or SAGEMAKER_HYPERPARAMETERS_FILE)
+    hp_file = _hyperparameters_file(known.hyperparameters_file)
     raw = json.loads(hp_file.read_text()) if hp_file.exists() else {}
     raw.update(overrides)
     hp = parse_hyperparameters(raw)

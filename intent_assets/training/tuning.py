@@ -206,6 +206,8 @@ class TuningResult:
     space: tuple[Param, ...] = ()
     # the best trial's validation margins (kept between assets by `TunedModel`, not in JSON)
     validation_margin: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # where the search ran, when not in process (the SageMaker tuning job, its best artifact)
+    source: dict = field(default_factory=dict)
 
 
 def tune_optuna(train: DesignMatrix, valid: DesignMatrix, space: tuple[Param, ...] = SEARCH_SPACE,
@@ -267,7 +269,7 @@ def tuning_to_json(result: TuningResult) -> dict:
     """A TuningResult as plain JSON (to keep it between assets)."""
     return {"best_params": result.best_params, "best_pr_auc": result.best_pr_auc,
             "best_iteration": result.best_iteration, "history": result.history,
-            "space": space_to_json(result.space)}
+            "space": space_to_json(result.space), "source": result.source}
 
 
 def tuning_from_json(data: dict) -> TuningResult:
@@ -275,4 +277,5 @@ def tuning_from_json(data: dict) -> TuningResult:
                         best_pr_auc=float(data["best_pr_auc"]),
                         best_iteration=int(data["best_iteration"]),
                         history=list(data.get("history", [])),
-                        space=space_from_json(data.get("space", [])))
+                        space=space_from_json(data.get("space", [])),
+                        source=dict(data.get("source") or {}))

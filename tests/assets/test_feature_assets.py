@@ -120,6 +120,7 @@ def _chain(lake, feast, root_models, base):
         tuned_model,
     )
     from intent_assets.training.checks import GATES
+    from intent_resources.sagemaker_tuning import SageMakerTuningResource
     from intent_resources.storage import ArtifactStore
 
     from intent_resources.endpoint import ModelEndpointResource
@@ -128,6 +129,9 @@ def _chain(lake, feast, root_models, base):
                  "model_endpoint": ModelEndpointResource(target="local", home=str(root_models),
                                                          start_local=False),
                  "model_io_manager": FilesystemIOManager(base_dir=str(root_models / "io")),
+                 # tunes with Optuna here; the SageMaker backend is tests/e2e/test_sagemaker_tuning
+                 "sagemaker_tuning": SageMakerTuningResource(role_arn="", bucket="",
+                                                             training_image=""),
                  }
     chain = [tuned_model, rules_baseline, logistic_baseline, challenger_models, calibrated_model,
              reliability_report]

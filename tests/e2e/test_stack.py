@@ -706,6 +706,27 @@ def test_heartbeat_alerts_and_decision_log_live_in_the_stacks_aws(moto_endpoint,
     assert list(reader.read_day("2026-10-01")["request_id"]) == ["r1", "r2", "r3"]
     assert reader.read_day("2026-10-02").empty
 
+    # the API's own writer: one object per flush under the day's prefix, read back in order
+    import datetime as dt
+
+    from serving.decisions import DecisionLog
+
+    written = f"s3://{outputs['LakeBucket']}/{base}/{_unique('api')}"
+    log = DecisionLog(written)
+    for i in range(3):
+        log.append({"request_id": f"w{i}"})
+    log.flush()
+    log.append({"request_id": "w3"})
+    log.close()
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    assert (log.written, log.lost) == (4, 0)
+    assert list(DecisionLogReader(directory=written).read_day(today)["request_id"]) == \
+        ["w0", "w1", "w2", "w3"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=outputs["LakeBucket"],
+                                                 Prefix=written.split("/", 3)[3])["Contents"]]
+    assert len(keys) == 2 and all(f"/date={today}/decisions-" in k and k.endswith(".jsonl")
+                                  for k in keys)
+
 
 def test_the_containers_environment_is_the_images_pip_line(tmp_path):
     from intent_resources.stack_parts import read_image
