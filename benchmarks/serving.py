@@ -7,7 +7,8 @@ process at fixed open-loop rates, then the highest sustainable rate (`--no-max-r
 the same through the local SageMaker-contract container, and the container alone; `gc` (not
 run by default): a full garbage collection's pause in the API, with and without the startup
 heap frozen; `moment` (not run by default): ``POST /score`` with and without a triggering
-event the API folds onto the session's state, alternating on one API process
+event the API folds onto the session's state, alternating on one API process, then the same
+requests in process (the API's app without the HTTP server: CPU per request of each kind)
 (`--baseline-ref REF`: and on an API run from git revision REF, the four alternating). Load is open loop from a separate process, latency counted from each request's
 scheduled instant; each row also gives the server's CPU per request (its process and children).
 Targets (DESIGN): read p99 <= 0.5 ms and >= 3x faster than Feast; /score p99 <= 3 ms at
@@ -23,6 +24,7 @@ import ctypes
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -609,6 +611,102 @@ def request_cpu_us(bodies: list[dict], n: int = 20000) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
+def _api_cpu(code: str, model_dir: str, redis_url: str, kinds: dict[str, list[bytes]], n: int,
+             rounds: int, log_dir: str, profile: str | None, out) -> None:
+    """`api_cpu_us`'s child process: the API's app, called as uvicorn calls it."""
+    sys.path.insert(0, code)
+    for name in [k for k in os.environ if k.startswith("PROMETHEUS_MULTIPROC")]:
+        del os.environ[name]  # set by Feast in the parent: not how the API runs
+    from serving.runtime import SERVER_ENVIRONMENT
+
+    os.environ.update(SERVER_ENVIRONMENT)
+    import uvloop
+
+    from serving.api import create_app
+    from serving.api_settings import ApiSettings
+
+    app = create_app(ApiSettings.from_env({
+        "INTENT_API_TOKEN": TOKEN, "INTENT_MODEL_PATH": model_dir, "REDIS_URL": redis_url,
+        "INTENT_HOME": log_dir, "INTENT_DECISION_LOG_DIR": log_dir,
+        # CPU is measured, not latency: a busy machine must not turn reads into fallbacks
+        "INTENT_REDIS_TIMEOUT_MS": "1000", "INTENT_DEADLINE_MS": "2000"}))
+    scope = {"type": "http", "method": "POST", "path": "/score",
+             "headers": [(b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {TOKEN}".encode())]}
+    answers: list[bytes] = []
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.body":
+            answers.append(message["body"])
+
+    async def call(body: bytes) -> None:
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+        await app(scope, receive, send)
+
+    async def run() -> dict:
+        import cProfile
+        import json as json_
+
+        async with app.app.router.lifespan_context(app.app):
+            for name, bodies in kinds.items():  # warm up; each kind scored by the model
+                for body in bodies:
+                    await call(body)
+                answer = json_.loads(answers[-1])
+                if answer["fallback"] or answer["scored_by"] != "in_process":
+                    raise RuntimeError(f"the benchmark's {name} request fell back: {answer}")
+            cpu: dict[str, list[float]] = {name: [] for name in kinds}
+            fell_back = 0
+            for _ in range(rounds):  # A B A B: the spread between rounds is the noise
+                for name, bodies in kinds.items():
+                    answers.clear()
+                    m = len(bodies)
+                    started = time.process_time()
+                    for i in range(n):
+                        await call(bodies[i % m])
+                    cpu[name].append((time.process_time() - started) / n * 1e6)
+                    # a busy machine can time a Redis read out: a fallback skips work
+                    fell_back += sum(b'"fallback":[]' not in answer for answer in answers)
+            if profile is not None:
+                for name, bodies in kinds.items():
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    for i in range(n):
+                        await call(bodies[i % len(bodies)])
+                    profiler.disable()
+                    profiler.dump_stats(f"{profile}.{name.replace(' ', '_')}")
+            return {"cpu_us": cpu, "fallbacks": fell_back}
+
+    out.put(uvloop.run(run()))
+
+
+def api_cpu_us(model_dir: Path, redis_url: str, kinds: dict[str, list[dict]], n: int = 500,
+               rounds: int = 32, profile: str | None = None, code: Path = ROOT) -> dict:
+    """CPU of the whole `POST /score` path in one process: ``cpu_us`` (kind -> µs per request in
+    each round; the kinds alternate within a round) and ``fallbacks`` (answers that fell back
+    while measured: they skip work). The API's app as served (bearer check, validation, the
+    Redis read, the fold, the model, the policy, the decision log, the JSON answer), called one
+    request at a time without the HTTP server, in a fresh process running the API from `code`.
+    `profile`: also write cProfile stats of `n` more requests of each kind to
+    `<profile>.<kind>`."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    raw = {name: [json.dumps(body).encode() for body in bodies] for name, bodies in kinds.items()}
+    log_dir = tempfile.mkdtemp(prefix="intent-bench-log-")
+    child = ctx.Process(target=_api_cpu, args=(str(code), str(model_dir), redis_url, raw, n,
+                                               rounds, log_dir, profile, out))
+    child.start()
+    while True:  # a child that died (a traceback on stderr) must not leave the run waiting
+        try:
+            result = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"the in-process measurement failed (exit {child.exitcode})")
+    child.join()
+    return result
+
+
 def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
               server_pid: int | None = None) -> list[dict]:
     open_loop(port, requests, 200, 2.0)  # warm up
@@ -670,6 +768,23 @@ def moment_table(rows: list[tuple[str, dict]]) -> str:
                      f"{r['p99_ms']:.3f} | {r['max_ms']:.1f} | {r['errors']} | "
                      f"{r['server_us']:.0f} |")
     return "\n".join(lines)
+
+
+def in_process_table(runs: list[tuple[str, dict]]) -> str:
+    """`api_cpu_us` results: CPU per request of each kind, and the event's extra."""
+    lines = ["| API | CPU µs/req without an event | with one (folded) | the event's extra | "
+             "fallbacks |", "|---|---:|---:|---:|---:|"]
+    for prefix, run in runs:
+        plain, folded = run["cpu_us"]["no event"], run["cpu_us"]["event folded"]
+        extra = [f - p for p, f in zip(plain, folded)]
+        lines.append(f"| {prefix.rstrip(': ') or 'this tree'} | {_spread(plain)} | "
+                     f"{_spread(folded)} | {_spread(extra)} | {run['fallbacks']} |")
+    return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    """Median (lowest–highest) of per-round figures."""
+    return f"{np.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
 
 
 def main(argv=None) -> int:
@@ -833,17 +948,26 @@ def main(argv=None) -> int:
                         time.sleep(0.5)
                         rows.append((name, open_loop(port, requests, rate, args.duration,
                                                      server_pid=pid)))
+            stop_processes(processes[-len(apis):])
+            del processes[-len(apis):]
+            # the same requests in one process, without HTTP: CPU only, so less at the mercy
+            # of the machine's load than latency
+            in_process = [(prefix, api_cpu_us(model_dir, redis_url,
+                                              {"no event": plain, "event folded": folded},
+                                              code=code)) for prefix, code in apis]
             section = [f"\n## POST /score with and without a triggering event to fold (the "
                        f"stream one event behind), each API one process, alternating, {args.duration:.0f} s "
                        f"each\n", moment_table(rows),
+                       "\nthe same requests in process (the API's app called without the HTTP "
+                       "server, one request at a time, the two kinds alternating: 32 rounds "
+                       "of 500 each; median (lowest–highest) of the rounds)\n",
+                       in_process_table(in_process),
                        f"\nthe fold alone (parse the stored state, fold the event): "
                        f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request; the body "
                        f"validated and converted: {request_cpu_us(plain):.1f} µs without an "
                        f"event, {request_cpu_us(folded):.1f} µs with one"]
             print("\n".join(section), flush=True)
             report += section
-            stop_processes(processes[-len(apis):])
-            del processes[-len(apis):]
 
         if "endpoint" in sections:
             endpoint_port = free_port()

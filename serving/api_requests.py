@@ -64,13 +64,19 @@ class ScoreRequest(BaseModel):
         """Why the request's events cannot be folded (the contract's reason, or their order), or
         None. Not a 422: like the stream, which quarantines a bad event instead of failing, the
         API scores the request without them and flags it (`event_refused`)."""
+        return self.records_refusal(self.event_record(), self.preceding_records())
+
+    def records_refusal(self, record: dict[str, Any] | None, preceding: list[dict[str, Any]]
+                        ) -> str | None:
+        """`event_refusal`, given the request's `event_record()` and `preceding_records()` (the
+        API builds them once for both uses)."""
         if self.event is None:
             return "preceding_events without the triggering event" if self.preceding_events \
                 else None
-        for record in (self.event_record(), *self.preceding_records()):
-            reason = event_refusal(record)
+        for each in (record, *preceding):
+            reason = event_refusal(each)
             if reason is not None:
-                return f"event {record['event_id']}: {reason}"
+                return f"event {each['event_id']}: {reason}"
         if self.preceding_events:
             ids = [e.event_id for e in self.preceding_events] + [self.event.event_id]
             if len(set(ids)) < len(ids):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streaming_jobs.feature_spec import FEATURE_VIEWS, check_service_features
@@ -163,21 +163,36 @@ class FeatureLayout:
         if as_of_us is None:
             as_of_us = times.get(SESSION_VIEW) or time.time_ns() // 1000
         stale = []
+        deferred = None
         for plan, reply in zip(plans, replies):
             row_us = times[plan.view]
             if row_us is not None and row_us < as_of_us - plan.ttl_us:
                 stale.append(plan.view)
                 found[plan.entity] = True
                 continue
-            hit = row_us is not None
-            for name, raw in zip(plan.features, reply):
-                if raw is not None:
-                    hit = True
-                    values[name] = _decode(raw)
-            found[plan.entity] = hit
-            if len(reply) > len(plan.features) + 1:
-                session_state = reply[len(plan.features) + 1]
-        return OnlineFeatures(values, found, times, self, session_state, tuple(stale), as_of_us)
+            n = len(plan.features)
+            if len(reply) > n + 1:
+                session_state = reply[n + 1]
+                if session_state is not None:
+                    # the request's event is folded onto the state, which gives every session
+                    # feature: the row's own values wait for `with_session_row` (a failed fold)
+                    found[plan.entity] = row_us is not None or any(
+                        raw is not None for raw in reply[:n])
+                    deferred = (plan, reply)
+                    continue
+            found[plan.entity] = _decode_into(values, plan, reply) or row_us is not None
+        return OnlineFeatures(values, found, times, self, session_state, tuple(stale), as_of_us,
+                              deferred)
+
+
+def _decode_into(values: dict[str, Any], plan: ViewPlan, reply: Sequence[bytes | None]) -> bool:
+    """Put one view's values from its HMGET reply into `values`; whether any was present."""
+    hit = False
+    for name, raw in zip(plan.features, reply):
+        if raw is not None:
+            hit = True
+            values[name] = _decode(raw)
+    return hit
 
 
 @dataclass(frozen=True)
@@ -192,12 +207,23 @@ class OnlineFeatures:
     session_state: bytes | None = None
     stale: tuple[str, ...] = ()       # views whose row was older than their TTL: read as missing
     as_of_us: int | None = None       # the time the TTLs were judged at
+    # (session view, its reply) when the state came with the row: the row's values are left
+    # None in `values` (the fold replaces them) until `with_session_row` decodes them
+    deferred: tuple[ViewPlan, Sequence[bytes | None]] | None = None
 
     @property
     def missing(self) -> list[str]:
         """Entities the model reads features of but Redis has no row for."""
         needed = {plan.entity for plan in self.layout.views}
         return [e for e in ENTITIES if e in needed and not self.found[e]]
+
+    def with_session_row(self) -> "OnlineFeatures":
+        """These features with the session row's own values decoded (when no fold replaces them)."""
+        if self.deferred is None:
+            return self
+        values = dict(self.values)
+        _decode_into(values, *self.deferred)
+        return replace(self, values=values, deferred=None)
 
     def row(self) -> dict[str, Any]:
         """The model's input row: each None replaced by the model's default for that feature."""

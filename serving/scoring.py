@@ -258,12 +258,15 @@ class ScoringEngine:
         except (ValueError, KeyError, TypeError) as error:  # a state this code cannot read
             self._count("error", "session_state")
             log.warning("cannot fold onto session %s's stored state: %s", req.session_id, error)
-            return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE] + stale, None,
-                         features.as_of_us)
-        row = features.row()
+            return _Read(features.with_session_row().row(), missing,
+                         [FALLBACK_STATE_UNAVAILABLE] + stale, None, features.as_of_us)
+        row = features.row()  # the session row's values left undecoded: the fold gives them
         folded = moment.features
-        for name in layout.session_features:
-            row[name] = folded[name]
+        if len(folded) == len(layout.session_features):  # the model reads every session feature
+            row.update(folded)
+        else:
+            for name in layout.session_features:
+                row[name] = folded[name]
         missing = [e for e in missing if e != "session"]
         if product_id is None and moment.last_product_id is not None:
             # a cart view names no product; training takes the session's latest one

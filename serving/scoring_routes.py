@@ -41,12 +41,13 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _input(request: ScoreRequest) -> ScoreInput:
-    refused = request.event_refusal()
+    record, preceding = request.event_record(), request.preceding_records()
+    refused = request.records_refusal(record, preceding)
     if refused is not None:
         return ScoreInput(request.user_id, request.session_id, request.product_id,
                           request.context, event_refused=refused)
     return ScoreInput(request.user_id, request.session_id, request.product_id, request.context,
-                      request.event_record(), request.preceding_records())
+                      record, preceding)
 
 
 class ScoringRoutes:

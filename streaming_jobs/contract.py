@@ -79,6 +79,8 @@ def quarantine_arrow_schema():
 EARLIEST_EVENT_TIME = pd.Timestamp("2000-01-01", tz="UTC")
 # the same instant as a datetime: one event's check compares ~50x faster with it (the API's path)
 _EARLIEST = EARLIEST_EVENT_TIME.to_pydatetime()
+# in validate_events' order: the required text fields, then the time
+_REQUIRED_ORDER = (*(c for c in REQUIRED if c != "event_time"), "event_time")
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,7 @@ def event_refusal(event: Mapping) -> str | None:
     For the scoring API, which validates a request's triggering event without building a frame;
     a test holds it to the same verdicts as `validate_events`.
     """
-    # in validate_events' order: the required text fields, then the time
-    for col in (*(c for c in REQUIRED if c != "event_time"), "event_time"):
+    for col in _REQUIRED_ORDER:
         value = event.get(col)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing {col}"

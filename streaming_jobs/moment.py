@@ -24,12 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from streaming_jobs.event_fields import micros
 from streaming_jobs.session_state import (
     FEATURE_NAMES,
     IDENTITY_COLUMNS,
-    _micros,
+    _apply,
     _row,
-    apply_event,
+    event_args,
     from_dict,
     new_state,
 )
@@ -72,24 +73,28 @@ def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Ma
     starts the session).
     """
     state = from_dict(stored) if stored is not None else new_state()
+    # each event's fields cleaned once: its order, then its application (`apply_event`'s path)
+    args = event_args(event)
     floor = (state.last_t, state.last_event_id) if state.version else None
-    if floor is not None and _order(event) <= floor:
+    if floor is not None and _order(args) <= floor:
         return Moment(features_of(state), APPLIED, state.version, state.last_product_id,
                       state.last_t, state.last_event_id, state.category_views,
                       state.last_category_id)
     how = FOLDED if floor is not None else STARTED
-    for earlier in sorted(preceding, key=_order):
-        if floor is None or _order(earlier) > floor:
-            apply_event(state, earlier)
-    apply_event(state, event)
+    if preceding:
+        for earlier in sorted(map(event_args, preceding), key=_order):
+            if floor is None or _order(earlier) > floor:
+                _apply(state, *earlier)
+    _apply(state, *args)
     return Moment(features_of(state), how, state.version, state.last_product_id, state.last_t,
                   state.last_event_id, state.category_views, state.last_category_id)
 
 
 def event_time_us(event: Mapping) -> int:
     """An event's time in microseconds since the epoch, as the state machine orders it."""
-    return _micros(event["event_time"])
+    return micros(event["event_time"])
 
 
-def _order(event: Mapping) -> tuple[int, str]:
-    return event_time_us(event), str(event["event_id"])
+def _order(args: tuple) -> tuple[int, str]:
+    """An event's place in its session, from its `event_args`."""
+    return args[2], args[1]

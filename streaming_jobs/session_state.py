@@ -20,13 +20,16 @@ Times are kept as integer microseconds since the epoch (UTC), which is exact and
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from streaming_jobs.event_fields import clean as _clean
+from streaming_jobs.event_fields import clean_id as _clean_id
+from streaming_jobs.event_fields import micros as _micros
 
 # (name, kind, default). The default is what serving uses for a session it has no state for.
 SESSION_FEATURES: tuple[tuple[str, str, Any], ...] = (
@@ -77,8 +80,6 @@ STATE_SCHEMA = 1
 
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 86_400_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_ONE_US = dt.timedelta(microseconds=1)
 # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
 _EPOCH_WEEKDAY = 3
 
@@ -290,50 +291,20 @@ def _row(st: SessionState) -> tuple:
     )
 
 
-# -- event fields from the outside world -------------------------------------------------------
-def _clean(value):
-    """None for any flavour of missing (None, NaN, pd.NA, NaT); strings stay strings."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def _clean_id(value):
-    value = _clean(value)
-    if value is None or type(value) is str:
-        return value
-    # ids are strings in the contract; a number from a JSON parser would break to_dict's keys
-    return str(value)
-
-
-def _micros(value) -> int:
-    """Microseconds since the epoch of a UTC instant (Timestamp, datetime, ISO string)."""
-    if isinstance(value, pd.Timestamp):
-        if value.tzinfo is None:
-            value = value.tz_localize("UTC")
-        return value.value // 1000
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return (value - _EPOCH) // _ONE_US
-    if isinstance(value, np.datetime64):
-        return int(value.astype("datetime64[us]").astype(np.int64))
-    if isinstance(value, str):
-        return _micros(pd.Timestamp(value))
-    raise TypeError(f"event_time must be a timestamp, got {type(value).__name__}")
-
-
 def apply_event(state: SessionState, event: Mapping) -> None:
     """Apply one event (a mapping with contract fields) to its session's state, in place.
 
     Events of one session must come in (event_time, event_id) order; anything else raises
     `OutOfOrderEvent` and leaves the state untouched.
     """
+    _apply(state, *event_args(event))
+
+
+def event_args(event: Mapping) -> tuple:
+    """An event's fields as `_apply` takes them after the state: (session_id, event_id, time in
+    us, event_type, ...); its order in the session is (args[2], args[1])."""
     price = _clean(event.get("price"))
-    _apply(
-        state,
+    return (
         _clean_id(event["session_id"]),
         _clean_id(event["event_id"]),
         _micros(event["event_time"]),
@@ -486,14 +457,18 @@ def from_dict(data: Mapping) -> SessionState:
     """Rebuild a state from `to_dict` output (or its JSON round trip)."""
     if data.get("schema") != STATE_SCHEMA:
         raise ValueError(f"session state schema {data.get('schema')!r}, expected {STATE_SCHEMA}")
-    st = SessionState()
-    for name in SessionState.__slots__:
-        value = data[name]
-        if name == "cart":
-            value = {pid: [float(p) for p in units] for pid, units in value.items()}
-        elif name in _COUNTERS:
-            value = {k: int(v) for k, v in value.items()}
-        elif name in ("cart_value", "gap_s"):
-            value = float(value)
-        setattr(st, name, value)
+    # every slot is set below, so __init__'s defaults would only be overwritten
+    st = SessionState.__new__(SessionState)
+    for name in _AS_STORED:
+        setattr(st, name, data[name])
+    st.cart = {pid: [float(p) for p in units] for pid, units in data["cart"].items()}
+    st.product_views = {k: int(v) for k, v in data["product_views"].items()}
+    st.category_views = {k: int(v) for k, v in data["category_views"].items()}
+    st.cart_value = float(data["cart_value"])
+    st.gap_s = float(data["gap_s"])
     return st
+
+
+# the slots `from_dict` takes as stored; the rest it converts (JSON may turn 2.0 into 2)
+_AS_STORED = tuple(name for name in SessionState.__slots__
+                   if name not in ("cart", *_COUNTERS, "cart_value", "gap_s"))
