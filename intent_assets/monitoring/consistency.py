@@ -11,9 +11,9 @@ features by Feast's point-in-time join of the service's batch views (their TTLs 
 feature matches when both sides are missing or both hold the same value.
 
 The offline path sees every event by its event time; the API saw only those that had arrived
-when it answered. `late_events` counts, per request, the session's events at or before `as_of`
-that arrived after the answer: a mismatch there is skew from late data, which no stream can
-avoid. The mismatches among requests whose events had all arrived are the implementation's
+when it answered, in the order they arrived. `late_events` counts, per request, the session's
+events at or before `as_of` that arrived after the answer or after the event the vector stands
+at: a mismatch there is skew from late data, which no stream can avoid. The mismatches among requests whose events had all arrived are the implementation's
 skew, which should be none.
 """
 
@@ -51,23 +51,38 @@ def logged_requests(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def late_events(events: pd.DataFrame, requests: pd.DataFrame) -> list[int]:
-    """Per request, the session's events at or before `as_of` that arrived (`received_time`)
-    after the API answered (`ts`), in request order; 0 where either time is unknown."""
-    if not len(events) or "received_time" not in events or requests["ts"].isna().all():
+    """Per request, the session's events at or before `as_of` that the served vector could not
+    include: those that arrived (`received_time`) after the API answered (`ts`), or after the
+    event the vector stands at (`as_of_event_id`, else the session's event at `as_of`) — the
+    stream refuses an event older than one it has applied, and the fold skips it. In request
+    order; 0 where the times are unknown."""
+    if not len(events) or "received_time" not in events:
         return [0] * len(requests)
     mine = events[events["session_id"].isin(set(requests["session_id"]))]
     times = pd.DataFrame({"session_id": mine["session_id"].to_numpy(),
+                          "event_id": mine["event_id"].astype(str).to_numpy(),
                           "event_time": pd.to_datetime(mine["event_time"], utc=True),
                           "received_time": pd.to_datetime(mine["received_time"], utc=True)})
     by_session = {sid: frame for sid, frame in times.groupby("session_id", sort=False)}
+    cut_ids = requests["as_of_event_id"] if "as_of_event_id" in requests \
+        else pd.Series([None] * len(requests))
     counts = []
-    for sid, as_of, answered in zip(requests["session_id"], requests["as_of"], requests["ts"]):
+    for sid, as_of, answered, cut_id in zip(requests["session_id"], requests["as_of"],
+                                            requests["ts"], cut_ids):
         frame = by_session.get(sid)
-        if frame is None or pd.isna(answered):
+        if frame is None:
             counts.append(0)
             continue
-        counts.append(int(((frame["event_time"] <= as_of)
-                           & (frame["received_time"] > answered)).sum()))
+        cut = frame[frame["event_id"] == cut_id] if isinstance(cut_id, str) else frame.iloc[:0]
+        if cut.empty:
+            cut = frame[frame["event_time"] == as_of]
+        before = frame[frame["event_time"] <= as_of]
+        late = pd.Series(False, index=before.index)
+        if not pd.isna(answered):
+            late |= before["received_time"] > answered
+        if len(cut):
+            late |= before["received_time"] > cut["received_time"].min()
+        counts.append(int(late.sum()))
     return counts
 
 

@@ -57,31 +57,41 @@ def test_a_request_at_the_first_of_two_tied_events_is_rebuilt_at_that_event():
                    FEATURE_NAMES)["mismatches"].sum() == 0
 
 
-def test_a_mismatch_from_an_event_that_arrived_after_the_answer_is_told_apart():
+def test_a_mismatch_from_an_event_that_arrived_late_is_told_apart():
     from intent_assets.monitoring.consistency import late_events
 
     events = _events().assign(event_time=[T, T + pd.Timedelta(seconds=30),
                                           T + pd.Timedelta(seconds=60)])
-    # e2 happened at +30 s but reached the shop's pipeline at +10 min; e1 and e3 on time
+    # e2 happened at +30 s but reached the shop's pipeline at +10 min, after e3: the stream had
+    # applied e3 by then and refuses it; e1 and e3 arrived on time
     events["received_time"] = [T + pd.Timedelta(seconds=1), T + pd.Timedelta(minutes=10),
                                T + pd.Timedelta(seconds=61)]
-    rows = events.to_dict("records")
-    # scored at +2 min from the stream's state, which had e1 and e3 only
-    served = fold_event(None, rows[2], rows[:1]).features
-    on_time = fold_event(None, rows[2], rows[:2]).features
-    base = {"user_id": "u1", "session_id": "s1", "product_id": "p2",
-            "as_of": (T + pd.Timedelta(seconds=60)).isoformat(), "fallback": [],
-            "model_version": "v", "feature_service": "intent_model_v1"}
+    # a second session, every event on time
+    calm = _events().assign(session_id="s2", event_id=["g1", "g2", "g3"],
+                            event_time=[T, T + pd.Timedelta(seconds=30),
+                                        T + pd.Timedelta(seconds=60)],
+                            received_time=[T + pd.Timedelta(seconds=s) for s in (1, 31, 61)])
+    rows, calm_rows = events.to_dict("records"), calm.to_dict("records")
+    base = {"user_id": "u1", "product_id": "p2", "fallback": [], "model_version": "v",
+            "feature_service": "intent_model_v1",
+            "as_of": (T + pd.Timedelta(seconds=60)).isoformat()}
     requests = logged_requests(pd.DataFrame([
-        {**base, "request_id": "late", "ts": (T + pd.Timedelta(minutes=2)).isoformat(),
-         "features": served},
-        # the same moment asked after e2 had arrived: the stream's state held all three
-        {**base, "request_id": "later", "ts": (T + pd.Timedelta(minutes=11)).isoformat(),
-         "features": on_time}]))
-    late = late_events(events, requests)
-    assert late == [1, 0]
-    table = compare(requests["features"].tolist(), offline_session_features(events, requests),
+        # scored at +2 min from the stream's state, which had e1 and e3 only
+        {**base, "request_id": "r1", "session_id": "s1", "as_of_event_id": "e3",
+         "ts": (T + pd.Timedelta(minutes=2)).isoformat(),
+         "features": fold_event(None, rows[2], rows[:1]).features},
+        # asked again at +11 min, after e2 arrived: the stream had still refused it
+        {**base, "request_id": "r2", "session_id": "s1",
+         "ts": (T + pd.Timedelta(minutes=11)).isoformat(),
+         "features": fold_event(None, rows[2], rows[:1]).features},
+        {**base, "request_id": "r3", "session_id": "s2", "as_of_event_id": "g3",
+         "ts": (T + pd.Timedelta(minutes=2)).isoformat(),
+         "features": fold_event(None, calm_rows[2], calm_rows[:2]).features}]))
+    both = pd.concat([events, calm], ignore_index=True)
+    late = late_events(both, requests)
+    assert late == [1, 1, 0]
+    table = compare(requests["features"].tolist(), offline_session_features(both, requests),
                     FEATURE_NAMES, late).set_index("feature")
-    # the late event's session counts it offline, not online: skew from late data, all of it
-    assert table.loc["session_n_events", "mismatches"] == 1
+    # the late event counts offline, not online: skew from late data, all of it
+    assert table.loc["session_n_events", "mismatches"] == 2
     assert (table["mismatches"] == table["mismatches_late_data"]).all()
