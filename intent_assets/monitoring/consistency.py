@@ -13,7 +13,8 @@ feature matches when both sides are missing or both hold the same value.
 The offline path sees every event by its event time; the API saw only those that had arrived
 when it answered, in the order they arrived. `late_events` counts, per request, the session's
 events at or before `as_of` that arrived after the answer or after the event the vector stands
-at: a mismatch there is skew from late data, which no stream can avoid. The mismatches among requests whose events had all arrived are the implementation's
+at (which may have been after the answer): a mismatch there is counted as skew from late data,
+which no stream can avoid. The mismatches among requests whose events had all arrived are the implementation's
 skew, which should be none.
 """
 
@@ -51,11 +52,13 @@ def logged_requests(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def late_events(events: pd.DataFrame, requests: pd.DataFrame) -> list[int]:
-    """Per request, the session's events at or before `as_of` that the served vector could not
-    include: those that arrived (`received_time`) after the API answered (`ts`), or after the
-    event the vector stands at (`as_of_event_id`, else the session's event at `as_of`) — the
-    stream refuses an event older than one it has applied, and the fold skips it. In request
-    order; 0 where the times are unknown."""
+    """Per request, the session's events at or before `as_of` that the served vector may not
+    include: those that arrived (`received_time`) after the API answered (`ts`), and those that
+    arrived after the event the vector stands at (`as_of_event_id`, else the session's event at
+    `as_of`). The stream re-folds an out-of-order event once it arrives, but whether that was
+    before the answer is unknown when the API's clock is not the events' (a replayed day, as in
+    the demo), so such a request counts as late data too: a mismatch on it may be the
+    implementation's, attributed to late data. In request order; 0 where times are unknown."""
     if not len(events) or "received_time" not in events:
         return [0] * len(requests)
     mine = events[events["session_id"].isin(set(requests["session_id"]))]
