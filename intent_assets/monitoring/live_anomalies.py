@@ -25,8 +25,9 @@ not judged against the incident):
 - ``conversion_drop``: orders against checkouts x the baseline's orders per checkout.
 - ``price_shift``: a top-level category's mean log price against the baseline's mean and
   per-event spread (|z| over `price_z` and a change over `price_ratio`).
-A finding needs a p-value under `p_value` (about 1e-7: some 600 tests a minute, 10,080 minutes a
-week, so chance alone makes well under one alert a week) and a material change.
+A finding needs a p-value under `p_value` (about 1e-7: some 700 tests a minute, 10,080 minutes a
+week, so chance alone makes at most 0.7 alerts a week, fewer as the tests are not independent)
+and a material change.
 """
 
 from __future__ import annotations
