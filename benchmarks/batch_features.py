@@ -81,10 +81,11 @@ TABLES = ("raw_clickstream", "quarantine_clickstream", "orders", "sessions", "us
 
 
 def table_checksums(spark, lake, tables=TABLES) -> dict[str, list]:
-    """Rows and an order-free checksum of each table (doubles to 6 decimals, the partition
-    day included), computed by Spark: nothing is read into the driver."""
+    """Rows and an order-free checksum of each table (numbers as doubles to 6 decimals, so a
+    count stored as an integer by one writer and as a double by another compares equal; the
+    partition day included), computed by Spark: nothing is read into the driver."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, FloatType
+    from pyspark.sql.types import NumericType
 
     out = {}
     for table in tables:
@@ -93,8 +94,9 @@ def table_checksums(spark, lake, tables=TABLES) -> dict[str, list]:
             continue
         paths = [lake.spark_uri(table, d) for d in days] or [lake.spark_uri(table)]
         frame = spark.read.parquet(*paths)
-        columns = [F.round(F.col(f"`{f.name}`"), 6) if isinstance(f.dataType, (DoubleType, FloatType))
-                   else F.col(f"`{f.name}`") for f in sorted(frame.schema.fields, key=lambda f: f.name)]
+        columns = [F.round(F.col(f"`{f.name}`").cast("double"), 6)
+                   if isinstance(f.dataType, NumericType) else F.col(f"`{f.name}`")
+                   for f in sorted(frame.schema.fields, key=lambda f: f.name)]
         day = F.regexp_extract(F.col("_metadata.file_path"), r"date=([^/]+)", 1)
         row = frame.agg(F.count("*").alias("n"),
                         F.sum(F.xxhash64(day, *columns).cast("decimal(38,0)")).alias("h")).first()
