@@ -33,7 +33,7 @@ def pytest_sessionstart(session) -> None:
 
     def terminated(signum, frame):
         sweep(owner=os.getpid())
-        raise SystemExit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")   # pytest stops the run, tears down, reports
 
     signal.signal(signal.SIGTERM, terminated)
 
