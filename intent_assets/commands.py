@@ -165,6 +165,13 @@ def _demo(args) -> int:
     from intent_resources.project_config import ProjectConfigError, load_project_config
     from intent_resources.redis import ensure_local_redis
 
+    env = os.environ.get("INTENT_ENV", "local")
+    if env != "local":
+        # the demo drives a local stream, API and endpoint: it cannot stand for prod mode
+        print(f"intent demo: error: INTENT_ENV={env}: the demo runs the local deployment only; "
+              "in prod mode materialize against the stack's Dagster instance "
+              "(`dagster asset materialize`, docs/production.md)")
+        return 2
     home = intent_home()
     if args.source:
         # the code location and every run read the source from the configuration

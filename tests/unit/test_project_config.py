@@ -70,3 +70,13 @@ def test_config_show_prints_every_setting_with_its_origin(tmp_path, monkeypatch,
                and "(INTENT_BOT_MIN_EVENTS)" in line for line in lines)
     assert main(["config", "show", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bot_min_events"] == 25
+
+
+def test_the_demo_in_prod_mode_is_refused_with_where_to_go(tmp_path, monkeypatch, capsys):
+    # the demo drives a local stream, API and endpoint; in prod it would run them beside the stack
+    monkeypatch.setenv("INTENT_HOME", str(tmp_path))
+    monkeypatch.setenv("INTENT_ENV", "prod")
+    assert main(["demo"]) == 2
+    out = capsys.readouterr().out
+    assert "INTENT_ENV=prod" in out and "docs/production.md" in out
+    assert not (tmp_path / "dagster_home").exists()   # nothing was set up
