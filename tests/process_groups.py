@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from intent_resources.streaming import pid_alive
+
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / ".intent" / "test-process-groups"
 MARKER = "INTENT_TEST_RUN"
@@ -55,16 +57,6 @@ def stop_group(process: subprocess.Popen, timeout: float = 60) -> None:
         (REGISTRY / str(process.pid)).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _members(pgid: int, owner: int) -> list[int]:
     """Processes of group `pgid` whose environment carries `owner`'s marker."""
     marker = f"{MARKER}={owner}".encode()
@@ -90,7 +82,7 @@ def sweep(owner: int | None = None) -> list[int]:
             started_by = int(entry.read_text() or 0)
         except (OSError, ValueError):
             started_by = 0
-        if (started_by != owner) if owner is not None else _alive(started_by):
+        if (started_by != owner) if owner is not None else pid_alive(started_by):
             continue
         for pid in _members(int(entry.name), started_by):
             try:

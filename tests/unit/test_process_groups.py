@@ -6,17 +6,10 @@ import subprocess
 import sys
 import time
 
+from intent_resources.streaming import pid_alive
 from tests.process_groups import REGISTRY, sweep
 
 REPO = REGISTRY.parents[1]
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_group_left_by_a_killed_run_is_stopped_by_the_next_and_nothing_else_is():
@@ -37,9 +30,9 @@ def test_a_group_left_by_a_killed_run_is_stopped_by_the_next_and_nothing_else_is
         killed = sweep()
         assert leader in killed and len([p for p in killed if p != leader]) >= 1
         deadline = time.monotonic() + 30
-        while _running(leader) and time.monotonic() < deadline:
+        while pid_alive(leader) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(leader)
+        assert not pid_alive(leader)
         assert not (REGISTRY / str(leader)).exists()
         assert bystander.poll() is None and bystander.pid not in killed
     finally:
