@@ -300,6 +300,7 @@ class StreamingJobResource(ConfigurableResource):
     checkpoint_uri: Optional[str] = None    # s3://.../checkpoints/session_features
     kinesis_stream: Optional[str] = None
     emr_cluster_id: Optional[str] = None    # the stack's cluster (EmrClusterId output)
+    emr_poll_s: float = 15.0                # how often a step's state is read
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
     # -- a standalone cluster (mode="standalone") ---------------------------------------------------
     spark_master: Optional[str] = None      # spark://host:port
@@ -406,10 +407,10 @@ class StreamingJobResource(ConfigurableResource):
         return code
 
     # -- EMR ---------------------------------------------------------------------------------------
-    def emr_job_flow_params(self) -> dict:
-        """RunJobFlow parameters: a cluster that runs the job as its one step."""
-        missing = [n for n in ("job_script_uri", "checkpoint_uri", "emr_log_uri")
-                   if not getattr(self, n)]
+    def emr_step(self, driver_env: Optional[dict[str, str]] = None) -> dict:
+        """The job as an EMR step (`spark-submit` in YARN cluster mode through command-runner);
+        `driver_env` goes to the driver's environment (the application master's)."""
+        missing = [n for n in ("job_script_uri", "checkpoint_uri") if not getattr(self, n)]
         if missing:
             raise ValueError(f"EMR mode needs {missing}")
         if not (self.kinesis_stream or self.landing_uri):
@@ -419,10 +420,10 @@ class StreamingJobResource(ConfigurableResource):
         # The driver reads REDIS_URL and INTENT_LAKE from its environment (cluster mode: the
         # application master's). A password inside the URL would be visible in the step's
         # definition: prod's ElastiCache should authenticate by network and IAM instead.
-        args = ["spark-submit", "--deploy-mode", "cluster",
-                "--conf", "spark.yarn.maxAppAttempts=1",
-                "--conf", f"spark.yarn.appMasterEnv.REDIS_URL={self.redis_url}",
-                "--conf", f"spark.yarn.appMasterEnv.INTENT_LAKE={self.lake}"]
+        env = {"REDIS_URL": self.redis_url, "INTENT_LAKE": self.lake, **(driver_env or {})}
+        args = ["spark-submit", "--deploy-mode", "cluster", "--conf", "spark.yarn.maxAppAttempts=1"]
+        for name, value in env.items():
+            args += ["--conf", f"spark.yarn.appMasterEnv.{name}={value}"]
         if self.job_py_files_uri:
             args += ["--py-files", self.job_py_files_uri]
         args += [self.job_script_uri, "--checkpoint", self.checkpoint_uri,
@@ -433,6 +434,96 @@ class StreamingJobResource(ConfigurableResource):
             args += ["--source", "kinesis", "--kinesis-stream", self.kinesis_stream]
         else:
             args += ["--source", "files", "--landing", str(self.landing_uri)]
+        return {"Name": "intent-session-features-stream", "ActionOnFailure": "CONTINUE",
+                "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
+
+    def ship_job_code(self, s3) -> "StreamingJobResource":
+        """This resource with the job's script and package uploaded next to the checkpoint
+        (`<bucket>/code/streaming/<content hash>/`) where no `job_script_uri` names them."""
+        import hashlib
+        import tempfile
+
+        if self.job_script_uri:
+            return self
+        if not (self.checkpoint_uri or "").startswith("s3://"):
+            raise ValueError("EMR mode needs job_script_uri, or an s3:// checkpoint_uri to "
+                             "upload the job's code beside")
+        script = Path(__file__).resolve().parents[1] / "streaming_jobs" / "session_job.py"
+        with tempfile.TemporaryDirectory() as tmp:
+            package = zip_streaming_jobs(Path(tmp) / "streaming_jobs.zip").read_bytes()
+        digest = hashlib.sha256(package + script.read_bytes()).hexdigest()[:12]
+        bucket = self.checkpoint_uri[len("s3://"):].split("/", 1)[0]
+        prefix = f"code/streaming/{digest}"
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/session_job.py", Body=script.read_bytes())
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/streaming_jobs.zip", Body=package)
+        return self.model_copy(update={
+            "job_script_uri": f"s3://{bucket}/{prefix}/session_job.py",
+            "job_py_files_uri": f"s3://{bucket}/{prefix}/streaming_jobs.zip"})
+
+    def run_as_emr_step(self, context) -> str:
+        """Add the job as a step to the running EMR cluster `emr_cluster_id` (the stack's
+        `EmrClusterId`) inside a Dagster Pipes session and wait for it: the run lasts as long as
+        the step, which reports to it through Pipes (messages in S3). Raises when the step ends
+        otherwise than COMPLETED, or the cluster ends under it, so the run fails and the
+        supervisor sees a dead job; a terminated run cancels the step. Returns the step id."""
+        import boto3
+        from botocore.exceptions import ClientError
+        from dagster import (
+            DagsterExecutionInterruptedError,
+            Failure,
+            PipesEnvContextInjector,
+            open_pipes_session,
+        )
+        from dagster_aws.pipes import PipesS3MessageReader
+
+        s3 = boto3.client("s3", endpoint_url=self.kinesis_endpoint)
+        emr = boto3.client("emr", endpoint_url=self.kinesis_endpoint)
+        resource = self.ship_job_code(s3)
+        bucket = self.emr_pipes_bucket or resource.checkpoint_uri[len("s3://"):].split("/", 1)[0]
+        with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(),
+                                message_reader=PipesS3MessageReader(bucket=bucket, client=s3,
+                                                                    interval=self.emr_poll_s),
+                                extras={"checkpoint": resource.checkpoint_uri,
+                                        "heartbeat": resource.heartbeat_location()}) as session:
+            step = resource.emr_step(session.get_bootstrap_env_vars())
+            (step_id,) = emr.add_job_flow_steps(JobFlowId=self.emr_cluster_id,
+                                                Steps=[step])["StepIds"]
+            context.log.info(f"EMR step {step_id} on cluster {self.emr_cluster_id}: "
+                             f"{resource.job_script_uri}")
+            try:
+                state, reason = self._wait_for_step(emr, step_id)
+            except DagsterExecutionInterruptedError:
+                try:  # the run was terminated: so is the job
+                    emr.cancel_steps(ClusterId=self.emr_cluster_id, StepIds=[step_id])
+                except ClientError as error:
+                    context.log.error(f"could not cancel EMR step {step_id}: {error}")
+                raise
+        if state != "COMPLETED":
+            raise Failure(f"the streaming job's EMR step {step_id} ended {state}: {reason}")
+        return step_id
+
+    def _wait_for_step(self, emr, step_id: str) -> tuple[str, str]:
+        """The step's final state and why, polling every `emr_poll_s`; a cluster that ends
+        while the step runs ends the step with it."""
+        while True:
+            status = emr.describe_step(ClusterId=self.emr_cluster_id,
+                                       StepId=step_id)["Step"]["Status"]
+            if status["State"] in ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"):
+                return status["State"], (status.get("FailureDetails") or {}).get("Reason", "")
+            cluster = emr.describe_cluster(ClusterId=self.emr_cluster_id)["Cluster"]["Status"]
+            if cluster["State"] in ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"):
+                change = cluster.get("StateChangeReason") or {}
+                return "INTERRUPTED", (f"the cluster is {cluster['State']}"
+                                       + (f" ({change['Message']})" if change.get("Message") else ""))
+            time.sleep(self.emr_poll_s)
+
+    def emr_job_flow_params(self) -> dict:
+        """RunJobFlow parameters: a cluster of its own that runs the job as its one step
+        (where no `emr_cluster_id` names a running cluster)."""
+        if not self.emr_log_uri:
+            raise ValueError("EMR mode needs ['emr_log_uri']")
+        # the cluster ends with its one step
+        step = {**self.emr_step(), "Name": "session_job", "ActionOnFailure": "TERMINATE_CLUSTER"}
         return {
             "Name": "intent-session-features-stream",
             "ReleaseLabel": self.emr_release_label,
@@ -448,8 +539,7 @@ class StreamingJobResource(ConfigurableResource):
                 ],
                 "KeepJobFlowAliveWhenNoSteps": False,
             },
-            "Steps": [{"Name": "session_job", "ActionOnFailure": "TERMINATE_CLUSTER",
-                       "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}],
+            "Steps": [step],
             "ServiceRole": self.emr_service_role,
             "JobFlowRole": self.emr_job_flow_role,
         }

@@ -25,6 +25,9 @@ def start_stream(context: OpExecutionContext, config: StartStreamConfig,
         context.log.info(f"streaming job started, pid {pid}, log {stream.log_file}")
         return
     # Pipes waits for the step: this run lasts as long as the job does, and ends when it dies.
+    if streaming.emr_cluster_id:  # a step on the deployment's cluster
+        streaming.run_as_emr_step(context)
+        return
     client = streaming.pipes_emr_client()
     client.run(context=context, run_job_flow_params=streaming.emr_job_flow_params())
 
