@@ -718,14 +718,15 @@ def test_emr_mode_builds_a_pipes_client_and_a_spark_step(moto_endpoint):
     from dagster_aws.pipes import PipesEMRClient
 
     from intent_resources.streaming import StreamingJobResource
+    from intent_resources.streaming_emr import emr_job_flow_params, pipes_emr_client
 
     resource = StreamingJobResource(
         mode="emr", emr_pipes_bucket="intent-pipes", emr_log_uri="s3://intent-logs/emr/",
         job_script_uri="s3://intent-code/session_job.py", redis_url="rediss://cache:6379/0",
         lake="s3://intent-lake",
         checkpoint_uri="s3://intent-state/checkpoints/session", kinesis_stream="clicks")
-    assert isinstance(resource.pipes_emr_client(), PipesEMRClient)
-    params = resource.emr_job_flow_params()
+    assert isinstance(pipes_emr_client(resource), PipesEMRClient)
+    params = emr_job_flow_params(resource)
     (step,) = params["Steps"]
     args = step["HadoopJarStep"]["Args"]
     assert args[:2] == ["spark-submit", "--deploy-mode"]
