@@ -100,21 +100,52 @@ def demo_partition_range(first_day: str | None, days: int | None, config=None) -
     return start.isoformat(), (start + dt.timedelta(days=days - 1)).isoformat()
 
 
-def publish(defs, instance, model: dict, day: str, run_config: dict) -> None:
-    """What the publication sensor does when its daemon runs: publish the gated model to the
-    local endpoint, then score the last day's snapshots in bulk with it."""
+def publish(defs, instance, model: dict, day: str, run_config: dict, env: str = "local",
+            timeout_s: float = 600.0) -> bool:
+    """Publish the gated model, then score the last day's snapshots in bulk with it. In prod
+    the daemon's `model_publication_sensor` launches the publication run (this waits for it);
+    locally, where no daemon runs, the demo does what that run does. False when it failed."""
     from dagster import AssetSelection, materialize
 
-    config = {"model_version": model["version"], "tar_path": model["tar_path"],
-              "artifact_dir": model["artifact_dir"]}
     assets = list(defs.assets)
-    print(f"publishing model {model['version']} to the local endpoint")
-    materialize(assets, selection=AssetSelection.assets("published_model"), resources=defs.resources,
-                instance=instance,
-                run_config={**run_config, "ops": {"published_model": {"config": config}}})
+    endpoint = defs.resources["model_endpoint"]
+    if env == "prod":
+        print(f"publishing model {model['version']} to the SageMaker endpoint "
+              f"{endpoint.endpoint_name}: the daemon's model_publication_sensor launches the run")
+        run = _publication_run(instance, model["version"], timeout_s)
+        if run is None:
+            print(f"  no publication run within {timeout_s:.0f} s: is the daemon running?")
+            return False
+        if run.status.value != "SUCCESS":
+            print(f"  the publication run {run.run_id} is {run.status.value}: see its logs "
+                  "in the UI")
+            return False
+        print(f"  published by run {run.run_id}")
+    else:
+        config = {"model_version": model["version"], "tar_path": model["tar_path"],
+                  "artifact_dir": model["artifact_dir"]}
+        print(f"publishing model {model['version']} to the local endpoint")
+        materialize(assets, selection=AssetSelection.assets("published_model"),
+                    resources=defs.resources, instance=instance,
+                    run_config={**run_config, "ops": {"published_model": {"config": config}}})
     print(f"scoring {day}'s snapshots with it (batch_scores)")
     materialize(assets, selection=AssetSelection.assets("batch_scores"), resources=defs.resources,
                 instance=instance, run_config=run_config, partition_key=day)
+    return True
+
+
+def _publication_run(instance, version: str, timeout_s: float):
+    """The publication run the sensor launched for `version`: once finished, or as it is after
+    `timeout_s` (None: none came)."""
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = instance.get_runs(RunsFilter(job_name="publish_model_job",
+                                            tags={"model_version": version}), limit=1)
+        if (runs and runs[0].is_finished) or time.monotonic() > deadline:
+            return runs[0] if runs else None
+        time.sleep(2)
 
 
 DEMO_EXPERIMENT = "offer_bands_v1"
@@ -132,6 +163,23 @@ def experiment_readout(defs, instance, assets, run_config: dict) -> None:
           "the upsell's category preference")
     materialize(assets, selection=AssetSelection.groups("uplift"), resources=defs.resources,
                 instance=instance, run_config=run_config)
+
+
+def use_prod_settings(home: Path) -> str | None:
+    """Prod mode reads the stack's outputs from the environment (`intent stack env`); when none
+    are exported, those of the stack `intent stack up` runs under `home`. The error, or None."""
+    from intent_resources.stack_up import stack_settings
+
+    if os.environ.get("INTENT_LAKE_URI"):
+        return None
+    settings = stack_settings(home)
+    if not settings:
+        return ("INTENT_ENV=prod needs the deployment's settings: export the CloudFormation "
+                "stack's outputs (docs/production.md), or run `intent stack up` for the "
+                "production topology on this machine")
+    os.environ.update(settings)
+    print(f"prod settings of the stack under {home / 'stack'}")
+    return None
 
 
 def prepare_dagster_home(home: Path) -> Path:
@@ -166,16 +214,22 @@ def _demo(args) -> int:
     from intent_resources.redis import ensure_local_redis
 
     env = os.environ.get("INTENT_ENV", "local")
-    if env != "local":
-        # the demo drives a local stream, API and endpoint: it cannot stand for prod mode
-        print(f"intent demo: error: INTENT_ENV={env}: the demo runs the local deployment only; "
-              "in prod mode materialize against the stack's Dagster instance "
-              "(`dagster asset materialize`, docs/production.md)")
-        return 2
     home = intent_home()
+    if env == "prod":
+        error = use_prod_settings(home)
+        if error:
+            print(f"intent demo: error: {error}")
+            return 2
+    elif env != "local":
+        print(f"intent demo: error: INTENT_ENV={env}: expected 'local' or 'prod'")
+        return 2
     if args.source:
         # the code location and every run read the source from the configuration
         os.environ["INTENT_SOURCE"] = args.source
+    elif env == "prod":
+        # prod reads Firehose's landing table unless a source is named: the demo's is the
+        # simulator (`--source landing_firehose` for what Firehose delivered)
+        os.environ.setdefault("INTENT_SOURCE", "simulator")
     try:
         config = load_project_config()
     except ProjectConfigError as exc:
@@ -185,12 +239,15 @@ def _demo(args) -> int:
         print(f"intent demo: error: no imported days recorded for {config.source} under {home}; "
               "import first (`intent import-rees46 FILE` or `intent import events FILE ...`)")
         return 2
-    os.environ.setdefault("REDIS_URL", ensure_local_redis(home))
+    if env == "local":
+        os.environ.setdefault("REDIS_URL", ensure_local_redis(home))
     prepare_dagster_home(home)
-    defs = build_definitions("local")
+    defs = build_definitions(env)
     instance = DagsterInstance.get()
     start, end = demo_partition_range(args.first_day, args.days, config)
-    print(f"source: {config.source}; days {start}..{end}")
+    clickstream = defs.resources["clickstream"]
+    source = clickstream.landing_table if clickstream.kind == "landing" else "simulator"
+    print(f"{env} deployment; source: {source}; days {start}..{end}")
     assets = list(defs.assets) + list(defs.asset_checks or [])
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t0 = time.monotonic()
@@ -224,10 +281,13 @@ def _demo(args) -> int:
         print("the model run failed; see `make ui` for its logs")
         return 1
     else:
-        publish(defs, instance, result.output_for_node("calibrated_model"), end, quiet)
+        model = result.output_for_node("calibrated_model")
+        if not publish(defs, instance, model, end, quiet, env):
+            return 1
         from intent_assets.live_demo import (
             consistency_report,
             score_through_api,
+            served_endpoint,
             sessions_begun_before,
             stream_slice,
         )
@@ -238,11 +298,17 @@ def _demo(args) -> int:
             live_day = dt.date.fromisoformat(end)
         print(f"live: {args.stream_events:,} replayed events of {live_day} through the streaming "
               "job, then some of those sessions scored through the API")
-        events = stream_slice(defs, instance, live_day, args.stream_events)
-        # sessions begun the day before hold only the tail the slice replayed: not scored, as
-        # their online state is not the session's (the consistency report would say so)
-        score_through_api(events, experiment=DEMO_EXPERIMENT,
-                          exclude=sessions_begun_before(defs.resources["lake"], live_day))
+        from dagster import build_resources
+
+        # outside a run, resources are built here (prod's settings are EnvVars until then)
+        with build_resources({k: defs.resources[k] for k in
+                              ("streaming", "clickstream", "lake", "redis")}) as resources:
+            events = stream_slice(resources, instance, live_day, args.stream_events)
+            # sessions begun the day before hold only the tail the slice replayed: not scored,
+            # as their online state is not the session's (the consistency report would say so)
+            begun_before = sessions_begun_before(resources.lake, live_day)
+        score_through_api(events, experiment=DEMO_EXPERIMENT, exclude=begun_before,
+                          endpoint=served_endpoint(env), model=model["tar_path"])
         consistency_report(defs, instance, assets, quiet)
     if config.is_simulator:
         experiment_readout(defs, instance, assets, quiet)

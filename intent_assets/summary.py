@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Metadata worth a line in the summary, per asset (the rest is in the UI).
@@ -35,9 +36,18 @@ def print_summary(instance, defs, home: Path, seconds: float) -> None:
             figures = latest_figures(instance, key)
             shown = ", ".join(f"{k}={v}" for k, v in figures.items())
             print(f"  {key.to_user_string():<22} {shown}")
-    print(f"  lake:            {home / 'lake'}")
-    print(f"  oracle (truth):  {home / 'oracle'}")
-    print(f"  dagster home:    {home / 'dagster_home'}")
+    # prod's roots are EnvVars, resolved when a run starts
+    lake, oracle = (getattr(root, "get_value", lambda r=root: r)()
+                    for root in (defs.resources["lake"].root, defs.resources["oracle"].root))
+    print(f"  lake:            {lake}")
+    if oracle:
+        print(f"  oracle (truth):  {oracle}")
+    print(f"  dagster home:    {os.environ.get('DAGSTER_HOME', home / 'dagster_home')}")
     print()
+    ui = os.environ.get("DAGSTER_UI_URL")
+    if ui:
+        print(f"Open the UI at {ui}: the runs and materializations above are in its Runs and "
+              "Assets pages.")
+        return
     print("Open the UI with `make ui` (http://127.0.0.1:3000): the runs and materializations above")
     print("are in its Runs and Assets pages.")

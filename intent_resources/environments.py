@@ -82,6 +82,8 @@ def _prod_resources(config: ProjectConfig) -> dict:
     spark_config = {k: v for k, v in LOCAL_SPARK_CONFIG.items() if k != "spark.master"}
     if os.environ.get("INTENT_SPARK_MASTER"):  # a standalone cluster; on EMR the cluster says
         spark_config["spark.master"] = os.environ["INTENT_SPARK_MASTER"]
+    if os.environ.get("INTENT_SPARK_CORES_MAX"):  # what a batch application may hold of it
+        spark_config["spark.cores.max"] = os.environ["INTENT_SPARK_CORES_MAX"]
     standalone = spark_config.get("spark.master", "").startswith("spark://")
     return {
         # the endpoint is configuration, not only the driver's AWS_ENDPOINT_URL: Spark tasks on

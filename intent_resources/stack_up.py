@@ -36,6 +36,8 @@ from intent_resources.stack_processes import (
 
 STACK_NAME = "intent"
 ENDPOINT_NAME = "intent"
+# the cores a batch application takes of the standalone worker, which offers one more for the stream
+BATCH_CORES = 2
 # Placeholders: moto records the images and runs neither; the container runs from serving/Dockerfile.
 TRAINING_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-train:local"
 INFERENCE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/intent-serve:local"
@@ -117,7 +119,10 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "cluster"
             parts_.create_database(pg)
             record(part)
 
-        record(*parts_.start_spark(directory / "spark", ports, base_env))
+        # one core more than batch applications take: the streaming job (1 core) runs beside
+        # a batch run, as on a cluster sized for both
+        record(*parts_.start_spark(directory / "spark", ports, base_env,
+                                   worker_cores=BATCH_CORES + 1, worker_memory="3g"))
         spark_master = next(p.address for p in started if p.name == "spark-master")
 
         image = parts_.read_image()
@@ -144,7 +149,8 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "cluster"
         settings.update({
             **parts_.AWS_TEST_CREDENTIALS, "INTENT_ENV": "prod", "INTENT_HOME": str(home),
             "DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_PASSWORD": pg.password,
-            "INTENT_SPARK_MASTER": spark_master, "INTENT_S3_ENDPOINT_URL": moto_url,
+            "INTENT_SPARK_MASTER": spark_master, "INTENT_SPARK_CORES_MAX": str(BATCH_CORES),
+            "INTENT_S3_ENDPOINT_URL": moto_url,
             "INTENT_ENDPOINT_URL": container_url, "INTENT_ADMIN_TOKEN": admin_token,
             "INTENT_API_TOKEN": secrets.token_urlsafe(24), "INTENT_STACK_NAME": STACK_NAME,
             # artifacts on the cluster's shared path, like the lake (docs/production.md)

@@ -309,7 +309,12 @@ def test_env_command_prints_the_settings_for_a_shell(moto_endpoint, local_stack)
 
 # -- the whole stack on one machine: `intent stack up`, prod mode against it, `down` -------------
 
-SLICE_SESSIONS = "400"  # a small simulated day: the test is about the topology, not the model
+# The demo's graph on a small simulated slice: the smallest whose model passes the gates (the
+# run is deterministic), so the gated model is published. The test is about the topology.
+DEMO_DAYS, DEMO_SESSIONS, DEMO_STREAM_EVENTS = "7", "6000", "2000"
+# Observed, not materialized: the stream's and the API's own outputs; and the monitoring of the
+# scores served, a day's job once the day is over.
+NOT_BUILT_BY_THE_DEMO = ["decision_log", "served_scores", "session_features_stream"]
 
 
 def _intent(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
@@ -366,13 +371,21 @@ def stack_home(tmp_path_factory):
             drop_database(machine_postgres(database))
 
 
-def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_home, tmp_path):
+@pytest.mark.timeout(2400)  # the stack comes up, then the demo runs its whole graph
+def test_prod_demo_runs_the_whole_graph_on_the_stack(stack_home, tmp_path):
+    """`intent stack up`, then `INTENT_ENV=prod intent demo`: every asset of the graph built in
+    prod mode (Spark on the standalone cluster, runs in Postgres, outputs between steps and the
+    Feast registry on S3), the gated model published through SageMaker on moto to the container,
+    live events through Kinesis to the job on the cluster, scored through the container, the A/B
+    and uplift readouts; then a second publication moves the endpoint (UpdateEndpoint)."""
     from dagster import AssetKey, DagsterInstance
+    from dagster._core.storage.dagster_run import RunsFilter
     from dagster_graphql import DagsterGraphQLClient
 
-    from intent_resources.project_config import load_project_config
+    from intent_assets.definitions import build_definitions
     from intent_resources.stack_parts import spark_workers_alive
     from intent_resources.stack_processes import load_state
+    from intent_resources.streaming import LocalStream, pid_alive, read_pid
     from tests.e2e.test_serving import build_artifact
 
     home, env, settings = stack_home
@@ -383,114 +396,97 @@ def test_stack_up_runs_prod_mode_publishes_to_the_container_and_scores(stack_hom
     expected = {"moto", "redis-cluster", "postgres", "spark-master", "spark-worker",
                 "inference-container", "sagemaker-hosting", "dagster-code-server",
                 "dagster-webserver", "dagster-daemon"}
-    # a single Redis serves beside the cluster until the project's readers speak cluster mode
-    expected |= {"redis"} & set(parts)
+    expected |= {"redis"} & set(parts)  # only with `--online-store single`
     assert shown == {name: "up" for name in expected}
     assert settings["INTENT_ENV"] == "prod"
-    assert settings["REDIS_URL"] in (parts["redis-cluster"].address,
-                                     getattr(parts.get("redis"), "address", None))
+    assert settings["REDIS_URL"] == parts["redis-cluster"].address
     assert settings["INTENT_LAKE_URI"] == str(home / "stack" / "lake")
     assert settings["DAGSTER_HOME"] == str(home / "stack" / "dagster_home")
 
-    # -- a slice of the graph in prod mode: recorded in Postgres, Spark on the standalone cluster
-    prod_env = {**env, **settings, "INTENT_SOURCE": "simulator",
-                "INTENT_SESSIONS_PER_DAY": SLICE_SESSIONS}
-    day = load_project_config(environ=prod_env).first_day
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-         "intent_assets.definitions", "--select", "raw_clickstream,sessions,product_features",
-         "--partition", day,
-         # one process, so both Spark assets share one application on the cluster
-         "--config-json", '{"execution": {"config": {"in_process": {}}}}'], env=prod_env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    lake = LakeStorage(root=settings["INTENT_LAKE_URI"])
-    assert len(lake.read("raw_clickstream", [day])) > 1000
-    # written by Spark executors of the standalone cluster, on its shared path
-    assert len(lake.read("sessions", [day])) > 300
-    assert len(lake.read("product_features", [day])) > 0
+    # -- the demo in prod mode; its settings are the stack's (nothing exported but INTENT_ENV)
+    demo = _intent(["demo", "--days", DEMO_DAYS, "--stream-events", DEMO_STREAM_EVENTS,
+                    "--challenger-rows", "10000"],
+                   {**env, "INTENT_ENV": "prod", "INTENT_SESSIONS_PER_DAY": DEMO_SESSIONS},
+                   timeout=1800)
+    out = demo.stdout
+    assert demo.returncode == 0, out[-4000:] + demo.stderr[-4000:]
+    assert f"prod settings of the stack under {home / 'stack'}" in out
+    assert "prod deployment; source: simulator" in out
+    version = re.search(r"publishing model (\w+) to the SageMaker endpoint (\S+)", out)
+    assert version, out[-4000:]
+    version = version.group(1)
+    container = settings["INTENT_ENDPOINT_URL"]
+    assert (_json(f"{container}/ping")[1] or {}).get("model_version") == version
+    scored = re.findall(r"POST /score \S+: .* scored_by=(\w+) fallback=(\[[^]]*\])", out)
+    assert scored and all(answer == ("endpoint", "[]") for answer in scored), scored
+    live = re.search(r"streamed [\d,]+ events of \S+: ([\d,]+) of ([\d,]+) sessions live in Redis; "
+                     r"supervisor: (\w+).*keeps running under the supervisor", out)
+    assert live and live.group(1) == live.group(2) and live.group(3) == "healthy", out[-4000:]
+    # no skew between the online and the offline path where every event had arrived (late
+    # events can make the vectors of the sessions they belong to differ, and are counted apart)
+    consistency = re.search(r"max mismatch rate by view: (\{.*?\}); with every event "
+                            r"arrived: (\{.*?\})", out)
+    assert consistency, out[-4000:]
+    by_view, all_arrived = (json.loads(group.replace("'", '"')) for group in consistency.groups())
+    assert by_view["user_fv"] == 0 and by_view["product_fv"] == 0, by_view
+    assert set(all_arrived.values()) == {0}, all_arrived
+    assert "ab_readout" in out and "decision=ship" in out
+
+    # -- every asset of the graph materialized, the runs in the stack's Postgres
+    with _environ({"DAGSTER_HOME": settings["DAGSTER_HOME"], **settings, "INTENT_SOURCE": "simulator"}):
+        defs = build_definitions("prod")
+        keys = {key for asset in defs.assets if getattr(asset, "is_executable", True)
+                for key in getattr(asset, "keys", None) or [asset.key]}
+        with DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            missing = sorted(k.to_user_string() for k in keys
+                             if instance.get_latest_materialization_event(k) is None)
+            published = instance.get_latest_materialization_event(AssetKey("published_model"))
+            stream_runs = instance.get_runs(RunsFilter(job_name="start_streaming_job"))
+    assert missing == NOT_BUILT_BY_THE_DEMO, missing
+    meta = published.asset_materialization.metadata
+    assert (meta["model_version"].value, meta["action"].value) == (version, "created")
+    # published by the run the daemon's model_publication_sensor launched
+    assert published.run_id in out
+    # the stream's run, launched by the daemon, lasts as long as the job, which runs on
+    assert [r.status.value for r in stream_runs] == ["STARTED"]
+    assert pid_alive(read_pid(LocalStream(home=home, redis_url="", lake="")))
+
+    # Spark's applications ran on the standalone master; Python's I/O went to moto's S3
     ui_port = int(parts["spark-master"].note.rsplit(":", 1)[1])
     assert spark_workers_alive(ui_port) == 1
-    import json
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
         master = json.load(response)
-    assert [app["name"] for app in master["completedapps"] + master["activeapps"]], \
-        "product_features did not run on the standalone cluster"
+    assert len(master["completedapps"] + master["activeapps"]) >= 2  # the batch runs, the stream
+    s3 = _client("s3", settings["AWS_ENDPOINT_URL"])
 
-    os.environ["DAGSTER_HOME"], saved_home = settings["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
-    try:
-        os.environ["DAGSTER_PG_PASSWORD"] = settings.get("DAGSTER_PG_PASSWORD", "")
-        with DagsterInstance.get() as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            event = instance.get_latest_materialization_event(AssetKey("product_features"))
-            assert event is not None and event.asset_materialization.partition == day
-            run_id = event.run_id
-    finally:
-        if saved_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = saved_home
+    def objects(uri: str) -> list[str]:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get(
+            "Contents", [])]
+
+    assert objects(settings["INTENT_FEAST_REGISTRY"])
+    assert any("/calibrated_model" in key for key in objects(
+        f"s3://{settings['INTENT_MODEL_BUCKET']}/dagster_storage/"))
+    assert objects(settings["INTENT_DECISION_LOG_DIR"])
+    lake = LakeStorage(root=settings["INTENT_LAKE_URI"])
+    assert len(lake.read("sessions", ["2026-10-01"])) > 3000
+
     web = parts["dagster-webserver"].address.rsplit(":", 1)
     client = DagsterGraphQLClient(web[0].removeprefix("http://"), port_number=int(web[1]))
-    assert client.get_run_status(run_id).value == "SUCCESS"
+    assert client.get_run_status(stream_runs[0].run_id).value == "STARTED"
 
-    # -- publish through SageMaker on moto; the hosting stand-in puts it in the container
-    artifact = build_artifact(tmp_path / "model", seed=3, trees=10)
-    published = _publish(settings, artifact)
-    assert (published["action"], published["status"]) == ("created", "InService")
-    container = settings["INTENT_ENDPOINT_URL"]
-    _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == artifact.version,
-          "the container to serve the published model", timeout_s=60)
-
-    # -- the scoring API, prod settings, scoring through the container
-    from serving.project import free_port
-
-    port = free_port()
-    api_env = {**prod_env, "INTENT_DECISION_LOG_DIR": str(tmp_path / "decisions")}
-    api = start_group(
-        [str(Path(sys.executable).parent / "intent"), "serve", "api", "--port", str(port),
-         "--mode", "endpoint", "--endpoint-name", "intent", "--endpoint-url", container,
-         "--model", str(artifact.tarball), "--deadline-ms", "2000"], api_env, None)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _json(f"{url}/health")[0] is not None, "the API", timeout_s=120)
-        answers = []
-
-        def scored_by_the_container() -> bool:
-            # a session's first event, which the request carries (an unknown session without
-            # one is answered by the base rate, never sent to the model)
-            status_code, answer = _json(f"{url}/score", {
-                "user_id": "u1", "session_id": "s1", "product_id": "p1",
-                "event": {"event_id": "e-1", "event_type": "view", "product_id": "p1",
-                          "event_time": "2026-10-15T10:00:00Z", "price": 19.0}},
-                token=settings["INTENT_API_TOKEN"])
-            assert status_code == 200, answer
-            answers.append(answer)
-            return answer["scored_by"] == "endpoint"
-
-        # a call past the deadline on a loaded machine falls back (flagged) and the breaker
-        # retries the endpoint: wait for the container's answer
-        _wait(scored_by_the_container, "an answer scored by the container",
-              timeout_s=60)
-        answer = answers[-1]
-        assert answer["fallback"] == []
-        assert answer["model_version"] == artifact.version
-    finally:
-        stop_group(api, timeout=30)
-
-    # -- a second publication moves the endpoint to the new model (UpdateEndpoint, blue/green)
+    # -- a second publication moves the endpoint to a new model (UpdateEndpoint, blue/green)
     second = build_artifact(tmp_path / "model2", seed=4, trees=10)
-    assert second.version != artifact.version
     moved = _publish(settings, second)
     assert (moved["action"], moved["status"]) == ("updated", "InService")
-    assert moved["previous_endpoint_config_name"] == published["endpoint_config_name"]
     described = _client("sagemaker", settings["AWS_ENDPOINT_URL"]).describe_endpoint(
         EndpointName=moved["endpoint_name"])
     assert described["EndpointConfigName"] == moved["endpoint_config_name"]
     _wait(lambda: (_json(f"{container}/ping")[1] or {}).get("model_version") == second.version,
           "the container to serve the second model", timeout_s=60)
-
 
 
 def _publish(settings: dict, artifact) -> dict:
@@ -555,10 +551,23 @@ def _redis_equals(client, expected) -> bool:
         return False
 
 
+def _started_stream_run(settings: dict) -> Optional[str]:
+    """The `start_streaming_job` run that is running, if one is."""
+    from dagster import DagsterInstance
+
+    from intent_assets.live_demo import running_streaming_run
+
+    with _environ({"DAGSTER_HOME": settings["DAGSTER_HOME"],
+                   "DAGSTER_PG_PASSWORD": settings.get("DAGSTER_PG_PASSWORD", "")}):
+        with DagsterInstance.get() as instance:
+            return running_streaming_run(instance)
+
+
 def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_nothing(stack_home,
                                                                                        monkeypatch):
-    """The session job spark-submitted to the standalone cluster by a Dagster run, fed by the
-    stack's Kinesis stream, writing the Redis cluster; killed, restarted by the daemon's supervisor
+    """The session job, spark-submitted to the standalone cluster by a Dagster run the daemon
+    launched (the demo's, which leaves it running; else one submitted here), fed by the stack's
+    Kinesis stream, writing the Redis cluster; killed, restarted by the daemon's supervisor
     sensor from its checkpoint; Redis ends equal to the offline replay of every event."""
     from dagster_graphql import DagsterGraphQLClient
 
@@ -574,7 +583,8 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the stack's, for moto
         monkeypatch.setenv(name, settings[name])
     stream = LocalStream(home=home, redis_url="", lake="")
-    events = simulated(60, seed=41)
+    # ending a minute ago: after anything the job saw before, so none of it is late
+    events = simulated(60, seed=41, recent=True)
     first, second = events.iloc[:len(events) // 2], events.iloc[len(events) // 2:]
     kinesis = kinesis_client("us-east-1", moto)
     online = redis_client(settings["REDIS_URL"])
@@ -590,16 +600,19 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
     web = next(p for p in load_state(home)["parts"] if p.name == "dagster-webserver").address
     host, port = web.removeprefix("http://").rsplit(":", 1)
     client = DagsterGraphQLClient(host, port_number=int(port))
-    run_id = client.submit_job_execution(
-        "start_streaming_job", repository_location_name="intent",
-        repository_name="__repository__",
-        run_config={"ops": {"start_stream": {"config": {"reason": "test_stack"}}}})
+    run_id = _started_stream_run(settings)
+    if run_id is None:
+        run_id = client.submit_job_execution(
+            "start_streaming_job", repository_location_name="intent",
+            repository_name="__repository__",
+            run_config={"ops": {"start_stream": {"config": {"reason": "test_stack"}}}})
     # Pipes waits for the job: the run lasts as long as the job does
     pid = _wait(lambda: pid_alive(p := read_pid(stream)) and p, "the job's spark-submit",
                 timeout_s=240)
     assert client.get_run_status(run_id).value == "STARTED"
     command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert command[command.index(b"--master") + 1].decode() == settings["INTENT_SPARK_MASTER"]
+    duplicates_before = _heartbeat(settings).get("quarantine_total", {}).get("duplicate event_id", 0)
 
     put_kinesis(first, settings["INTENT_KINESIS_STREAM"], kinesis)
     _wait(lambda: _redis_equals(online, expected_rows(first)),
@@ -635,7 +648,7 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
     # the checkpoint was honoured: batches carry on from the ones committed before the kill
     assert after["sink_batch_id"] > last_batch
     n_dup = len(split_duplicates(validate_events(events).events).quarantine)
-    assert after["quarantine_total"].get("duplicate event_id", 0) == n_dup
+    assert after["quarantine_total"].get("duplicate event_id", 0) == duplicates_before + n_dup
     alerts = [json.loads(json.loads(m["Body"])["Message"]) for m in
               sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
                                   WaitTimeSeconds=1).get("Messages", [])]

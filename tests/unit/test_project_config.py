@@ -72,11 +72,20 @@ def test_config_show_prints_every_setting_with_its_origin(tmp_path, monkeypatch,
     assert json.loads(capsys.readouterr().out)["bot_min_events"] == 25
 
 
-def test_the_demo_in_prod_mode_is_refused_with_where_to_go(tmp_path, monkeypatch, capsys):
-    # the demo drives a local stream, API and endpoint; in prod it would run them beside the stack
+def test_the_demo_in_prod_mode_without_settings_says_where_they_come_from(tmp_path, monkeypatch,
+                                                                         capsys):
+    # no exported settings and no stack under INTENT_HOME: nothing to run against
     monkeypatch.setenv("INTENT_HOME", str(tmp_path))
     monkeypatch.setenv("INTENT_ENV", "prod")
+    monkeypatch.delenv("INTENT_LAKE_URI", raising=False)
     assert main(["demo"]) == 2
     out = capsys.readouterr().out
-    assert "INTENT_ENV=prod" in out and "docs/production.md" in out
+    assert "INTENT_ENV=prod" in out and "intent stack up" in out and "docs/production.md" in out
     assert not (tmp_path / "dagster_home").exists()   # nothing was set up
+
+
+def test_the_demo_refuses_an_unknown_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INTENT_HOME", str(tmp_path))
+    monkeypatch.setenv("INTENT_ENV", "staging")
+    assert main(["demo"]) == 2
+    assert "INTENT_ENV=staging: expected 'local' or 'prod'" in capsys.readouterr().out
