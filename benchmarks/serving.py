@@ -722,6 +722,15 @@ def api_cpu_us(model_dir: Path, redis_url: str, kinds: dict[str, list[dict]], n:
     return result
 
 
+def _merged(runs: list[dict]) -> dict:
+    """`api_cpu_us` results of one API's runs as one."""
+    return {"cpu_us": {kind: [v for run in runs for v in run["cpu_us"][kind]]
+                       for kind in runs[0]["cpu_us"]},
+            "request_us": {kind: [v for run in runs for v in run["request_us"][kind]]
+                           for kind in runs[0]["request_us"]},
+            "fallbacks": sum(run["fallbacks"] for run in runs)}
+
+
 def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
               server_pid: int | None = None) -> list[dict]:
     open_loop(port, requests, 200, 2.0)  # warm up
@@ -971,17 +980,23 @@ def main(argv=None) -> int:
             del processes[-len(apis):]
             # the same requests in one process, without HTTP: CPU only, so less at the mercy
             # of the machine's load than latency
-            in_process = [(prefix, api_cpu_us(model_dir, redis_url,
-                                              {"no event": plain, "event folded": folded},
-                                              code=code)) for prefix, code in apis]
+            # each API twice, A B A B, half the rounds each: the machine's load drifts over
+            # the minutes a run takes
+            halves = {prefix: [] for prefix, _ in apis}
+            for _ in range(2):
+                for prefix, code in apis:
+                    halves[prefix].append(api_cpu_us(model_dir, redis_url,
+                                                     {"no event": plain, "event folded": folded},
+                                                     rounds=16, code=code))
+            in_process = [(prefix, _merged(runs)) for prefix, runs in halves.items()]
             section = [f"\n## POST /score with and without a triggering event to fold (the "
                        f"stream one event behind), each API one process, alternating, {args.duration:.0f} s "
                        f"each\n", moment_table(rows),
                        "\nthe same requests in process (the API's app called without the HTTP "
-                       "server, one request at a time, the two kinds alternating: 32 rounds "
-                       "of 500 each; median (lowest–highest) of the rounds; then 8 x 500 "
-                       "requests of each kind alternating one by one, the serving thread's "
-                       "CPU per request)\n",
+                       "server, one request at a time; each API in two processes, A B A B; "
+                       "in each the two kinds alternating: 16 rounds of 500 each, median "
+                       "(lowest–highest) of the rounds; then 4 x 500 requests of each kind "
+                       "alternating one by one, the serving thread's CPU per request)\n",
                        in_process_table(in_process),
                        f"\nthe fold alone (parse the stored state, fold the event): "
                        f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request; the body "
