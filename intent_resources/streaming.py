@@ -300,6 +300,7 @@ class StreamingJobResource(ConfigurableResource):
     checkpoint_uri: Optional[str] = None    # s3://.../checkpoints/session_features
     kinesis_stream: Optional[str] = None
     emr_cluster_id: Optional[str] = None    # the stack's cluster (EmrClusterId output)
+    emr_poll_s: float = 15.0                # how often a step's state is read
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
     # -- a standalone cluster (mode="standalone") ---------------------------------------------------
     spark_master: Optional[str] = None      # spark://host:port
@@ -404,64 +405,3 @@ class StreamingJobResource(ConfigurableResource):
             raise Failure(f"the streaming job ended with exit code {code} (a negative code is "
                           f"the signal that killed it); log {stream.log_file}")
         return code
-
-    # -- EMR ---------------------------------------------------------------------------------------
-    def emr_job_flow_params(self) -> dict:
-        """RunJobFlow parameters: a cluster that runs the job as its one step."""
-        missing = [n for n in ("job_script_uri", "checkpoint_uri", "emr_log_uri")
-                   if not getattr(self, n)]
-        if missing:
-            raise ValueError(f"EMR mode needs {missing}")
-        if not (self.kinesis_stream or self.landing_uri):
-            raise ValueError("EMR mode needs kinesis_stream or landing_uri")
-        if not (self.redis_url and self.lake):
-            raise ValueError("EMR mode needs redis_url and lake (the job's sink)")
-        # The driver reads REDIS_URL and INTENT_LAKE from its environment (cluster mode: the
-        # application master's). A password inside the URL would be visible in the step's
-        # definition: prod's ElastiCache should authenticate by network and IAM instead.
-        args = ["spark-submit", "--deploy-mode", "cluster",
-                "--conf", "spark.yarn.maxAppAttempts=1",
-                "--conf", f"spark.yarn.appMasterEnv.REDIS_URL={self.redis_url}",
-                "--conf", f"spark.yarn.appMasterEnv.INTENT_LAKE={self.lake}"]
-        if self.job_py_files_uri:
-            args += ["--py-files", self.job_py_files_uri]
-        args += [self.job_script_uri, "--checkpoint", self.checkpoint_uri,
-                 "--heartbeat", self.heartbeat_path or "/tmp/intent_stream_heartbeat.json",
-                 "--state-store", "rocksdb", "--trigger", self.trigger,
-                 "--session-timeout", f"{int(self.session_timeout_min)} minutes"]
-        if self.kinesis_stream:
-            args += ["--source", "kinesis", "--kinesis-stream", self.kinesis_stream]
-        else:
-            args += ["--source", "files", "--landing", str(self.landing_uri)]
-        return {
-            "Name": "intent-session-features-stream",
-            "ReleaseLabel": self.emr_release_label,
-            "LogUri": self.emr_log_uri,
-            "Applications": [{"Name": "Spark"}],
-            "Instances": {
-                "InstanceGroups": [
-                    {"Name": "primary", "InstanceRole": "MASTER",
-                     "InstanceType": self.emr_instance_type, "InstanceCount": 1},
-                    {"Name": "core", "InstanceRole": "CORE",
-                     "InstanceType": self.emr_instance_type,
-                     "InstanceCount": max(1, self.emr_instance_count - 1)},
-                ],
-                "KeepJobFlowAliveWhenNoSteps": False,
-            },
-            "Steps": [{"Name": "session_job", "ActionOnFailure": "TERMINATE_CLUSTER",
-                       "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}],
-            "ServiceRole": self.emr_service_role,
-            "JobFlowRole": self.emr_job_flow_role,
-        }
-
-    def pipes_emr_client(self):
-        """Dagster Pipes' EMR client; the job's messages come back through an S3 bucket."""
-        import boto3
-        from dagster_aws.pipes import PipesEMRClient, PipesS3MessageReader
-
-        if not self.emr_pipes_bucket:
-            raise ValueError("EMR mode needs emr_pipes_bucket for Pipes messages")
-        return PipesEMRClient(
-            message_reader=PipesS3MessageReader(bucket=self.emr_pipes_bucket,
-                                                client=boto3.client("s3")),
-            client=boto3.client("emr"))

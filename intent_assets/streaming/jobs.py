@@ -3,6 +3,7 @@
 from dagster import Config, OpExecutionContext, in_process_executor, job, op
 
 from intent_resources.streaming import StreamingJobResource, restart
+from intent_resources.streaming_emr import emr_job_flow_params, pipes_emr_client, run_as_emr_step
 
 
 class StartStreamConfig(Config):
@@ -25,8 +26,11 @@ def start_stream(context: OpExecutionContext, config: StartStreamConfig,
         context.log.info(f"streaming job started, pid {pid}, log {stream.log_file}")
         return
     # Pipes waits for the step: this run lasts as long as the job does, and ends when it dies.
-    client = streaming.pipes_emr_client()
-    client.run(context=context, run_job_flow_params=streaming.emr_job_flow_params())
+    if streaming.emr_cluster_id:  # a step on the deployment's cluster
+        run_as_emr_step(streaming, context)
+        return
+    client = pipes_emr_client(streaming)
+    client.run(context=context, run_job_flow_params=emr_job_flow_params(streaming))
 
 
 # one op: a step subprocess would only add the code location's load time to each restart

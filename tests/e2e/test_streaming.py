@@ -718,20 +718,91 @@ def test_emr_mode_builds_a_pipes_client_and_a_spark_step(moto_endpoint):
     from dagster_aws.pipes import PipesEMRClient
 
     from intent_resources.streaming import StreamingJobResource
+    from intent_resources.streaming_emr import emr_job_flow_params, pipes_emr_client
 
     resource = StreamingJobResource(
         mode="emr", emr_pipes_bucket="intent-pipes", emr_log_uri="s3://intent-logs/emr/",
         job_script_uri="s3://intent-code/session_job.py", redis_url="rediss://cache:6379/0",
         lake="s3://intent-lake",
         checkpoint_uri="s3://intent-state/checkpoints/session", kinesis_stream="clicks")
-    assert isinstance(resource.pipes_emr_client(), PipesEMRClient)
-    params = resource.emr_job_flow_params()
+    assert isinstance(pipes_emr_client(resource), PipesEMRClient)
+    params = emr_job_flow_params(resource)
     (step,) = params["Steps"]
     args = step["HadoopJarStep"]["Args"]
     assert args[:2] == ["spark-submit", "--deploy-mode"]
     assert args[args.index("--checkpoint") + 1] == "s3://intent-state/checkpoints/session"
     assert args[args.index("--source") + 1] == "kinesis"
     assert resource.pid_alive() is None
+
+
+def test_on_emr_the_job_is_a_step_on_the_deployments_cluster_and_its_run_ends_with_it(
+        moto_endpoint):
+    """With `emr_cluster_id` (the stack's EmrClusterId), `start_streaming_job` ships the job's
+    code beside the checkpoint and adds it as a step to that cluster, with Dagster Pipes'
+    bootstrap in the driver's environment, and lasts as long as the step: when the cluster ends
+    under it, the run fails and says so. (moto runs no step: it is added and stays RUNNING.)"""
+    import threading
+
+    import boto3
+    from dagster_pipes import decode_env_var
+
+    from intent_assets.streaming.jobs import start_streaming_job
+    from intent_resources.streaming import StreamingJobResource
+
+    emr = boto3.client("emr", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="intent-state")
+    cluster = emr.run_job_flow(
+        Name="intent-spark", ReleaseLabel="emr-7.5.0", Applications=[{"Name": "Spark"}],
+        Instances={"MasterInstanceType": "m6g.xlarge", "InstanceCount": 1,
+                   "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole")["JobFlowId"]
+    resource = StreamingJobResource(
+        mode="emr", emr_cluster_id=cluster, redis_url="rediss+cluster://cache:6379",
+        lake="s3://intent-lake", checkpoint_uri="s3://intent-state/checkpoints/session",
+        heartbeat_path="s3://intent-state/checkpoints/session-heartbeat.json",
+        kinesis_stream="clicks", kinesis_endpoint=moto_endpoint, emr_poll_s=0.1)
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(result=start_streaming_job.execute_in_process(
+        resources={"streaming": resource}, raise_on_error=False)))
+    run.start()
+    try:
+        steps = _wait_for(lambda: emr.list_steps(ClusterId=cluster)["Steps"], "the step", 60)
+        (step,) = steps
+        assert step["Name"] == "intent-session-features-stream"
+        assert step["Status"]["State"] == "RUNNING" and run.is_alive()  # the run waits for it
+        args = emr.describe_step(ClusterId=cluster, StepId=step["Id"])["Step"]["Config"]["Args"]
+        assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+        driver_env = dict(a.removeprefix("spark.yarn.appMasterEnv.").split("=", 1)
+                          for a in args if a.startswith("spark.yarn.appMasterEnv."))
+        assert {"REDIS_URL", "INTENT_LAKE", "DAGSTER_PIPES_CONTEXT",
+                "DAGSTER_PIPES_MESSAGES"} <= set(driver_env)
+        # the job's messages come back through the checkpoint's bucket
+        assert decode_env_var(driver_env["DAGSTER_PIPES_MESSAGES"])["bucket"] == "intent-state"
+        script, package = args[args.index("--py-files") + 2], args[args.index("--py-files") + 1]
+        for uri in (script, package):
+            bucket, key = uri.removeprefix("s3://").split("/", 1)
+            assert bucket == "intent-state" and s3.head_object(Bucket=bucket, Key=key)
+        assert args[args.index("--checkpoint") + 1] == "s3://intent-state/checkpoints/session"
+        assert args[args.index("--kinesis-stream") + 1] == "clicks"
+    finally:
+        emr.terminate_job_flows(JobFlowIds=[cluster])
+        run.join(timeout=60)
+    assert not run.is_alive()
+    result = outcome["result"]
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "ended INTERRUPTED: the cluster is TERMINATED" in failure.step_failure_data.error.message
+
+
+def _wait_for(predicate, what: str, timeout_s: float):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
 
 
 # -- Dagster Pipes ---------------------------------------------------------------------------------
