@@ -667,6 +667,18 @@ def _api_cpu(code: str, model_dir: str, redis_url: str, kinds: dict[str, list[by
                     cpu[name].append((time.process_time() - started) / n * 1e6)
                     # a busy machine can time a Redis read out: a fallback skips work
                     fell_back += sum(b'"fallback":[]' not in answer for answer in answers)
+            # the kinds alternating request by request, each request's CPU on the thread that
+            # serves it: a busy machine's slow stretches then weigh on both kinds alike
+            request_ns: dict[str, list[int]] = {name: [] for name in kinds}
+            for r in range(max(rounds // 4, 1)):
+                for i in range(n):
+                    for j, (name, bodies) in enumerate(kinds.items()):
+                        answers.clear()
+                        body = bodies[(i + 137 * j + 61 * r) % len(bodies)]
+                        started = time.thread_time_ns()
+                        await call(body)
+                        request_ns[name].append(time.thread_time_ns() - started)
+                        fell_back += b'"fallback":[]' not in answers[-1]
             if profile is not None:
                 for name, bodies in kinds.items():
                     profiler = cProfile.Profile()
@@ -675,7 +687,9 @@ def _api_cpu(code: str, model_dir: str, redis_url: str, kinds: dict[str, list[by
                         await call(bodies[i % len(bodies)])
                     profiler.disable()
                     profiler.dump_stats(f"{profile}.{name.replace(' ', '_')}")
-            return {"cpu_us": cpu, "fallbacks": fell_back}
+            return {"cpu_us": cpu, "fallbacks": fell_back,
+                    "request_us": {name: [v / 1000 for v in values]
+                                   for name, values in request_ns.items()}}
 
     out.put(uvloop.run(run()))
 
@@ -683,8 +697,9 @@ def _api_cpu(code: str, model_dir: str, redis_url: str, kinds: dict[str, list[by
 def api_cpu_us(model_dir: Path, redis_url: str, kinds: dict[str, list[dict]], n: int = 500,
                rounds: int = 32, profile: str | None = None, code: Path = ROOT) -> dict:
     """CPU of the whole `POST /score` path in one process: ``cpu_us`` (kind -> µs per request in
-    each round; the kinds alternate within a round) and ``fallbacks`` (answers that fell back
-    while measured: they skip work). The API's app as served (bearer check, validation, the
+    each round; the kinds alternate within a round), ``request_us`` (kind -> the serving
+    thread's CPU of each request, the kinds alternating request by request) and ``fallbacks``
+    (answers that fell back while measured: they skip work). The API's app as served (bearer check, validation, the
     Redis read, the fold, the model, the policy, the decision log, the JSON answer), called one
     request at a time without the HTTP server, in a fresh process running the API from `code`.
     `profile`: also write cProfile stats of `n` more requests of each kind to
@@ -705,6 +720,15 @@ def api_cpu_us(model_dir: Path, redis_url: str, kinds: dict[str, list[dict]], n:
                 raise RuntimeError(f"the in-process measurement failed (exit {child.exitcode})")
     child.join()
     return result
+
+
+def _merged(runs: list[dict]) -> dict:
+    """`api_cpu_us` results of one API's runs as one."""
+    return {"cpu_us": {kind: [v for run in runs for v in run["cpu_us"][kind]]
+                       for kind in runs[0]["cpu_us"]},
+            "request_us": {kind: [v for run in runs for v in run["request_us"][kind]]
+                           for kind in runs[0]["request_us"]},
+            "fallbacks": sum(run["fallbacks"] for run in runs)}
 
 
 def run_rates(port: int, requests: list[bytes], rates, duration_s: float,
@@ -773,12 +797,16 @@ def moment_table(rows: list[tuple[str, dict]]) -> str:
 def in_process_table(runs: list[tuple[str, dict]]) -> str:
     """`api_cpu_us` results: CPU per request of each kind, and the event's extra."""
     lines = ["| API | CPU µs/req without an event | with one (folded) | the event's extra | "
-             "fallbacks |", "|---|---:|---:|---:|---:|"]
+             "per request, alternating: median without / with, the extra | fallbacks |",
+             "|---|---:|---:|---:|---:|---:|"]
     for prefix, run in runs:
         plain, folded = run["cpu_us"]["no event"], run["cpu_us"]["event folded"]
         extra = [f - p for p, f in zip(plain, folded)]
+        one = {name: float(np.median(v)) for name, v in run["request_us"].items()}
         lines.append(f"| {prefix.rstrip(': ') or 'this tree'} | {_spread(plain)} | "
-                     f"{_spread(folded)} | {_spread(extra)} | {run['fallbacks']} |")
+                     f"{_spread(folded)} | {_spread(extra)} | {one['no event']:.0f} / "
+                     f"{one['event folded']:.0f}, {one['event folded'] - one['no event']:.0f} | "
+                     f"{run['fallbacks']} |")
     return "\n".join(lines)
 
 
@@ -952,15 +980,23 @@ def main(argv=None) -> int:
             del processes[-len(apis):]
             # the same requests in one process, without HTTP: CPU only, so less at the mercy
             # of the machine's load than latency
-            in_process = [(prefix, api_cpu_us(model_dir, redis_url,
-                                              {"no event": plain, "event folded": folded},
-                                              code=code)) for prefix, code in apis]
+            # each API twice, A B A B, half the rounds each: the machine's load drifts over
+            # the minutes a run takes
+            halves = {prefix: [] for prefix, _ in apis}
+            for _ in range(2):
+                for prefix, code in apis:
+                    halves[prefix].append(api_cpu_us(model_dir, redis_url,
+                                                     {"no event": plain, "event folded": folded},
+                                                     rounds=16, code=code))
+            in_process = [(prefix, _merged(runs)) for prefix, runs in halves.items()]
             section = [f"\n## POST /score with and without a triggering event to fold (the "
                        f"stream one event behind), each API one process, alternating, {args.duration:.0f} s "
                        f"each\n", moment_table(rows),
                        "\nthe same requests in process (the API's app called without the HTTP "
-                       "server, one request at a time, the two kinds alternating: 32 rounds "
-                       "of 500 each; median (lowest–highest) of the rounds)\n",
+                       "server, one request at a time; each API in two processes, A B A B; "
+                       "in each the two kinds alternating: 16 rounds of 500 each, median "
+                       "(lowest–highest) of the rounds; then 4 x 500 requests of each kind "
+                       "alternating one by one, the serving thread's CPU per request)\n",
                        in_process_table(in_process),
                        f"\nthe fold alone (parse the stored state, fold the event): "
                        f"{fold_cpu_us(redis_url, folded):.1f} µs CPU per request; the body "

@@ -21,8 +21,8 @@ Rule, by event identity and order (`session_state`'s (event_time, event_id) orde
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, NamedTuple, Optional
 
 from streaming_jobs.event_fields import micros
 from streaming_jobs.session_state import (
@@ -39,9 +39,11 @@ STARTED, FOLDED, APPLIED = "started", "folded", "applied"
 _FIRST_FEATURE = len(IDENTITY_COLUMNS)
 
 
-@dataclass(frozen=True)
-class Moment:
-    """The session's features after the request's event, and how they were reached."""
+class Moment(NamedTuple):
+    """The session's features after the request's event, and how they were reached.
+
+    A named tuple: the scoring API builds one per request, and a frozen dataclass's init (one
+    `object.__setattr__` per field) costs several times more."""
 
     features: dict[str, Any]       # every session feature, by name
     how: str                       # STARTED, FOLDED or APPLIED
@@ -53,7 +55,7 @@ class Moment:
     # that event's id: with as_of_us, the cut in the session's (event_time, event_id) order
     as_of_event_id: Optional[str] = None
     # the state's per-category view counts and latest category (the upsell's preference reads them)
-    category_views: Mapping[str, int] = field(default_factory=dict)
+    category_views: Mapping[str, int] = MappingProxyType({})
     last_category_id: Optional[str] = None
 
 

@@ -457,18 +457,38 @@ def from_dict(data: Mapping) -> SessionState:
     """Rebuild a state from `to_dict` output (or its JSON round trip)."""
     if data.get("schema") != STATE_SCHEMA:
         raise ValueError(f"session state schema {data.get('schema')!r}, expected {STATE_SCHEMA}")
-    # every slot is set below, so __init__'s defaults would only be overwritten
+    # every slot is set below, so __init__'s defaults would only be overwritten. The stores are
+    # spelled out: the scoring API rebuilds a state per request, and a `setattr` loop over the
+    # slots costs several times more
     st = SessionState.__new__(SessionState)
-    for name in _AS_STORED:
-        setattr(st, name, data[name])
+    st.session_id = data["session_id"]
+    st.user_id = data["user_id"]
+    st.device = data["device"]
+    st.country = data["country"]
+    st.traffic_source = data["traffic_source"]
+    st.first_t = data["first_t"]
+    st.last_t = data["last_t"]
+    st.last_event_id = data["last_event_id"]
+    st.last_event_type = data["last_event_type"]
+    st.version = data["version"]
+    st.n_page_views = data["n_page_views"]
+    st.n_product_views = data["n_product_views"]
+    st.n_cart_adds = data["n_cart_adds"]
+    st.n_cart_removes = data["n_cart_removes"]
+    st.n_searches = data["n_searches"]
+    st.n_checkouts = data["n_checkouts"]
+    st.n_cart_page_views = data["n_cart_page_views"]
+    st.funnel_stage = data["funnel_stage"]
+    st.has_purchased = data["has_purchased"]
+    st.cart_items = data["cart_items"]
+    st.cur_product_views = data["cur_product_views"]
+    st.cur_category_views = data["cur_category_views"]
+    st.last_product_id = data["last_product_id"]
+    st.last_category_id = data["last_category_id"]
+    # converted: JSON may turn 2.0 into 2
     st.cart = {pid: [float(p) for p in units] for pid, units in data["cart"].items()}
     st.product_views = {k: int(v) for k, v in data["product_views"].items()}
     st.category_views = {k: int(v) for k, v in data["category_views"].items()}
     st.cart_value = float(data["cart_value"])
     st.gap_s = float(data["gap_s"])
     return st
-
-
-# the slots `from_dict` takes as stored; the rest it converts (JSON may turn 2.0 into 2)
-_AS_STORED = tuple(name for name in SessionState.__slots__
-                   if name not in ("cart", *_COUNTERS, "cart_value", "gap_s"))
