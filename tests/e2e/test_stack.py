@@ -643,10 +643,11 @@ def test_stream_on_the_cluster_from_kinesis_restarted_by_the_supervisor_loses_no
                       "the supervisor to restart the job", timeout_s=300)
     _wait(lambda: _redis_equals(online, expected_rows(events)),
           "every event's session in the Redis cluster", timeout_s=240)
-    after = _heartbeat(settings)
-    assert after["checkpoint"] == before["checkpoint"]
+    # the heartbeat follows the sink's write: wait for the restarted job's first batch in it
+    after = _wait(lambda: (beat := _heartbeat(settings)).get("sink_batch_id", -1) > last_batch
+                  and beat, "the restarted job's heartbeat after its first batch", timeout_s=60)
     # the checkpoint was honoured: batches carry on from the ones committed before the kill
-    assert after["sink_batch_id"] > last_batch
+    assert after["checkpoint"] == before["checkpoint"]
     n_dup = len(split_duplicates(validate_events(events).events).quarantine)
     assert after["quarantine_total"].get("duplicate event_id", 0) == duplicates_before + n_dup
     alerts = [json.loads(json.loads(m["Body"])["Message"]) for m in
