@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 from dagster import EnvVar, build_resources
 
-from tests.process_groups import start_group, stop_group
+from tests.waiting import wait_for as _wait
 from intent_resources.storage import LakeStorage
 from intent_resources.stack import (
     SETTINGS_FROM_OUTPUTS,
@@ -320,16 +320,6 @@ NOT_BUILT_BY_THE_DEMO = ["decision_log", "served_scores", "session_features_stre
 def _intent(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).parent / "intent"), *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _wait(predicate, what: str, timeout_s: float = 60.0):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def _json(url: str, body: Optional[dict] = None, token: Optional[str] = None):

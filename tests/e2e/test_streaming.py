@@ -748,6 +748,7 @@ def test_on_emr_the_job_is_a_step_on_the_deployments_cluster_and_its_run_ends_wi
 
     from intent_assets.streaming.jobs import start_streaming_job
     from intent_resources.streaming import StreamingJobResource
+    from tests.waiting import wait_for
 
     emr = boto3.client("emr", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -767,7 +768,7 @@ def test_on_emr_the_job_is_a_step_on_the_deployments_cluster_and_its_run_ends_wi
         resources={"streaming": resource}, raise_on_error=False)))
     run.start()
     try:
-        steps = _wait_for(lambda: emr.list_steps(ClusterId=cluster)["Steps"], "the step", 60)
+        steps = wait_for(lambda: emr.list_steps(ClusterId=cluster)["Steps"], "the step", 60)
         (step,) = steps
         assert step["Name"] == "intent-session-features-stream"
         assert step["Status"]["State"] == "RUNNING" and run.is_alive()  # the run waits for it
@@ -793,16 +794,6 @@ def test_on_emr_the_job_is_a_step_on_the_deployments_cluster_and_its_run_ends_wi
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "ended INTERRUPTED: the cluster is TERMINATED" in failure.step_failure_data.error.message
-
-
-def _wait_for(predicate, what: str, timeout_s: float):
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 # -- Dagster Pipes ---------------------------------------------------------------------------------
