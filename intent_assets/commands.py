@@ -165,6 +165,11 @@ def experiment_readout(defs, instance, assets, run_config: dict) -> None:
                 instance=instance, run_config=run_config)
 
 
+def _ui() -> str:
+    """Where the runs' logs are: the deployment's Dagster UI, or `make ui` locally."""
+    return os.environ.get("DAGSTER_UI_URL") or "`make ui`"
+
+
 def use_prod_settings(home: Path) -> str | None:
     """Prod mode reads the stack's outputs from the environment (`intent stack env`); when none
     are exported, those of the stack `intent stack up` runs under `home`. The error, or None."""
@@ -259,7 +264,7 @@ def _demo(args) -> int:
                          tags={"dagster/asset_partition_range_start": start,
                                "dagster/asset_partition_range_end": end})
     if not result.success:
-        print("the daily run failed; see `make ui` for its logs")
+        print(f"the daily run failed; see {_ui()} for its logs")
         return 1
     print(f"training set, model chain ({args.trials} tuning trials; challengers "
           f"{args.challenger_trials} each on at most {args.challenger_rows or 'all':,} rows) "
@@ -278,7 +283,7 @@ def _demo(args) -> int:
     elif gates and not all(gates.values()):
         print(f"the candidate model was stopped at its gates: {gates}")
     elif not result.success:
-        print("the model run failed; see `make ui` for its logs")
+        print(f"the model run failed; see {_ui()} for its logs")
         return 1
     else:
         model = result.output_for_node("calibrated_model")

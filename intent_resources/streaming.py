@@ -3,7 +3,7 @@
 `StreamingJobResource` says where the job runs: a local background process (the default, with
 everything resolved when used: INTENT_HOME, the project's Redis), an application `spark-submit`
 puts on a Spark standalone cluster (`mode="standalone"`: prod on `intent stack up`, reading the
-stack's Kinesis stream, its heartbeat in S3), or a step on EMR through Pipes (`mode="emr"`).
+stack's Kinesis stream, its heartbeat in S3), or a step on EMR through Pipes (`mode="emr"`, intent_resources/streaming_emr.py).
 
 Locally the job's files sit under `$INTENT_HOME/stream/`: `landing/` (the replayer writes, the
 job reads), `checkpoint/`, `heartbeat.json`, `job.pid`, `job.log`; `intent stream
@@ -304,7 +304,8 @@ class StreamingJobResource(ConfigurableResource):
     landing_uri: Optional[str] = None       # s3a://... (Firehose output), when not Kinesis
     # -- a standalone cluster (mode="standalone") ---------------------------------------------------
     spark_master: Optional[str] = None      # spark://host:port
-    kinesis_endpoint: Optional[str] = None  # a non-AWS endpoint (the stack's moto server)
+    # a non-AWS endpoint (the stack's moto server): Kinesis's, and on EMR also S3's and EMR's
+    kinesis_endpoint: Optional[str] = None
 
     def resolved_home(self) -> Path:
         from serving.project import intent_home
