@@ -33,8 +33,8 @@ from serving.offers import OfferChooser
 from serving.policy import OFFERS, PolicyParams
 from serving.preference import NO_SIGNALS, CategoryRanker, stored_signals
 from streaming_jobs.moment import fold_args
-from streaming_jobs.session_state import FEATURE_NAMES
 from streaming_jobs.online_layout import DEFAULT_PROJECT
+from streaming_jobs.session_state import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
