@@ -47,6 +47,30 @@ CATEGORIES = (
     ("auto.accessories", 55.0, 0.35, -0.10), ("country_yard.garden", 80.0, 0.38, -0.05),
 )
 
+# -- interactions: where conversion is not additive in what the model sees ---------------------
+# Each can be switched off (`SimulatorConfig.interactions`) to measure what it adds
+# (benchmarks/simulator_interactions.py; docs/model.md).
+INTERACTIONS = ("value_threshold", "cart_return", "device_hour", "price_sensitivity")
+# device x UTC hour on the prior's logit: phones buy in the evening, desktops during office hours.
+_HOURS = np.arange(24)
+_OFFICE = (_HOURS >= 8) & (_HOURS <= 16)
+_EVENING = (_HOURS >= 18) & (_HOURS <= 23)
+DEVICE_HOUR_EFFECT = np.stack([
+    np.where(_OFFICE, 1.2, np.where(_EVENING, -1.2, 0.0)),      # desktop
+    np.where(_OFFICE, -1.2, np.where(_EVENING, 1.2, 0.0)),      # mobile
+    np.where(_EVENING, 0.5, np.where(_OFFICE, -0.5, 0.0)),      # tablet
+])
+# Price sensitivity: a shopper who shops with coupons (coupon affinity above the typical one)
+# shies away from expensive categories and favours cheap ones; one who never does the reverse.
+PRICE_SENSITIVITY = 0.30          # logit per (coupon-affinity sd x log category price level)
+PRICE_LEVEL_REFERENCE = 60.0      # a category priced at this median is neutral
+# Value threshold: once the cart holds this much, buyers head for the checkout and the
+# window-shoppers who filled it leave.
+CART_VALUE_THRESHOLD = 150.0
+# Cart return: once the shopper came back to the cart page with something in it.
+CART_RETURNS = 1
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
     """Knobs of the simulated marketplace. Sessions per day sets the scale."""
@@ -55,7 +79,7 @@ class SimulatorConfig:
     sessions_per_day: int = 20_000
     n_users: int = 0              # 0: 2.5 users per daily session
     n_products: int = 4_000
-    base_logit: float = -3.8
+    base_logit: float = -4.1
     intent_sd: float = 0.55       # hidden intent: the part of the prior no feature can see
     propensity_sd: float = 0.85   # lasting per-user propensity: shows in purchase history
     bot_share: float = 0.012
@@ -64,6 +88,12 @@ class SimulatorConfig:
     malformed_share: float = 0.001
     # planted incidents (`simulator_incidents.Incident`), each on its own day; none by default
     incidents: tuple = ()
+    interactions: tuple[str, ...] = INTERACTIONS
+
+    def __post_init__(self):
+        unknown = sorted(set(self.interactions) - set(INTERACTIONS))
+        if unknown:
+            raise ValueError(f"unknown simulator interactions {unknown}; known: {list(INTERACTIONS)}")
 
     @property
     def users(self) -> int:
