@@ -127,7 +127,7 @@ HISTORY_FEATURES = ("user_sessions_lifetime", "user_purchase_rate_shrunk", "user
 def evaluate(table: pd.DataFrame, p_true: np.ndarray, extra: list[str], trials: int, work: Path,
              without: tuple[str, ...] = ()):
     from intent_assets.reports.baselines import fit_logistic_baseline
-    from intent_assets.reports.metrics import pr_auc, roc_auc
+    from intent_assets.reports.metrics import SEGMENT_COLUMNS, ece, pr_auc, roc_auc, segment_metrics
     from intent_assets.training.train import finish_model, fit_tuned, training_splits
     from streaming_jobs.feature_spec import service_features
 
@@ -147,10 +147,22 @@ def evaluate(table: pd.DataFrame, p_true: np.ndarray, extra: list[str], trials: 
     y, w = test[LABEL].to_numpy(), test["weight"].to_numpy()
     p_lr = lr.predict(lr_test)
     oracle = lr_test["_p_true"].to_numpy()
+    segments = lr_test[list(SEGMENT_COLUMNS)].reset_index(drop=True)
+
+    def worst_segment(p):
+        judged = [r for r in segment_metrics(y, p, w, segments) if r["enough_data"]]
+        top = max(judged, key=lambda r: r["ece"])
+        return top["ece"], f"{top['column'].removeprefix('session_')}={top['value']}"
+
+    (tree_seg, tree_seg_at), (oracle_seg, oracle_seg_at) = (worst_segment(test["probability"]),
+                                                            worst_segment(oracle))
     return {"tree_pr_auc": pr_auc(y, test["probability"], w), "lr_pr_auc": pr_auc(y, p_lr, w),
             "oracle_pr_auc": pr_auc(y, oracle, w),
             "tree_roc_auc": roc_auc(y, test["probability"], w), "lr_roc_auc": roc_auc(y, p_lr, w),
             "oracle_roc_auc": roc_auc(y, oracle, w), "test_rows": len(test),
+            "tree_ece": ece(y, test["probability"], w), "oracle_ece": ece(y, oracle, w),
+            "tree_worst_segment_ece": tree_seg, "tree_worst_segment": tree_seg_at,
+            "oracle_worst_segment_ece": oracle_seg, "oracle_worst_segment": oracle_seg_at,
             "label_rate": float(np.average(y, weights=w)), "train_s": seconds}
 
 
@@ -208,13 +220,17 @@ def main() -> None:
                       flush=True)
     print()
     print("| simulator | tree PR-AUC | LR PR-AUC | gap | tree ROC-AUC | LR ROC-AUC | gap "
-          "| oracle PR-AUC | tree / oracle | test rows |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| oracle PR-AUC | tree / oracle | tree ECE | oracle ECE | worst segment ECE: tree "
+          "| oracle | test rows |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['tree_pr_auc']:.3f} | {r['lr_pr_auc']:.3f} "
               f"| {r['tree_pr_auc'] - r['lr_pr_auc']:+.3f} | {r['tree_roc_auc']:.3f} "
               f"| {r['lr_roc_auc']:.3f} | {r['tree_roc_auc'] - r['lr_roc_auc']:+.3f} "
               f"| {r['oracle_pr_auc']:.3f} | {r['tree_pr_auc'] / r['oracle_pr_auc']:.3f} "
+              f"| {r['tree_ece']:.4f} | {r['oracle_ece']:.4f} "
+              f"| {r['tree_worst_segment_ece']:.3f} ({r['tree_worst_segment']}) "
+              f"| {r['oracle_worst_segment_ece']:.3f} ({r['oracle_worst_segment']}) "
               f"| {r['test_rows']:,} |")
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 

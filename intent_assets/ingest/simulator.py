@@ -7,9 +7,9 @@ leaving), or does not convert. The prior of that outcome is built from observabl
 source; hour and weekday; the category they came for) plus a hidden intent the model never sees.
 Events then follow a Markov chain over event types whose transition weights depend on the
 outcome and on the session's history (a full cart, a return to the cart page). The prior has
-non-additive terms too (device x hour, coupon habit x the category's price level); the four are
-`simulator_world.INTERACTIONS`. Because the chain is known, the true probability that the
-session's label is 1 after each event is exact: the prior times the likelihood ratio of the
+non-additive terms too (device x hour, country x device, coupon habit x the category's price
+level); all five are `simulator_world.INTERACTIONS`. Because the chain is known, the true
+probability that the session's label is 1 after each event is exact: the prior times the likelihood ratio of the
 events so far, each step's ratio taken from the very weights that drew it. That oracle is
 written apart from the clickstream; the model never reads it.
 
@@ -34,6 +34,7 @@ from intent_assets.ingest.simulator_world import (
     CART_VALUE_THRESHOLD,
     CATEGORIES,
     COUNTRIES,
+    COUNTRY_DEVICE_EFFECT,
     COUNTRY_EFFECT,
     DEVICE_EFFECT,
     DEVICE_HOUR_EFFECT,
@@ -171,11 +172,15 @@ def _gap_seconds(rng, actions: np.ndarray) -> np.ndarray:
 
 
 def _prior_interactions(config: SimulatorConfig, users: pd.DataFrame, u: np.ndarray,
-                        device: np.ndarray, hour: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The prior's non-additive terms: device x hour, coupon habit x the category's price level."""
+                        device: np.ndarray, hour: np.ndarray, target: np.ndarray,
+                        country: np.ndarray) -> np.ndarray:
+    """The prior's non-additive terms: device x hour, country x device, coupon habit x the
+    category's price level."""
     out = np.zeros(u.size)
     if "device_hour" in config.interactions:
         out += DEVICE_HOUR_EFFECT[device, hour]
+    if "country_device" in config.interactions:
+        out += COUNTRY_DEVICE_EFFECT[country, device]
     if "price_sensitivity" in config.interactions:
         affinity = users["coupon_affinity"].to_numpy()
         habit = (affinity[u] - affinity.mean()) / affinity.std()
@@ -213,7 +218,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     prior_logit = (config.base_logit + users["propensity"].to_numpy()[u] + COUNTRY_EFFECT[country]
                    + DEVICE_EFFECT[device] + SOURCE_EFFECT[source] + HOUR_EFFECT[hour]
                    + WEEKDAY_EFFECT[day.weekday()] + cat_effect[target] + intent
-                   + _prior_interactions(config, users, u, device, hour, target))
+                   + _prior_interactions(config, users, u, device, hour, target, country))
     p_convert = _sigmoid(prior_logit)
     converts = rng.random(n) < p_convert
     outcome = np.where(converts, np.where(rng.random(n) < COMEBACK_SHARE, 2, 1), 0)
