@@ -8,6 +8,8 @@ from intent_assets.ingest.simulator_world import (
     CART_RETURNS,
     CART_VALUE_THRESHOLD,
     CATEGORIES,
+    COUNTRIES,
+    COUNTRY_DEVICE_EFFECT,
     DEVICE_HOUR_EFFECT,
     DEVICES,
     INTERACTIONS,
@@ -108,15 +110,17 @@ def _humans(config, day=DAY):
 
 
 def _session_start(sim):
-    """Device and UTC start hour of each simulated (non-bot) session, from its first event."""
+    """Device, country and UTC start hour of each simulated (non-bot) session, from its first
+    event."""
     first = sim.oracle_events[sim.oracle_events["step"] == 0].drop_duplicates("session_id")
-    device = sim.events.drop_duplicates("session_id").set_index("session_id")["device"]
+    where = sim.events.drop_duplicates("session_id").set_index("session_id")
     frame = first.set_index("session_id")
-    return pd.DataFrame({"device": device.reindex(frame.index),
+    return pd.DataFrame({"device": where["device"].reindex(frame.index),
+                         "country": where["country"].reindex(frame.index),
                          "hour": frame["event_time"].dt.hour})
 
 
-def test_device_hour_and_price_sensitivity_shift_the_prior_by_their_stated_terms():
+def test_device_hour_country_device_and_price_sensitivity_shift_the_prior_by_their_stated_terms():
     _, none = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=()))
     sim, dh = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("device_hour",)))
     start = _session_start(sim).reindex(dh.index).dropna()
@@ -125,6 +129,16 @@ def test_device_hour_and_price_sensitivity_shift_the_prior_by_their_stated_terms
                                   start["hour"].to_numpy(dtype=int)]
     np.testing.assert_allclose(shift.to_numpy(), expected, atol=1e-9)
     assert set(np.round(expected, 3)) >= {1.2, -1.2}
+    # a wave per device: desktops peak at noon UTC, phones at 21
+    assert DEVICE_HOUR_EFFECT[0].argmax() == 12 and DEVICE_HOUR_EFFECT[1].argmax() == 21
+
+    sim, cd = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("country_device",)))
+    start = _session_start(sim).reindex(cd.index).dropna()
+    shift = (_logit(cd["prior"]) - _logit(none["prior"])).reindex(start.index)
+    expected = COUNTRY_DEVICE_EFFECT[start["country"].map({c: i for i, c in enumerate(COUNTRIES)}).to_numpy(),
+                                     start["device"].map({d: i for i, d in enumerate(DEVICES)}).to_numpy()]
+    np.testing.assert_allclose(shift.to_numpy(), expected, atol=1e-9)
+    assert set(np.round(expected, 3)) >= {0.7, -0.7, 0.0}
 
     _, ps = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("price_sensitivity",)))
     users = build_world(CONFIG).users.set_index("user_id")["coupon_affinity"]
@@ -174,13 +188,15 @@ def test_the_oracle_is_the_probability_that_generated_the_label_in_every_interac
     for day in (DAY, DAY + dt.timedelta(days=1)):
         sim, humans = _humans(full, day)
         start = _session_start(sim).reindex(humans.index)
-        frames.append(humans.assign(device=start["device"], evening=start["hour"] >= 18))
+        frames.append(humans.assign(device=start["device"], country=start["country"],
+                                    evening=start["hour"] >= 18))
     s = pd.concat(frames)
     y = (s["outcome"] > 0).astype(float)
-    for _, cell in s.groupby(["device", "evening"]):
-        yc = y.loc[cell.index]
-        se = np.sqrt((cell["prior"] * (1 - cell["prior"])).sum()) / len(cell)
-        assert abs(yc.mean() - cell["prior"].mean()) < 4 * se + 1e-3
+    for cells in (["device", "evening"], ["country", "device"]):
+        for _, cell in s.groupby(cells):
+            yc = y.loc[cell.index]
+            se = np.sqrt((cell["prior"] * (1 - cell["prior"])).sum()) / len(cell)
+            assert abs(yc.mean() - cell["prior"].mean()) < 4 * se + 1e-3
 
     # per event: among each session's events once its cart passed the value threshold, the one
     # after the crossing: mean p_true is the rate
