@@ -307,13 +307,15 @@ def _demo(args) -> int:
 
         # outside a run, resources are built here (prod's settings are EnvVars until then)
         with build_resources({k: defs.resources[k] for k in
-                              ("streaming", "clickstream", "lake", "redis")}) as resources:
+                              ("streaming", "clickstream", "lake", "redis", "models")}) as resources:
             events = stream_slice(resources, instance, live_day, args.stream_events)
             # sessions begun the day before hold only the tail the slice replayed: not scored,
             # as their online state is not the session's (the consistency report would say so)
             begun_before = sessions_begun_before(resources.lake, live_day)
+            # the model's archive, from S3 in prod, for the API's in-process fallback
+            model_path = str(resources.models.local(model["tar_path"]))
         score_through_api(events, experiment=DEMO_EXPERIMENT, exclude=begun_before,
-                          endpoint=served_endpoint(env), model=model["tar_path"])
+                          endpoint=served_endpoint(env), model=model_path)
         consistency_report(defs, instance, assets, quiet)
     if config.is_simulator:
         experiment_readout(defs, instance, assets, quiet)

@@ -98,7 +98,9 @@ def _prod_resources(config: ProjectConfig) -> dict:
                                redis_url=EnvVar("REDIS_URL"), lake_root=EnvVar("INTENT_LAKE_URI"),
                                home=home, registry_path=EnvVar("INTENT_FEAST_REGISTRY"),
                                s3_endpoint_url=s3_endpoint),
-        "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", f"{home}/models")),
+        # on S3; each process works on its own copy (INTENT_MODELS_DIR)
+        "models": ArtifactStore(root=os.environ.get("INTENT_MODELS_DIR", f"{home}/models"),
+                                uri=EnvVar("INTENT_MODELS_URI"), endpoint_url=s3_endpoint),
         "model_endpoint": ModelEndpointResource(
             target="sagemaker", endpoint_name=os.environ.get("INTENT_ENDPOINT_NAME", "intent"),
             home=home, poll_s=float(os.environ.get("INTENT_ENDPOINT_POLL_S", 15)),

@@ -27,6 +27,7 @@ SETTINGS_FROM_OUTPUTS: dict[str, str] = {
     "INTENT_DECISION_LOG_DIR": "DecisionLogUri",
     "INTENT_STREAM_CHECKPOINT_URI": "StreamCheckpointUri",
     "INTENT_MODEL_BUCKET": "ModelBucket",
+    "INTENT_MODELS_URI": "ModelArtifactsUri",
     "INTENT_ALERTS_TOPIC_ARN": "AlertsTopicArn",
     "INTENT_KINESIS_STREAM": "KinesisStreamName",
     "INTENT_SAGEMAKER_ROLE_ARN": "SageMakerRoleArn",

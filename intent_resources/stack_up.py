@@ -153,15 +153,17 @@ def up(home: Path, database: str = "intent_stack", online_store: str = "cluster"
             "INTENT_S3_ENDPOINT_URL": moto_url,
             "INTENT_ENDPOINT_URL": container_url, "INTENT_ADMIN_TOKEN": admin_token,
             "INTENT_API_TOKEN": secrets.token_urlsafe(24), "INTENT_STACK_NAME": STACK_NAME,
-            # artifacts on the cluster's shared path, like the lake (docs/production.md)
-            "INTENT_MODELS_DIR": str(directory / "models"), "INTENT_ENDPOINT_POLL_S": "1",
+            "INTENT_ENDPOINT_POLL_S": "1",
             "INTENT_TUNING_POLL_S": "1",
             "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
             "PYSPARK_DRIVER_PYTHON": sys.executable,
         })
         _write_env_file(home, settings)
         say("  starting Dagster (gRPC code server, webserver, daemon) in prod mode")
-        record(*parts_.start_dagster(directory / "dagster", ports, {**base_env, **settings}))
+        # Dagster's runs keep their own copy of the model artifacts (on S3): a step the daemon
+        # launches finds nothing the demo's process wrote unless it came through S3
+        record(*parts_.start_dagster(directory / "dagster", ports, {
+            **base_env, **settings, "INTENT_MODELS_DIR": str(directory / "dagster" / "models")}))
     except BaseException:
         say("  the stack did not come up; stopping what started")
         stop_pids([pid for part in reversed(started) for pid in part.pids])

@@ -25,6 +25,8 @@ from dagster import (
 )
 from pydantic import PrivateAttr
 
+from serving import s3_files
+
 PART_FILE = "part-0.parquet"
 
 
@@ -158,14 +160,92 @@ class LakeStorage(ConfigurableResource):
 
 
 class ArtifactStore(ConfigurableResource):
-    """Where model artifacts, baselines and reports are written (a local directory)."""
+    """Model artifacts, baselines and reports: a local directory, or an S3 prefix.
+
+    With `uri` (``s3://bucket/prefix``, prod) the store is on S3 and `root` is this process's
+    working copy: a step writes under `directory(...)` and `save`s what it wrote (uploaded; the
+    reference it returns is the S3 URI), and reads through `local(ref)` or `fetch(...)`
+    (downloaded unless the copy is current). References therefore resolve on whichever machine
+    runs the next step. Without `uri` the store is `root` itself and references are its paths.
+    """
 
     root: str
+    uri: Optional[str] = None
+    # Only for S3: a non-AWS endpoint (the moto server in tests), else boto3's default chain.
+    endpoint_url: Optional[str] = None
+    region_name: str = "us-east-1"
+
+    _client = PrivateAttr(default=None)
+
+    @property
+    def on_s3(self) -> bool:
+        return bool(self.uri)
+
+    def _s3(self):
+        if self._client is None:
+            self._client = s3_files.client(self.endpoint_url, self.region_name)
+        return self._client
+
+    def _base(self) -> Path:
+        return Path(self.root).resolve()
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self._base()).as_posix()
+        except ValueError:
+            raise ValueError(f"{path} is not inside the artifact store's working copy "
+                             f"{self._base()}") from None
 
     def directory(self, *parts: str) -> Path:
-        path = Path(self.root).resolve().joinpath(*parts)
+        """A local directory to write into (made if missing); `save` it, or files in it, after."""
+        path = self._base().joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def ref(self, path: str | Path) -> str:
+        """The reference other steps resolve with `local`: the S3 URI on S3, else the path."""
+        if not self.on_s3:
+            return str(Path(path).resolve())
+        return f"{self.uri.rstrip('/')}/{self._relative(Path(path))}"
+
+    def save(self, path: str | Path) -> str:
+        """Store a file or directory written under `directory(...)`; its reference.
+
+        A directory replaces what was stored under it: save one only when this step wrote all
+        of it (otherwise save the files it wrote)."""
+        if self.on_s3:
+            s3_files.upload(Path(path), self.ref(path), self._s3())
+        elif not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist: nothing to save")
+        return self.ref(path)
+
+    def local(self, ref: str | Path) -> Path:
+        """A local path holding the file or directory `ref` names (as `save` returned it)."""
+        text = str(ref)
+        if not self.on_s3:
+            if s3_files.is_s3(text):
+                raise ValueError(f"{text} is on S3 but this artifact store is the local "
+                                 f"directory {self.root}: configure its uri (INTENT_MODELS_URI)")
+            return Path(text)
+        prefix = self.uri.rstrip("/") + "/"
+        if s3_files.is_s3(text):
+            if not text.startswith(prefix):
+                raise ValueError(f"{text} is outside the artifact store {self.uri}")
+            relative = text[len(prefix):]
+        else:
+            relative = self._relative(Path(text))
+        target = self._base() / relative
+        return s3_files.download(prefix + relative, target, self._s3())
+
+    def fetch(self, *parts: str) -> Optional[Path]:
+        """The local path of the store's `parts` (brought down from S3); None if nothing is there."""
+        path = self._base().joinpath(*parts)
+        if not self.on_s3:
+            return path if path.exists() else None
+        try:
+            return self.local(path)
+        except FileNotFoundError:
+            return None
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,16 @@ fields and the settings.
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 
+from serving import s3_files
 from serving.api_metrics import ApiMetrics
 from serving.api_settings import ApiSettings
 from serving.decisions import DecisionLog
@@ -26,10 +29,27 @@ from serving.runtime import freeze_startup_heap, single_threaded_openmp
 from serving.scoring import ScoringEngine
 from serving.scoring_routes import ScoringRoutes, declare_scoring_routes
 
+log = logging.getLogger(__name__)
+
 __all__ = ["ApiSettings", "ScoringRoutes", "app_from_env", "create_app", "serve"]
+
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _artifact(path: str | None, settings: ApiSettings) -> str | None:
+    """A local copy of an optional model directory (downloaded when it is an s3:// URI); None,
+    logged, when it cannot be had: the API then runs without it, as when none was trained."""
+    if not path or not s3_files.is_s3(path):
+        return path
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return s3_files.local_copy(path, Path(settings.artifact_cache_dir or "."))
+    except (OSError, BotoCoreError, ClientError) as error:
+        log.error("%s not downloaded: %s", path, error)
+        return None
 
 
 def create_app(settings: ApiSettings) -> ScoringRoutes:
@@ -53,10 +73,11 @@ def create_app(settings: ApiSettings) -> ScoringRoutes:
             await endpoint.start()
         decisions = DecisionLog(settings.decision_log_dir) if settings.decision_log_dir else None
         offers = OfferChooser(settings.policy, settings.experiment, settings.exploration,
-                              load_uplift_model(settings.uplift_model_path), settings.offer_policy)
+                              load_uplift_model(_artifact(settings.uplift_model_path, settings)),
+                              settings.offer_policy)
         engine = ScoringEngine(holder, settings.redis_url, settings.scoring, settings.policy,
                                endpoint, metrics, decisions, settings.experiment, offers,
-                               load_ranker(settings.preference_path))
+                               load_ranker(_artifact(settings.preference_path, settings)))
         state.update(engine=engine, holder=holder, decisions=decisions)
         app.state.engine = engine
         app.state.decisions = decisions

@@ -36,6 +36,8 @@ class ApiSettings:
     uplift_model_path: Optional[str] = None
     offer_policy: str = "model"   # without an experiment: `model` (bands) or `uplift`
     preference_path: Optional[str] = None   # the upsell's category ranker (`serving.preference`)
+    # where the two paths above, when they are s3:// URIs, are downloaded at startup
+    artifact_cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.offer_policy not in POLICIES:
@@ -79,6 +81,8 @@ class ApiSettings:
                 if env.get("INTENT_EXPERIMENT_WEIGHTS") else (1.0,) * len(variants)
             experiment = ExperimentDesign(name, env.get("INTENT_EXPERIMENT_SALT") or name,
                                           variants, weights)
+        # the artifact store the pipeline writes: S3 in prod (INTENT_MODELS_URI)
+        models = env.get("INTENT_MODELS_URI") or str(home / "models")
         values = dict(
             token=token,
             model_path=env.get("INTENT_MODEL_PATH") or str(home / "endpoint" / "model"),
@@ -92,11 +96,10 @@ class ApiSettings:
             experiment=experiment,
             exploration=ExplorationSlice(number("INTENT_EXPLORATION_SHARE", 0.0),
                                          env.get("INTENT_EXPLORATION_SALT") or "exploration"),
-            uplift_model_path=env.get("INTENT_UPLIFT_MODEL_PATH")
-            or str(home / "models" / "uplift" / "current"),
+            uplift_model_path=env.get("INTENT_UPLIFT_MODEL_PATH") or f"{models}/uplift/current",
             offer_policy=env.get("INTENT_OFFER_POLICY", "model"),
-            preference_path=env.get("INTENT_PREFERENCE_PATH")
-            or str(home / "models" / "preference" / "current"),
+            preference_path=env.get("INTENT_PREFERENCE_PATH") or f"{models}/preference/current",
+            artifact_cache_dir=str(home / "artifact_cache"),
         )
         values.update(overrides)
         return cls(**values)

@@ -155,6 +155,7 @@ def ab_readout(context: AssetExecutionContext, config: ReadoutConfig, models: Ar
     readout = build_readout(users, design, config.planned_users, config.primary, config.alpha)
     png = plot_uplifts(readout, models.directory("experiments", name) / "uplift.png")
     (png.parent / "readout.md").write_text(readout.to_markdown())
+    stored = models.save(png.parent)
     primary = readout.comparisons[0]
     context.log.info(f"{name}: {readout.decision} ({primary.sequential.reason})")
     return MaterializeResult(metadata={
@@ -168,5 +169,5 @@ def ab_readout(context: AssetExecutionContext, config: ReadoutConfig, models: Ar
         "readout": MetadataValue.md(readout.to_markdown()),
         "uplift_plot": MetadataValue.md(
             f"![uplift](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"),
-        "uplift_png": MetadataValue.path(str(png)),
+        "uplift_png": MetadataValue.path(f"{stored}/{png.name}"),
     })

@@ -89,10 +89,9 @@ def session_anomalies(context: AssetExecutionContext, sessions: LakeSlice, lake:
 def served_reference(models: ArtifactStore, version: str) -> tuple[np.ndarray, dict] | None:
     """A served model version's test predictions and test metrics, as `calibrated_model` wrote
     them (looked up by the version, never "the latest"); None when they are not there."""
-    root = models.directory("artifacts")
-    predictions = root / f"{version}_test_predictions.parquet"
-    manifest = root / version / "manifest.json"
-    if not predictions.exists() or not manifest.exists():
+    predictions = models.fetch("artifacts", f"{version}_test_predictions.parquet")
+    manifest = models.fetch("artifacts", version, "manifest.json")
+    if predictions is None or manifest is None:
         return None
     metrics = (json.loads(manifest.read_text()).get("metrics") or {}).get("test") or {}
     return pd.read_parquet(predictions)["probability"].to_numpy(), metrics

@@ -1,6 +1,5 @@
 """`published_model`: the gated model, served by the endpoint."""
 
-from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -22,7 +21,7 @@ from intent_assets.tables import record_row_counts, schema_metadata
 from intent_resources.endpoint import ModelEndpointResource
 from intent_resources.feast import FeastResource
 from intent_resources.spark import SparkResource
-from intent_resources.storage import LakeSlice, LakeStorage
+from intent_resources.storage import ArtifactStore, LakeSlice, LakeStorage
 
 CALIBRATED_MODEL = AssetKey("calibrated_model")
 
@@ -56,14 +55,14 @@ def publication_metadata(result: dict) -> dict:
 
 @asset(group_name="publication", deps=[CALIBRATED_MODEL], kinds={"sagemaker", "s3"})
 def published_model(context: AssetExecutionContext, config: PublicationConfig,
-                    model_endpoint: ModelEndpointResource) -> MaterializeResult:
+                    model_endpoint: ModelEndpointResource, models: ArtifactStore) -> MaterializeResult:
     """The model version the endpoint serves, published once its blocking gates passed.
 
     An S3 artifact and a SageMaker endpoint, or the local container; only a calibrated_model
     whose every blocking check passed gets here."""
     from serving.model import ModelArtifact
 
-    tar = Path(config.tar_path)
+    tar = models.local(config.tar_path)  # from S3 in prod: this step may run anywhere
     # the archive must be the version the gates judged, not whatever is at the path now
     found = ModelArtifact.load(tar).version
     if found != config.model_version:

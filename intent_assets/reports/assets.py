@@ -39,14 +39,14 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
 
     PR-AUC, ROC-AUC, log loss, Brier (skill), ECE, precision/recall at the top 5/10/20 %, lift
     and calibration by segment."""
-    test = pd.read_parquet(calibrated_model["test_predictions"])
+    test = pd.read_parquet(models.local(calibrated_model["test_predictions"]))
     named = {"model": test["probability"].to_numpy()}
     candidates = calibrated_model.get("candidates") or []
     for candidate in candidates:
-        scores = pd.read_parquet(candidate["test_predictions"]).set_index("snapshot_id")
+        scores = pd.read_parquet(models.local(candidate["test_predictions"])).set_index("snapshot_id")
         named[candidate["family"]] = scores["probability"].reindex(test["snapshot_id"]).to_numpy()
     for name, baseline in (("logistic regression", logistic_baseline), ("rules", rules_baseline)):
-        scores = pd.read_parquet(baseline["predictions"]).set_index("snapshot_id")["probability"]
+        scores = pd.read_parquet(models.local(baseline["predictions"])).set_index("snapshot_id")["probability"]
         named[name] = scores.reindex(test["snapshot_id"]).to_numpy()
     truth = oracle_probabilities(oracle, test["snapshot_id"])
     if truth is not None:
@@ -79,9 +79,10 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
         extra = {"families": MetadataValue.md(family_md),
                  "families_plot": MetadataValue.md(
                      _embedded_png(paths["json"].parent / FAMILIES_PNG, "families")),
-                 "families_png": MetadataValue.path(str(paths["json"].parent / FAMILIES_PNG)),
+                 "families_png": MetadataValue.path(models.ref(paths["json"].parent / FAMILIES_PNG)),
                  "champion_family": family}
         (paths["json"].parent / "families.md").write_text(family_md)
+    stored = models.save(paths["json"].parent)
     summary = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in report.summary.items()}
     return MaterializeResult(metadata={
         **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None},
@@ -90,7 +91,8 @@ def reliability_report(calibrated_model: dict, rules_baseline: dict, logistic_ba
         "report": MetadataValue.md(report.to_markdown() + family_md + noise_note),
         "reliability_curve": MetadataValue.md(_embedded_png(paths["reliability"], "reliability")),
         "pr_curve": MetadataValue.md(_embedded_png(paths["pr_curve"], "PR curve")),
-        "reliability_png": MetadataValue.path(str(paths["reliability"])),
-        "pr_curve_png": MetadataValue.path(str(paths["pr_curve"])),
+        "reliability_png": MetadataValue.path(models.ref(paths["reliability"])),
+        "pr_curve_png": MetadataValue.path(models.ref(paths["pr_curve"])),
+        "path": MetadataValue.path(stored),
         **extra,
     })

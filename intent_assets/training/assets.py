@@ -92,14 +92,15 @@ def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_s
                       features=[spec.name for spec in service_features(DEFAULT_SERVICE)])
     directory = models.directory("tuned", context.run_id)
     tuned.save(directory)
+    stored = models.save(directory)
     history = pd.DataFrame(tuned.tuning.history)
-    return Output({"dir": str(directory)}, metadata={
+    return Output({"dir": stored}, metadata={
         "best_validation_pr_auc": round(tuned.tuning.best_pr_auc, 5),
         "trials": len(tuned.tuning.history), "backend": config.backend, "seed": config.seed,
         "hyperparameters": MetadataValue.json(tuned.params),
         "search_history": MetadataValue.md(history.round(5).to_markdown(index=False)),
         "rows": MetadataValue.json(tuned.rows), "seconds": MetadataValue.json(tuned.seconds),
-        "path": MetadataValue.path(str(directory)),
+        "path": MetadataValue.path(stored),
         **_tuning_source(tuned.tuning.source),
     })
 
@@ -117,10 +118,11 @@ def _baseline_output(name: str, models: ArtifactStore, test: pd.DataFrame, p, sp
     metrics = evaluate(test[LABEL].to_numpy(), p, test["weight"].to_numpy())
     path = models.directory("baselines") / f"{name}_test_predictions.parquet"
     pd.DataFrame({"snapshot_id": test["snapshot_id"].to_numpy(), "probability": p}).to_parquet(path)
-    return Output({"predictions": str(path), "metrics": _headline(metrics), "spec": spec},
+    stored = models.save(path)
+    return Output({"predictions": stored, "metrics": _headline(metrics), "spec": spec},
                   metadata={**_headline(metrics), "test_rows": len(test),
                             "spec": MetadataValue.json(json.loads(json.dumps(spec, default=str))),
-                            "path": MetadataValue.path(str(path))})
+                            "path": MetadataValue.path(stored)})
 
 
 @asset(**TRAINING, ins={"training_set": AssetIn(input_manager_key="io_manager")},
@@ -162,8 +164,9 @@ class ChallengerConfig(Config):
     ensemble: bool = True
 
 
-def _candidate(family: str, candidate, models_dir: Path) -> dict:
-    """A finished candidate as the chain passes it on: artifact, test predictions, figures."""
+def _candidate(family: str, candidate, models: ArtifactStore, models_dir: Path) -> dict:
+    """A finished candidate as the chain passes it on: artifact, test predictions, figures,
+    the files stored (references resolve with `models.local` wherever the next step runs)."""
     result = candidate.result
     test = result.test_predictions
     segments = test[[c for c in SEGMENT_COLUMNS if c in test]]
@@ -172,9 +175,9 @@ def _candidate(family: str, candidate, models_dir: Path) -> dict:
     predictions = models_dir / f"{result.version}_test_predictions.parquet"
     keep = ["snapshot_id", "session_id", LABEL, "weight", "probability", *segments.columns]
     test[keep].to_parquet(predictions)
-    return {"family": family, "artifact_dir": str(result.artifact_dir),
-            "tar_path": str(result.tar_path), "version": result.version,
-            "test_predictions": str(predictions), "metrics": _headline(metrics),
+    return {"family": family, "artifact_dir": models.save(result.artifact_dir),
+            "tar_path": models.ref(result.tar_path), "version": result.version,
+            "test_predictions": models.save(predictions), "metrics": _headline(metrics),
             "segments": metrics["segments"], "features": [f.name for f in result.features],
             "calibrator": result.calibration.method,
             "training_seconds": candidate.training_seconds,
@@ -191,7 +194,7 @@ def challenger_models(context: AssetExecutionContext, config: ChallengerConfig,
     Tuned with the LightGBM model's splits, features and search; calibrated and tested the same
     way; the ensemble's weights fitted on the validation split only."""
     frame = training_set.pandas()
-    lightgbm = TunedModel.load(Path(tuned_model["dir"]))
+    lightgbm = TunedModel.load(models.local(tuned_model["dir"]))
     tuned = fit_challengers(
         frame, LABEL, config.families, lightgbm=lightgbm, ensemble=config.ensemble,
         time_column=TIME_COLUMN, n_trials=config.n_trials, seed=config.seed,
@@ -199,7 +202,7 @@ def challenger_models(context: AssetExecutionContext, config: ChallengerConfig,
         features=[spec.name for spec in service_features(DEFAULT_SERVICE)],
         max_train_rows=config.max_train_rows or None)
     out = models.directory("artifacts")
-    candidates = [_candidate(family, finish_candidate(t, frame, out), out)
+    candidates = [_candidate(family, finish_candidate(t, frame, out), models, out)
                   for family, t in tuned.items() if family != "lightgbm"]
     table = pd.DataFrame([{"family": c["family"], **c["metrics"],
                            "training_s": c["training_seconds"],
@@ -225,13 +228,13 @@ def calibrated_model(context: AssetExecutionContext, tuned_model: dict, challeng
     loss), beside the challengers; each faces the publication gates, the best that passes is
     this asset's model and its model.tar.gz. The blocking gates stand before publication."""
     frame = training_set.pandas()
-    tuned = TunedModel.load(Path(tuned_model["dir"]))
+    tuned = TunedModel.load(models.local(tuned_model["dir"]))
     out = models.directory("artifacts")
-    lightgbm = _candidate("lightgbm", finish_candidate(tuned, frame, out), out)
+    lightgbm = _candidate("lightgbm", finish_candidate(tuned, frame, out), models, out)
     candidates = [lightgbm, *challenger_models]
     logistic = logistic_baseline["metrics"]["pr_auc"]
     for c in candidates:
-        gates = champion.judge(c, pd.read_parquet(c["test_predictions"]), logistic)
+        gates = champion.judge(c, pd.read_parquet(models.local(c["test_predictions"])), logistic)
         c["gates"] = {name: (passed, json.loads(json.dumps(meta, default=str)))
                       for name, (passed, meta) in gates.items()}
     winner = champion.choose(candidates)

@@ -15,7 +15,7 @@ from intent_assets.training import gates as rules
 from intent_assets.training.assets import LABEL, TIME_COLUMN, calibrated_model
 from intent_assets.training.train import training_splits
 from intent_resources.endpoint import ModelEndpointResource
-from intent_resources.storage import LakeSlice
+from intent_resources.storage import ArtifactStore, LakeSlice
 from serving.model import ModelArtifact
 
 
@@ -25,7 +25,7 @@ def _result(gate) -> AssetCheckResult:
                             metadata=json.loads(json.dumps(metadata, default=str)))
 
 
-def champion_pr_auc(champion_path, candidate: dict, training: pd.DataFrame):
+def champion_pr_auc(champion_path, candidate: dict, test: pd.DataFrame, training: pd.DataFrame):
     """PR-AUC of the model now serving, scored on the candidate's own test split.
 
     Both models are judged on the same rows; a champion measured on its own, older test split
@@ -36,25 +36,25 @@ def champion_pr_auc(champion_path, candidate: dict, training: pd.DataFrame):
     champion = ModelArtifact.load(champion_path)
     if champion.version == candidate["version"]:
         return None
-    test = pd.read_parquet(candidate["test_predictions"])[["snapshot_id"]]
-    rows = test.merge(training, on="snapshot_id", how="left")
+    rows = test[["snapshot_id"]].merge(training, on="snapshot_id", how="left")
     return pr_auc(rows[LABEL].to_numpy(), champion.predict(rows), rows["weight"].to_numpy())
 
 
 @asset_check(asset=calibrated_model, blocking=True,
              additional_ins={"training_set": AssetIn(input_manager_key="io_manager")})
 def pr_auc_gate(calibrated_model: dict, training_set: LakeSlice,
-                model_endpoint: ModelEndpointResource) -> AssetCheckResult:
+                model_endpoint: ModelEndpointResource, models: ArtifactStore) -> AssetCheckResult:
     """Test PR-AUC not worse than the serving champion's (same test rows) beyond a tolerance."""
-    champion = champion_pr_auc(model_endpoint.served_model_path(), calibrated_model,
+    test = pd.read_parquet(models.local(calibrated_model["test_predictions"]))
+    champion = champion_pr_auc(model_endpoint.served_model_path(), calibrated_model, test,
                                training_set.pandas())
     return _result(rules.pr_auc_gate(calibrated_model["metrics"]["pr_auc"], champion))
 
 
 @asset_check(asset=calibrated_model, blocking=True)
-def ece_gate(calibrated_model: dict) -> AssetCheckResult:
+def ece_gate(calibrated_model: dict, models: ArtifactStore) -> AssetCheckResult:
     """ECE ≤ 0.02 overall (or the test set's noise floor if higher), segments within bounds."""
-    test = pd.read_parquet(calibrated_model["test_predictions"])
+    test = pd.read_parquet(models.local(calibrated_model["test_predictions"]))
     noise = rules.calibration_noise(test, calibrated_model["segments"])
     return _result(rules.ece_gate(calibrated_model["metrics"]["ece"],
                                   calibrated_model["segments"], noise=noise))

@@ -90,6 +90,15 @@ def exploration_log(context: AssetExecutionContext, config: ExplorationConfig,
         "conversion_rate": float(frame["converted"].mean())})
 
 
+def _make_current(models: ArtifactStore, kind: str, directory: Path) -> str:
+    """Store a model's directory and make it `kind/current`, the copy the API loads; its reference."""
+    models.save(directory)
+    current = models.directory(kind, "current")
+    shutil.rmtree(current)
+    shutil.copytree(directory, current)
+    return models.save(current)
+
+
 @asset(group_name=GROUP, kinds={"lightgbm"}, ins={"exploration_log": AssetIn()})
 def uplift_model(context: AssetExecutionContext, config: UpliftModelConfig, models: ArtifactStore,
                  exploration_log: LakeSlice) -> MaterializeResult:
@@ -101,23 +110,20 @@ def uplift_model(context: AssetExecutionContext, config: UpliftModelConfig, mode
     model, reports = train_uplift_model(log, config.seed, config.folds, config.rounds,
                                         config.test_share, config.bootstrap_reps)
     directory = model.save(models.directory("uplift", model.version))
-    current = models.directory("uplift") / "current"
-    if current.exists():
-        shutil.rmtree(current)
-    shutil.copytree(directory, current)
     primary = dict(list(reports.items())[:2])
     png = plot_report({k: dict(r.curves, deciles=r.deciles) for k, r in primary.items()},
                       directory / "uplift_report.png")
     markdown = report_markdown(reports, model)
     (directory / "report.md").write_text(markdown)
+    current = _make_current(models, "uplift", directory)
     discount = reports["discount on conversion"]
     context.log.info(f"uplift model {model.version}: discount Qini {discount.qini}")
     metadata = {
-        "version": model.version, "path": MetadataValue.path(str(current)),
+        "version": model.version, "path": MetadataValue.path(current),
         "discount_auuc": discount.auuc.estimate, "discount_qini": discount.qini.estimate,
         "discount_qini_ci": f"[{discount.qini.lower:.4f}, {discount.qini.upper:.4f}]",
         "report": MetadataValue.md(markdown), "plot": _png_markdown(png, "Qini and uplift curves"),
-        "plot_png": MetadataValue.path(str(png)),
+        "plot_png": MetadataValue.path(models.ref(png)),
     }
     if discount.true_correlation is not None:
         metadata["discount_true_uplift_correlation"] = discount.true_correlation
@@ -132,7 +138,10 @@ def offer_policy_readout(context: AssetExecutionContext, config: PolicyReadoutCo
 
     Incremental conversions, revenue, margin and incentive spend per arm against a no-offer
     holdout, with bootstrap intervals; the uplift policy's margin per spend over the bands'."""
-    model = UpliftModel.load(models.directory("uplift") / "current")
+    current = models.fetch("uplift", "current")
+    if current is None:
+        raise FileNotFoundError("no uplift model is stored: materialize uplift_model first")
+    model = UpliftModel.load(current)
     params = PolicyParams(discount_budget=config.discount_budget)
     frame = simulate_policies(model, config.n_sessions, config.seed, params)
     result = readout(frame, seed=config.seed, target=config.target)
@@ -141,6 +150,8 @@ def offer_policy_readout(context: AssetExecutionContext, config: PolicyReadoutCo
     markdown = readout_markdown(result, name)
     (directory / "policy_readout.md").write_text(markdown)
     png = plot_readout(result, directory / "policy_readout.png")
+    for written in (directory / "policy_readout.md", png):  # this copy may hold only these
+        models.save(written)
     ratio, lo, hi = result.ratio_vs_propensity
     context.log.info(f"{name}: uplift / propensity margin per spend {ratio:.2f} [{lo:.2f}, {hi:.2f}]")
     discounted = frame[frame["arm"] == "uplift"]["action"].eq("discount").mean()
@@ -150,7 +161,7 @@ def offer_policy_readout(context: AssetExecutionContext, config: PolicyReadoutCo
         "target_met": result.target_met,
         "uplift_arm_discount_share": float(discounted),
         "readout": MetadataValue.md(markdown), "plot": _png_markdown(png, "policy readout"),
-        "plot_png": MetadataValue.path(str(png)),
+        "plot_png": MetadataValue.path(models.ref(png)),
     })
 
 
@@ -168,14 +179,11 @@ def upsell_preference(context: AssetExecutionContext, config: PreferenceConfig,
     ranker = report.ranker
     directory = models.directory("preference", ranker.version)
     ranker.save(directory)
-    current = models.directory("preference") / "current"
-    if current.exists():
-        shutil.rmtree(current)
-    shutil.copytree(directory, current)
     markdown = preference_markdown(report)
     (directory / "report.md").write_text(markdown)
+    current = _make_current(models, "preference", directory)
     context.log.info(f"category preference {ranker.version}: {report.metrics}")
-    metadata = {"version": ranker.version, "path": MetadataValue.path(str(current)),
+    metadata = {"version": ranker.version, "path": MetadataValue.path(current),
                 "w_views": ranker.w_views, "w_last": ranker.w_last,
                 "train_cuts": report.train_cuts, "test_cuts": report.test_cuts,
                 "report": MetadataValue.md(markdown)}

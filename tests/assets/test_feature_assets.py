@@ -108,7 +108,7 @@ def test_online_store_serves_the_last_days_features(built):
 
 # -- the model chain on the training set built above ---------------------------------------
 
-def _chain(lake, feast, root_models, base):
+def _chain(lake, feast, root_models, base, models=None):
     from dagster import FilesystemIOManager
 
     from intent_assets.reports.assets import reliability_report
@@ -125,7 +125,7 @@ def _chain(lake, feast, root_models, base):
 
     from intent_resources.endpoint import ModelEndpointResource
 
-    resources = {**base, "models": ArtifactStore(root=str(root_models)),
+    resources = {**base, "models": models or ArtifactStore(root=str(root_models)),
                  "model_endpoint": ModelEndpointResource(target="local", home=str(root_models),
                                                          start_local=False),
                  "model_io_manager": FilesystemIOManager(base_dir=str(root_models / "io")),
@@ -138,9 +138,19 @@ def _chain(lake, feast, root_models, base):
     return [*DAILY, training_set, *chain], GATES, resources, [a.key for a in chain]
 
 
-def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
+def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path, moto_endpoint):
+    import boto3
+
+    from intent_resources.storage import ArtifactStore
+
     lake, feast, _, base = built
-    assets, gates, resources, chain = _chain(lake, feast, tmp_path / "models", base)
+    # the store on S3, as in prod: what the chain passes on are S3 references
+    bucket = "intent-chain-models"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket)
+    store = ArtifactStore(root=str(tmp_path / "models"), uri=f"s3://{bucket}/models",
+                          endpoint_url=moto_endpoint)
+    assets, gates, resources, chain = _chain(lake, feast, tmp_path / "models", base, store)
     run_config = {"ops": {"tuned_model": {"config": {"n_trials": 3, "seed": 1}},
                           "challenger_models": {"config": {"n_trials": 1, "seed": 1}}}}
     result = materialize([*assets, *gates], resources=resources, run_config=run_config,
@@ -152,15 +162,25 @@ def test_model_chain_trains_calibrates_gates_and_reports(built, tmp_path):
     model = result.output_for_node("calibrated_model")
     from serving.model import ModelArtifact
 
-    from_dir = ModelArtifact.load(model["artifact_dir"])
-    from_tar = ModelArtifact.load(model["tar_path"])
-    test = pd.read_parquet(model["test_predictions"])
+    prefix = f"s3://{bucket}/models/"
+    refs = [model["artifact_dir"], model["tar_path"], model["test_predictions"],
+            *(c["test_predictions"] for c in model["candidates"])]
+    assert all(ref.startswith(prefix) for ref in refs), refs
+    # another machine's copy, empty until it reads: everything comes from S3
+    elsewhere = ArtifactStore(root=str(tmp_path / "elsewhere"), uri=store.uri,
+                              endpoint_url=moto_endpoint)
+    from_dir = ModelArtifact.load(elsewhere.local(model["artifact_dir"]))
+    from_tar = ModelArtifact.load(elsewhere.local(model["tar_path"]))
+    test = pd.read_parquet(elsewhere.local(model["test_predictions"]))
     rows = lake.read("training_set").set_index("snapshot_id").loc[test["snapshot_id"]].reset_index()
     np.testing.assert_allclose(from_dir.predict(rows), test["probability"], atol=1e-9)
     np.testing.assert_allclose(from_tar.predict(rows), test["probability"], atol=1e-9)
     # the report runs exactly when every blocking gate passed
     all_passed = all(c.passed for c in checks.values())
     assert ("reliability_report" in materialized) == all_passed
+    if all_passed:  # the report's files are stored beside the model
+        report = elsewhere.fetch("reports", model["version"])
+        assert {"report.json", "report.md", "reliability.png"} <= {p.name for p in report.iterdir()}
     # the gate's bound: 0.02, or the noise floor of ECE on these test rows where higher
     gate = checks["ece_gate"].metadata
     floor = gate["noise_ece_q95"].value
@@ -202,6 +222,7 @@ def test_a_model_worse_than_the_champion_is_stopped_at_the_gate(built, tmp_path)
 def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
     from intent_assets.publication.assets import batch_scores, published_model
     from intent_resources.endpoint import ModelEndpointResource
+    from intent_resources.storage import ArtifactStore
     from intent_assets.training.train import train_model
     from serving.local import install_model, local_model_dir
     from serving.model import ModelArtifact
@@ -212,7 +233,9 @@ def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
     install_model(model.tar_path, local_model_dir(tmp_path))
     endpoint = ModelEndpointResource(target="local", home=str(tmp_path), start_local=False)
     result = materialize([*DAILY, published_model, batch_scores], selection=[batch_scores.key],
-                         resources={**base, "model_endpoint": endpoint}, partition_key=DAYS[-1])
+                         resources={**base, "model_endpoint": endpoint,
+                                    "models": ArtifactStore(root=str(tmp_path / "models"))},
+                         partition_key=DAYS[-1])
     assert result.success
     scored = lake.read("batch_scores", [DAYS[-1]])
     schema = batch_scores.specs_by_key[batch_scores.key].metadata["dagster/column_schema"]

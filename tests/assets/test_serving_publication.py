@@ -1,6 +1,7 @@
 """Publication: the sensor publishes only gated models; the job publishes to SageMaker (moto) and to
 the local container, which swaps models under load without a failed request."""
 
+import shutil
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from intent_assets.publication.sensors import (
     publication_verdict,
 )
 from intent_resources.sagemaker_endpoint import SageMakerEndpointResource
+from intent_resources.storage import ArtifactStore
 from serving.local import install_model, local_admin_token, local_model_dir, start_endpoint
 from serving.project import free_port
 from tests.e2e.test_sagemaker import INFERENCE_IMAGE, ROLE, moto_update_endpoint  # noqa: F401
@@ -105,18 +107,19 @@ def test_sensor_requests_publication_of_gated_models_only(tmp_path):
     assert not again.run_requests
 
 
-def _publish(resource: ModelEndpointResource, run_config: dict, instance=None):
+def _publish(resource: ModelEndpointResource, run_config: dict, instance=None, models=None):
+    models = models or ArtifactStore(root=str(Path(resource.home) / "models"))
     defs = Definitions(assets=[published_model], jobs=[publish_model_job],
-                       resources={"model_endpoint": resource})
+                       resources={"model_endpoint": resource, "models": models})
     result = defs.resolve_job_def("publish_model_job").execute_in_process(
         run_config=run_config, instance=instance or DagsterInstance.ephemeral())
     assert result.success
     return result.asset_materializations_for_node("published_model")[0].metadata
 
 
-def _run_config(saved) -> dict:
+def _run_config(saved, tar_path: str | None = None) -> dict:
     return {"ops": {"published_model": {"config": {"model_version": saved.version,
-                                                   "tar_path": str(saved.tarball)}}}}
+                                                   "tar_path": tar_path or str(saved.tarball)}}}}
 
 
 def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, artifacts,  # noqa: F811
@@ -131,8 +134,22 @@ def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, 
                                      sagemaker=sagemaker, poll_s=0, timeout_s=5,
                                      home=str(tmp_path))
     v1, v2 = artifacts
+    # the archives in the S3 artifact store, as training stored them on another machine; this
+    # step's working copy is empty, so it can only have them from S3
+    bucket = f"intent-artifacts-{uuid.uuid4().hex[:8]}"
+    sagemaker.s3.create_bucket(Bucket=bucket)
+    trainer = ArtifactStore(root=str(tmp_path / "trainer"), uri=f"s3://{bucket}/models",
+                            endpoint_url=moto_endpoint)
+    refs = {}
+    for saved in (v1, v2):
+        copy = trainer.directory("artifacts", saved.version)
+        shutil.copyfile(saved.tarball, copy / "model.tar.gz")
+        refs[saved.version] = trainer.save(copy / "model.tar.gz")
+    assert refs[v1.version] == f"s3://{bucket}/models/artifacts/{v1.version}/model.tar.gz"
+    publisher = ArtifactStore(root=str(tmp_path / "publisher"), uri=trainer.uri,
+                              endpoint_url=moto_endpoint)
     assert resource.served_model_path() is None  # no endpoint yet: no champion
-    first = _publish(resource, _run_config(v1))
+    first = _publish(resource, _run_config(v1, refs[v1.version]), models=publisher)
     assert first["action"].value == "created"
     assert first["endpoint_name"].value == endpoint
     assert first["model_version"].value == v1.version
@@ -142,7 +159,7 @@ def test_publish_job_creates_then_updates_the_sagemaker_endpoint(moto_endpoint, 
                                    Key=f"intent/models/{v1.version}/model.tar.gz")["Body"].read()
     assert body == v1.tarball.read_bytes()
 
-    second = _publish(resource, _run_config(v2))
+    second = _publish(resource, _run_config(v2, refs[v2.version]), models=publisher)
     assert second["action"].value == "updated"
     assert second["previous_endpoint_config_name"].value == f"{endpoint}-{v1.version}"
     described = sagemaker.sagemaker.describe_endpoint(EndpointName=endpoint)
@@ -159,7 +176,8 @@ def test_publish_job_refuses_an_archive_that_is_not_the_gated_version(artifacts,
                                                      "tar_path": str(v2.tarball)}}}}
     defs = Definitions(assets=[published_model], jobs=[publish_model_job],
                        resources={"model_endpoint": ModelEndpointResource(
-                           home=str(tmp_path), start_local=False)})
+                           home=str(tmp_path), start_local=False),
+                           "models": ArtifactStore(root=str(tmp_path / "models"))})
     result = defs.resolve_job_def("publish_model_job").execute_in_process(
         run_config=config, raise_on_error=False)
     assert not result.success

@@ -432,6 +432,8 @@ def test_prod_demo_runs_the_whole_graph_on_the_stack(stack_home, tmp_path):
             missing = sorted(k.to_user_string() for k in keys
                              if instance.get_latest_materialization_event(k) is None)
             published = instance.get_latest_materialization_event(AssetKey("published_model"))
+            publication_config = instance.get_run_by_id(published.run_id).run_config[
+                "ops"]["published_model"]["config"]
             stream_runs = instance.get_runs(RunsFilter(job_name="start_streaming_job"))
     assert missing == NOT_BUILT_BY_THE_DEMO, missing
     meta = published.asset_materialization.metadata
@@ -461,6 +463,17 @@ def test_prod_demo_runs_the_whole_graph_on_the_stack(stack_home, tmp_path):
     assert any("/calibrated_model" in key for key in objects(
         f"s3://{settings['INTENT_MODEL_BUCKET']}/dagster_storage/"))
     assert objects(settings["INTENT_DECISION_LOG_DIR"])
+    # model artifacts, baselines and reports in the S3 artifact store; the publication run the
+    # daemon launched works on its own copy and had the archive from there
+    stored = set(objects(settings["INTENT_MODELS_URI"] + "/"))
+    store_prefix = settings["INTENT_MODELS_URI"].removeprefix("s3://").partition("/")[2]
+    for key in (f"artifacts/{version}/model.tar.gz", f"artifacts/{version}_test_predictions.parquet",
+                f"reports/{version}/report.json", "baselines/logistic_test_predictions.parquet",
+                "uplift/current/manifest.json"):
+        assert f"{store_prefix}/{key}" in stored, sorted(stored)[:20]
+    assert publication_config["tar_path"] == (
+        f"{settings['INTENT_MODELS_URI']}/artifacts/{version}/model.tar.gz")
+    assert (home / "stack" / "dagster" / "models" / "artifacts" / version / "model.tar.gz").is_file()
     lake = LakeStorage(root=settings["INTENT_LAKE_URI"])
     assert len(lake.read("sessions", ["2026-10-01"])) > 3000
 
