@@ -40,6 +40,10 @@ USER_FEATURES: tuple[tuple[str, str, object], ...] = (
     ("user_top_category_purchase_share", "float", NAN),
     ("user_coupon_share", "float", NAN),
     ("user_mean_discount", "float", NAN),
+    ("user_sessions_lifetime", "int", 0),
+    ("user_purchase_rate_shrunk", "float", NAN),
+    ("user_purchases_decayed", "float", 0.0),
+    ("user_sessions_decayed", "float", 0.0),
 )
 PRODUCT_FEATURES: tuple[tuple[str, str, object], ...] = (
     ("product_view_to_purchase_7d", "float", NAN),
@@ -68,6 +72,11 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "user_top_category_purchase_share": "Share of the user's purchases in their top category.",
     "user_coupon_share": "Share of the user's orders placed with a discount.",
     "user_mean_discount": "Mean discount of the user's discounted orders.",
+    "user_sessions_lifetime": "Sessions the user started before the day (up to a year of history).",
+    "user_purchase_rate_shrunk": "Orders per session, shrunk toward all users' rate by a few "
+                                 "pseudo-sessions: a short history says little.",
+    "user_purchases_decayed": "Orders before the day, each weighted by half every 14 days of age.",
+    "user_sessions_decayed": "Sessions before the day, each weighted by half every 14 days of age.",
     "product_view_to_purchase_7d": "Smoothed purchases per view of the product, last 7 days.",
     "product_view_to_purchase_30d": "Smoothed purchases per view of the product, last 30 days.",
     "product_cart_to_purchase_7d": "Smoothed purchases per cart add of the product, last 7 days.",

@@ -36,6 +36,13 @@ CART_PSEUDO_COUNT = 5.0
 # Price relative to the category median: below LOW is "low", above HIGH is "high".
 PRICE_BAND_LOW = 0.8
 PRICE_BAND_HIGH = 1.25
+# Pseudo-sessions pulling a user's orders-per-session toward all users' rate as of the same cut.
+USER_PSEUDO_SESSIONS = 3.0
+# Recency-weighted user counts halve every this many days of age (age: cut day - event day).
+USER_HALF_LIFE_DAYS = 14.0
+# Decay weights are 2^((day - REFERENCE) / half-life), scaled back at the cut: a fixed reference
+# keeps the exponent small for any date this side of 2400.
+_DECAY_REFERENCE_DAY = 20_000
 # The longest product window: a product gets a row for day D if it had an event in it.
 PRODUCT_HORIZON_DAYS = 30
 
@@ -107,7 +114,9 @@ def user_features(orders: DataFrame, sessions: DataFrame, events: DataFrame,
     sessions, view and purchase shares from the events of non-bot sessions (views with a
     category / brand, purchase events with a category). A user without orders has 0 purchase
     counts and a 0.0 purchase rate, and null AOV, days since last purchase, coupon share, mean
-    discount and purchase share.
+    discount and purchase share. The shrunk rate is (orders + m * r) / (sessions + m) with
+    m = USER_PSEUDO_SESSIONS and r all users' orders per session as of the same cut; decayed
+    counts weigh each day's orders (sessions) by 2^-(age in days / USER_HALF_LIFE_DAYS).
     """
     spark = sessions.sparkSession
     request = request_days(spark, days)
@@ -185,9 +194,20 @@ def user_features(orders: DataFrame, sessions: DataFrame, events: DataFrame,
     def total(column: str, window) -> Column:
         return F.sum(column).over(window)
 
+    def decayed(column: str) -> Column:
+        """Sum of a daily count, each day weighted 2^-(age / half-life) at the cut."""
+        def weight(day: Column) -> Column:
+            return F.pow(F.lit(2.0), (day - F.lit(_DECAY_REFERENCE_DAY)) / F.lit(USER_HALF_LIFE_DAYS))
+        grown = F.sum(F.col(column) * weight(F.col("day"))).over(life)
+        return F.coalesce(grown / weight(F.col("day") + 1), F.lit(0.0))
+
     purchases = F.coalesce(total("orders_n", life), F.lit(0))
+    sessions_life = F.coalesce(total("sessions_n", life), F.lit(0))
     as_of = rows.select(
         "user_id", "day", "_grid",
+        sessions_life.alias("user_sessions_lifetime"),
+        decayed("orders_n").alias("user_purchases_decayed"),
+        decayed("sessions_n").alias("user_sessions_decayed"),
         purchases.alias("user_purchases_lifetime"),
         F.coalesce(total("orders_n", d90), F.lit(0)).alias("user_purchases_90d"),
         ((F.unix_micros(_cut(F.col("day"))) - F.max("last_order_us").over(life))
@@ -209,6 +229,21 @@ def user_features(orders: DataFrame, sessions: DataFrame, events: DataFrame,
         F.try_divide(total("discount_sum", life), total("discount_n", life))
         .alias("user_mean_discount"),
     ).where(F.col("_grid"))
+
+    # All users' orders per session as of each requested day: the prior the shrunk rate leans on.
+    everyone = (order_daily.groupBy("day").agg(F.sum("orders_n").alias("orders_n"))
+                .unionByName(session_daily.groupBy("day").agg(F.sum("sessions_n").alias("sessions_n")),
+                             allowMissingColumns=True)
+                .join(F.broadcast(request.select(F.col("day").alias("as_of"))),
+                      F.col("day") <= F.col("as_of"))
+                .groupBy(F.col("as_of").alias("day"))
+                .agg(F.coalesce(F.try_divide(F.sum("orders_n").cast("double"), F.sum("sessions_n")),
+                                F.lit(0.0)).alias("_prior_rate")))
+    m = F.lit(USER_PSEUDO_SESSIONS)
+    as_of = (as_of.join(F.broadcast(everyone), "day", "left")
+             .withColumn("user_purchase_rate_shrunk",
+                         (F.col("user_purchases_lifetime") + m * F.coalesce("_prior_rate", F.lit(0.0)))
+                         / (F.col("user_sessions_lifetime") + m)))
     return _keyed_output(as_of, "user_id", USER_FEATURES)
 
 

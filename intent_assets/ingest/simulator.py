@@ -6,8 +6,11 @@ leaving), or does not convert. The prior of that outcome is built from observabl
 (the user's lasting propensity, which shows in their purchase history; device; country; traffic
 source; hour and weekday; the category they came for) plus a hidden intent the model never sees.
 Events then follow a Markov chain over event types whose transition weights depend on the
-outcome. Because the chain is known, the true probability that the session's label is 1 after
-each event is exact: the prior times the likelihood ratio of the events so far. That oracle is
+outcome and on the session's history (a full cart, a return to the cart page). The prior has
+non-additive terms too (device x hour, country x device, coupon habit x the category's price
+level); all five are `simulator_world.INTERACTIONS`. Because the chain is known, the true
+probability that the session's label is 1 after each event is exact: the prior times the likelihood ratio of the
+events so far, each step's ratio taken from the very weights that drew it. That oracle is
 written apart from the clickstream; the model never reads it.
 
 Everything is deterministic given (config, day): the world (catalog, users) depends on the seed
@@ -27,14 +30,20 @@ import pandas as pd
 from intent_assets.ingest.simulator_incidents import plant_day
 from intent_assets.ingest.simulator_noise import arrival_noise, bot_events
 from intent_assets.ingest.simulator_world import (
+    CART_RETURNS,
+    CART_VALUE_THRESHOLD,
     CATEGORIES,
     COUNTRIES,
+    COUNTRY_DEVICE_EFFECT,
     COUNTRY_EFFECT,
     DEVICE_EFFECT,
+    DEVICE_HOUR_EFFECT,
     DEVICE_WEIGHTS,
     DEVICES,
     HOUR_EFFECT,
     HOUR_WEIGHTS,
+    PRICE_LEVEL_REFERENCE,
+    PRICE_SENSITIVITY,
     SOURCE_EFFECT,
     SOURCE_WEIGHTS,
     SOURCES,
@@ -111,7 +120,8 @@ def _pick_products(rng, tables, categories: np.ndarray) -> np.ndarray:
 
 
 def _weights(state: np.ndarray, has_cart: np.ndarray, has_product: np.ndarray,
-             step: int) -> np.ndarray:
+             step: int, big_cart: np.ndarray | None = None,
+             returned: np.ndarray | None = None) -> np.ndarray:
     """Transition weights of each outcome class for live sessions: (class, session, action).
 
     Rules every class obeys: removing, checking out and buying need a cart; carting needs a
@@ -119,8 +129,23 @@ def _weights(state: np.ndarray, has_cart: np.ndarray, has_product: np.ndarray,
     that converts later never leaves with an empty cart; in very long sessions both are steered
     to the till so the chain ends by MAX_STEPS. The oracle uses these same vectors, so it stays
     exact.
+
+    Interactions with what the session did so far (None: switched off): with a cart worth
+    `CART_VALUE_THRESHOLD` (`big_cart`) buyers check out far more and the others leave; once the
+    shopper returned to the cart page (`returned`) buyers check out and the others empty the cart.
     """
     w = WEIGHTS[:, state, :].copy()
+    if big_cart is not None and big_cart.any():
+        w[1:, big_cart, A["checkout"]] *= 5.0
+        w[1:, big_cart, A["view"]] *= 0.5
+        w[0, big_cart, A["exit"]] *= 5.0
+        w[0, big_cart, A["checkout"]] *= 0.2
+        w[0, big_cart, A["cart"]] *= 0.5
+    if returned is not None and returned.any():
+        w[1:, returned, A["checkout"]] *= 4.0
+        w[1:, returned, A["remove_from_cart"]] *= 0.3
+        w[0, returned, A["remove_from_cart"]] *= 3.0
+        w[0, returned, A["exit"]] *= 3.0
     for action in ("remove_from_cart", "checkout", "purchase"):
         w[:, ~has_cart, A[action]] = 0.0
     w[:, ~has_product, A["cart"]] = 0.0
@@ -144,6 +169,24 @@ def _weights(state: np.ndarray, has_cart: np.ndarray, has_product: np.ndarray,
 def _gap_seconds(rng, actions: np.ndarray) -> np.ndarray:
     med = np.array([GAP_MEDIAN_S.get(a, 10.0) for a in ACTIONS])[actions]
     return med * rng.lognormal(0.0, 0.6, len(actions))
+
+
+def _prior_interactions(config: SimulatorConfig, users: pd.DataFrame, u: np.ndarray,
+                        device: np.ndarray, hour: np.ndarray, target: np.ndarray,
+                        country: np.ndarray) -> np.ndarray:
+    """The prior's non-additive terms: device x hour, country x device, coupon habit x the
+    category's price level."""
+    out = np.zeros(u.size)
+    if "device_hour" in config.interactions:
+        out += DEVICE_HOUR_EFFECT[device, hour]
+    if "country_device" in config.interactions:
+        out += COUNTRY_DEVICE_EFFECT[country, device]
+    if "price_sensitivity" in config.interactions:
+        affinity = users["coupon_affinity"].to_numpy()
+        habit = (affinity[u] - affinity.mean()) / affinity.std()
+        level = np.log(np.array([c[1] for c in CATEGORIES]) / PRICE_LEVEL_REFERENCE)[target]
+        out -= PRICE_SENSITIVITY * habit * level
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -174,7 +217,8 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     intent = rng.normal(0.0, config.intent_sd, n)
     prior_logit = (config.base_logit + users["propensity"].to_numpy()[u] + COUNTRY_EFFECT[country]
                    + DEVICE_EFFECT[device] + SOURCE_EFFECT[source] + HOUR_EFFECT[hour]
-                   + WEEKDAY_EFFECT[day.weekday()] + cat_effect[target] + intent)
+                   + WEEKDAY_EFFECT[day.weekday()] + cat_effect[target] + intent
+                   + _prior_interactions(config, users, u, device, hour, target, country))
     p_convert = _sigmoid(prior_logit)
     converts = rng.random(n) < p_convert
     outcome = np.where(converts, np.where(rng.random(n) < COMEBACK_SHARE, 2, 1), 0)
@@ -188,12 +232,19 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     loglik = np.zeros((n, 3))
     cart_items: list[list[int]] = [[] for _ in range(n)]
     current = np.full(n, -1)
-    records = []   # (session, step, action, product, t, p_true)
+    cart_value = np.zeros(n)
+    cart_pages = np.zeros(n, dtype=np.int64)
+    price_of = products["price"].to_numpy()
+    value_on = "value_threshold" in config.interactions
+    return_on = "cart_return" in config.interactions
+    records = []   # (session, step, action, product, t, p_true, cart page)
     step = 0
     while alive.any():
         live = np.flatnonzero(alive)
-        w = _weights(state[live], np.array([len(cart_items[i]) > 0 for i in live]),
-                     current[live] >= 0, step)
+        has_cart = np.array([len(cart_items[i]) > 0 for i in live], dtype=bool)
+        w = _weights(state[live], has_cart, current[live] >= 0, step,
+                     big_cart=(cart_value[live] >= CART_VALUE_THRESHOLD) & has_cart if value_on else None,
+                     returned=(cart_pages[live] >= CART_RETURNS) & has_cart if return_on else None)
         probs = w / w.sum(axis=2, keepdims=True)
         own = probs[outcome[live], np.arange(live.size)]
         choice = (own.cumsum(axis=1) > rng.random(live.size)[:, None]).argmax(axis=1)
@@ -220,12 +271,19 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
                 product[j] = current[i]
                 if a == A["cart"]:
                     cart_items[i].append(int(current[i]))
+                    cart_value[i] += price_of[current[i]]
             elif a == A["remove_from_cart"]:
                 product[j] = cart_items[i].pop()
+                cart_value[i] = max(cart_value[i] - price_of[product[j]], 0.0)
+        # A page view from the cart is the cart page 70 % of the time, whatever the outcome.
+        from_cart = np.isin(state[go], [S["cart"], S["remove_from_cart"], S["checkout"]])
+        cart_page = (act_go == A["page_view"]) & from_cart & (rng.random(go.size) < 0.7)
+        cart_pages[go[cart_page]] += 1
         post = loglik[go] + np.log(class_prior[go])
         post = np.exp(post - post.max(axis=1, keepdims=True))
         p_true = np.where(act_go == A["purchase"], 1.0, (post[:, 1] + post[:, 2]) / post.sum(axis=1))
-        records.append((go, np.full(go.size, step - 1), act_go, product, t[go].copy(), p_true))
+        records.append((go, np.full(go.size, step - 1), act_go, product, t[go].copy(), p_true,
+                        cart_page))
         state[go] = np.array([S.get(ACTIONS[a], S["checkout"]) for a in act_go])
         alive[go[act_go == A["purchase"]]] = False
 
@@ -235,6 +293,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     prods = np.concatenate([r[3] for r in records])
     times = np.concatenate([r[4] for r in records])
     p_true = np.concatenate([r[5] for r in records])
+    cart_page = np.concatenate([r[6] for r in records])
 
     # Comeback buyers: a short second session a few minutes after the first one ends.
     last_t = pd.Series(times).groupby(sess).max()
@@ -246,11 +305,12 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         tt = t0
         for s, (a, p) in enumerate(seq):
             tt += 0.0 if s == 0 else float(_gap_seconds(rng, np.array([a]))[0])
-            cb_rows.append((n + k, s, a, p, tt, 1.0))
+            cb_rows.append((n + k, s, a, p, tt, 1.0, s == 0))
     cb_origin = {n + k: i for k, i in enumerate(cb)}
 
     # -- assemble the clickstream -----------------------------------------------------------
-    frame = pd.DataFrame({"s": sess, "step": steps, "a": acts, "p": prods, "t": times, "p_true": p_true})
+    frame = pd.DataFrame({"s": sess, "step": steps, "a": acts, "p": prods, "t": times, "p_true": p_true,
+                          "cart_page": cart_page})
     # A purchase is one event per item in the cart (as REES46 records it), a second apart.
     buys = frame["a"].to_numpy() == A["purchase"]
     lines = frame[buys].copy()
@@ -274,12 +334,8 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     sess_ids = string_ids(f"{tag}-", frame["s"])
     event_time = midnight + pd.to_timedelta(np.round(frame["t"].to_numpy(), 3), unit="s")
 
-    prev_action = np.concatenate([["start"], action[:-1]])
-    new_session = np.concatenate([[True], frame["s"].to_numpy()[1:] != frame["s"].to_numpy()[:-1]])
-    prev_action = np.where(new_session, "start", prev_action)
-    in_cart_state = np.isin(prev_action, ["cart", "remove_from_cart", "checkout"])
     page_type = np.where(action == "page_view",
-                         np.where(is_cb | (in_cart_state & (rng.random(len(frame)) < 0.7)), "cart",
+                         np.where(frame["cart_page"].to_numpy(dtype=bool), "cart",
                                   rng.choice(["home", "listing", "account"], len(frame), p=[0.35, 0.5, 0.15])),
                          None)
 
@@ -322,6 +378,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         "session_id": string_ids(f"{tag}-", np.arange(n)),
         "user_id": users["user_id"].to_numpy()[u],
         "prior": p_convert, "hidden_intent": intent, "outcome": outcome, "is_bot": False,
+        "propensity": users["propensity"].to_numpy()[u],
     })
 
     bots, bot_sessions = bot_events(config, rng, day, n, n_bots, products)

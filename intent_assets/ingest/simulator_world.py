@@ -47,6 +47,41 @@ CATEGORIES = (
     ("auto.accessories", 55.0, 0.35, -0.10), ("country_yard.garden", 80.0, 0.38, -0.05),
 )
 
+# -- interactions: where conversion is not additive in what the model sees ---------------------
+# Each can be switched off (`SimulatorConfig.interactions`) to measure what it adds
+# (benchmarks/simulator_interactions.py; docs/model.md).
+INTERACTIONS = ("value_threshold", "cart_return", "device_hour", "price_sensitivity",
+                "country_device")
+# device x UTC hour on the prior's logit, a daily wave per device: desktops buy around noon UTC
+# (office hours), phones late in the evening, tablets in the evening and only half as strongly.
+# Each device's wave averages to about zero over the day's traffic mix, so the hour alone (what an
+# additive model sees) says little; device and hour together say a lot.
+DEVICE_HOUR_PEAK = np.array([12.0, 21.0, 20.0])        # desktop, mobile, tablet (UTC hour)
+DEVICE_HOUR_AMPLITUDE = np.array([1.2, 1.2, 0.6])
+DEVICE_HOUR_EFFECT = DEVICE_HOUR_AMPLITUDE[:, None] * np.cos(
+    2 * np.pi * (np.arange(24)[None, :] - DEVICE_HOUR_PEAK[:, None]) / 24)
+# country x device on the prior's logit: in phone-first markets (BR, IN, PL) phones convert and
+# desktops do not; in DE, GB and US the reverse (rows: COUNTRIES, columns: DEVICES).
+COUNTRY_DEVICE_EFFECT = np.array([
+    [0.5, -0.5, 0.0],    # US
+    [0.5, -0.5, 0.0],    # GB
+    [0.7, -0.7, 0.0],    # DE
+    [0.0, 0.0, 0.0],     # FR
+    [-0.5, 0.5, 0.0],    # PL
+    [-0.7, 0.7, 0.0],    # BR
+    [-0.7, 0.7, 0.0],    # IN
+])
+# Price sensitivity: a shopper who shops with coupons (coupon affinity above the typical one)
+# shies away from expensive categories and favours cheap ones; one who never does the reverse.
+PRICE_SENSITIVITY = 0.30          # logit per (coupon-affinity sd x log category price level)
+PRICE_LEVEL_REFERENCE = 60.0      # a category priced at this median is neutral
+# Value threshold: once the cart holds this much, buyers head for the checkout and the
+# window-shoppers who filled it leave.
+CART_VALUE_THRESHOLD = 150.0
+# Cart return: once the shopper came back to the cart page with something in it.
+CART_RETURNS = 1
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
     """Knobs of the simulated marketplace. Sessions per day sets the scale."""
@@ -55,7 +90,7 @@ class SimulatorConfig:
     sessions_per_day: int = 20_000
     n_users: int = 0              # 0: 2.5 users per daily session
     n_products: int = 4_000
-    base_logit: float = -3.8
+    base_logit: float = -4.3
     intent_sd: float = 0.55       # hidden intent: the part of the prior no feature can see
     propensity_sd: float = 0.85   # lasting per-user propensity: shows in purchase history
     bot_share: float = 0.012
@@ -64,6 +99,12 @@ class SimulatorConfig:
     malformed_share: float = 0.001
     # planted incidents (`simulator_incidents.Incident`), each on its own day; none by default
     incidents: tuple = ()
+    interactions: tuple[str, ...] = INTERACTIONS
+
+    def __post_init__(self):
+        unknown = sorted(set(self.interactions) - set(INTERACTIONS))
+        if unknown:
+            raise ValueError(f"unknown simulator interactions {unknown}; known: {list(INTERACTIONS)}")
 
     @property
     def users(self) -> int:

@@ -187,6 +187,25 @@ def test_windows_include_their_first_instant_and_nothing_before(user_rows):
     assert user_rows.loc[("u4", D2), "user_sessions_30d"] == 0
 
 
+def test_shrunk_rate_and_recency_weighted_counts_by_hand(user_rows):
+    # As of D1, all users: 4 orders (o0, o1, o2, o4) in 7 human sessions; 3 pseudo-sessions.
+    prior = 4 / 7
+    u1, u2 = user_rows.loc[("u1", D1)], user_rows.loc[("u2", D1)]
+    assert u1["user_sessions_lifetime"] == 4
+    assert u1["user_purchase_rate_shrunk"] == pytest.approx((3 + 3 * prior) / (4 + 3))
+    assert u2["user_purchase_rate_shrunk"] == pytest.approx(3 * prior / (1 + 3))
+    # Age in days from the cut (D1 + 1) to each order's day, halving every 14 days.
+    assert u1["user_purchases_decayed"] == pytest.approx(
+        2 ** (-91 / 14) + 2 ** (-10 / 14) + 2 ** (-1 / 14))
+    assert u1["user_sessions_decayed"] == pytest.approx(
+        2 ** (-91 / 14) + 2 ** (-39 / 14) + 2 ** (-10 / 14) + 2 ** (-1 / 14))
+    assert u2["user_purchases_decayed"] == 0.0
+    # A day later every weight has halved by 2^(-1/14) and the new day's rows come in.
+    later = user_rows.loc[("u1", D2)]
+    assert later["user_purchases_decayed"] == pytest.approx(
+        u1["user_purchases_decayed"] * 2 ** (-1 / 14) + 2 ** (-1 / 14))
+
+
 def test_user_without_orders_gets_zero_counts_and_null_means(user_rows):
     u2 = user_rows.loc[("u2", D1)]
     assert u2["user_purchases_lifetime"] == 0 and u2["user_purchases_90d"] == 0

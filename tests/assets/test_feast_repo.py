@@ -58,6 +58,10 @@ def _user_rows(day: str, k: int, users=("u1", "u2")) -> pd.DataFrame:
         "user_top_category_purchase_share": [k / 11] * n,
         "user_coupon_share": [k / 13] * n,
         "user_mean_discount": [k / 17] * n,
+        "user_sessions_lifetime": [3 * k] * n,
+        "user_purchase_rate_shrunk": [k / 19] * n,
+        "user_purchases_decayed": [k / 23] * n,
+        "user_sessions_decayed": [k / 29] * n,
     })
 
 

@@ -380,6 +380,30 @@ def test_the_noise_floor_applies_to_judged_segments_too():
     assert not passed and meta["failing_segments"][0]["bound"] < 0.2
 
 
+def test_a_calibrated_model_passes_many_small_segments_together():
+    """Six to eleven small judged segments are as many tests at once: at 95 % each, a calibrated
+    model would be blocked by one of them about a third of the time (14 of these 20 draws pass);
+    with each segment's floor at 1 − 0.05 / segments it passes all together about 95 % of the
+    time."""
+    passed, judged = [], set()
+    for seed in range(20):
+        test = _small_test_set(1600, seed)
+        rng = np.random.default_rng(seed + 100)
+        session = test["session_id"].astype(int).to_numpy()
+        test = test.assign(device=np.array(list("abcdefgh"))[rng.integers(0, 8, 1600)][session],
+                           country=np.array(list("ijklmnop"))[rng.integers(0, 8, 1600)][session])
+        table = metrics.segment_metrics(test["label"], test["probability"], test["weight"],
+                                        test[["device", "country"]])
+        ece = metrics.ece(test["label"], test["probability"], test["weight"])
+        noise = calibration_noise(test, table)
+        ok, meta = ece_gate(ece, table, noise=noise)
+        passed.append(ok)
+        judged.add(meta["segments_judged"])
+        k = meta["segments_judged"]
+        assert {n["level"] for n in noise["segments"].values()} == {1 - 0.05 / k}
+    assert min(judged) >= 6 and sum(passed) >= 17
+
+
 def test_beats_baseline_gate_fails_a_model_that_loses_to_logistic():
     df = _sessions(6000, 47)
     train, test = df.iloc[:4000], df.iloc[4000:]

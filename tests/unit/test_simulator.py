@@ -4,6 +4,19 @@ import numpy as np
 import pandas as pd
 
 from intent_assets.ingest.simulator import SimulatorConfig, events_on, simulate_day
+from intent_assets.ingest.simulator_world import (
+    CART_RETURNS,
+    CART_VALUE_THRESHOLD,
+    CATEGORIES,
+    COUNTRIES,
+    COUNTRY_DEVICE_EFFECT,
+    DEVICE_HOUR_EFFECT,
+    DEVICES,
+    INTERACTIONS,
+    PRICE_LEVEL_REFERENCE,
+    PRICE_SENSITIVITY,
+    build_world,
+)
 from streaming_jobs.contract import COLUMNS, EVENT_TYPES, split_duplicates, validate_events
 
 CONFIG = SimulatorConfig(seed=11, sessions_per_day=4000)
@@ -83,3 +96,127 @@ def test_events_on_a_day_include_sessions_spilling_past_midnight():
     assert (valid["event_time"].dt.date == DAY).all()
     yesterday = (DAY - dt.timedelta(days=1)).strftime("%Y%m%d")
     assert valid["session_id"].str.startswith(yesterday).any()
+
+
+# -- interactions: where conversion is not additive in what the model sees ---------------------
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+def _humans(config, day=DAY):
+    sim = simulate_day(config, day)
+    return sim, sim.oracle_sessions[~sim.oracle_sessions["is_bot"]].set_index("session_id")
+
+
+def _session_start(sim):
+    """Device, country and UTC start hour of each simulated (non-bot) session, from its first
+    event."""
+    first = sim.oracle_events[sim.oracle_events["step"] == 0].drop_duplicates("session_id")
+    where = sim.events.drop_duplicates("session_id").set_index("session_id")
+    frame = first.set_index("session_id")
+    return pd.DataFrame({"device": where["device"].reindex(frame.index),
+                         "country": where["country"].reindex(frame.index),
+                         "hour": frame["event_time"].dt.hour})
+
+
+def test_device_hour_country_device_and_price_sensitivity_shift_the_prior_by_their_stated_terms():
+    _, none = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=()))
+    sim, dh = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("device_hour",)))
+    start = _session_start(sim).reindex(dh.index).dropna()
+    shift = (_logit(dh["prior"]) - _logit(none["prior"])).reindex(start.index)
+    expected = DEVICE_HOUR_EFFECT[start["device"].map({d: i for i, d in enumerate(DEVICES)}).to_numpy(),
+                                  start["hour"].to_numpy(dtype=int)]
+    np.testing.assert_allclose(shift.to_numpy(), expected, atol=1e-9)
+    assert set(np.round(expected, 3)) >= {1.2, -1.2}
+    # a wave per device: desktops peak at noon UTC, phones at 21
+    assert DEVICE_HOUR_EFFECT[0].argmax() == 12 and DEVICE_HOUR_EFFECT[1].argmax() == 21
+
+    sim, cd = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("country_device",)))
+    start = _session_start(sim).reindex(cd.index).dropna()
+    shift = (_logit(cd["prior"]) - _logit(none["prior"])).reindex(start.index)
+    expected = COUNTRY_DEVICE_EFFECT[start["country"].map({c: i for i, c in enumerate(COUNTRIES)}).to_numpy(),
+                                     start["device"].map({d: i for i, d in enumerate(DEVICES)}).to_numpy()]
+    np.testing.assert_allclose(shift.to_numpy(), expected, atol=1e-9)
+    assert set(np.round(expected, 3)) >= {0.7, -0.7, 0.0}
+
+    _, ps = _humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=("price_sensitivity",)))
+    users = build_world(CONFIG).users.set_index("user_id")["coupon_affinity"]
+    habit = ((users - users.mean()) / users.std(ddof=0)).reindex(ps["user_id"]).to_numpy()
+    per_habit = (_logit(ps["prior"]) - _logit(none["prior"])).to_numpy() / habit
+    # the shift per unit of coupon habit is one of the categories' -k * log(price level)
+    levels = -PRICE_SENSITIVITY * np.log(np.array([c[1] for c in CATEGORIES]) / PRICE_LEVEL_REFERENCE)
+    assert np.abs(per_habit[:, None] - levels[None, :]).min(axis=1).max() < 1e-6
+    assert len(np.unique(np.round(per_habit, 6))) == len(CATEGORIES)
+
+
+def _after_trigger(sim, humans, trigger: str) -> pd.Series:
+    """Per non-converting session that reached the trigger, how many events it had after it."""
+    ev = sim.events.drop_duplicates("event_id").dropna(subset=["event_time", "session_id"])
+    ev = ev[ev["session_id"].isin(humans.index[humans["outcome"] == 0])]
+    ev = ev.sort_values(["session_id", "event_time", "event_id"])
+    price = ev["price"].fillna(0.0)
+    if trigger == "value_threshold":
+        delta = np.where(ev["event_type"] == "cart", price,
+                         np.where(ev["event_type"] == "remove_from_cart", -price, 0.0))
+        reached = pd.Series(delta, index=ev.index).groupby(ev["session_id"]).cumsum() >= CART_VALUE_THRESHOLD
+    else:
+        pages = (ev["page_type"] == "cart").astype(int)
+        reached = pages.groupby(ev["session_id"]).cumsum() >= CART_RETURNS
+    after = reached.groupby(ev["session_id"]).cumsum()
+    return (after[after > 0] - 1).groupby(ev.loc[after.index[after > 0], "session_id"]).max()
+
+
+def test_a_full_cart_and_a_return_to_it_send_non_buyers_away():
+    for trigger in ("value_threshold", "cart_return"):
+        sims = [_humans(SimulatorConfig(seed=11, sessions_per_day=4000, interactions=on), day)
+                for on in ((), (trigger,)) for day in (DAY, DAY + dt.timedelta(days=1))]
+        without = pd.concat([_after_trigger(s, h, trigger) for s, h in sims[:2]])
+        with_it = pd.concat([_after_trigger(s, h, trigger) for s, h in sims[2:]])
+        assert len(without) > 100 and len(with_it) > 100
+        # without the interaction, browsing goes on; with it, non-buyers leave soon after
+        assert with_it.mean() < 0.75 * without.mean(), trigger
+
+
+def test_the_oracle_is_the_probability_that_generated_the_label_in_every_interaction_cell():
+    """The prior is the outcome's probability and p_true after any event is the posterior: both
+    calibrated within cells the interactions define (one draw per session, so samples are
+    independent)."""
+    full = SimulatorConfig(seed=11, sessions_per_day=4000)
+    assert full.interactions == INTERACTIONS
+    frames = []
+    for day in (DAY, DAY + dt.timedelta(days=1)):
+        sim, humans = _humans(full, day)
+        start = _session_start(sim).reindex(humans.index)
+        frames.append(humans.assign(device=start["device"], country=start["country"],
+                                    evening=start["hour"] >= 18))
+    s = pd.concat(frames)
+    y = (s["outcome"] > 0).astype(float)
+    for cells in (["device", "evening"], ["country", "device"]):
+        for _, cell in s.groupby(cells):
+            yc = y.loc[cell.index]
+            se = np.sqrt((cell["prior"] * (1 - cell["prior"])).sum()) / len(cell)
+            assert abs(yc.mean() - cell["prior"].mean()) < 4 * se + 1e-3
+
+    # per event: among each session's events once its cart passed the value threshold, the one
+    # after the crossing: mean p_true is the rate
+    picks = []
+    for day in (DAY, DAY + dt.timedelta(days=1)):
+        sim, humans = _humans(full, day)
+        o = sim.oracle_events.merge(sim.events.drop_duplicates("event_id")[["event_id", "price"]],
+                                    on="event_id").sort_values(["session_id", "step"])
+        o = o[o["session_id"].isin(humans.index) & (o["event_type"] != "purchase")]
+        price = o["price"].fillna(0.0)
+        delta = np.where(o["event_type"] == "cart", price,
+                         np.where(o["event_type"] == "remove_from_cart", -price, 0.0))
+        over = pd.Series(delta, index=o.index).groupby(o["session_id"]).cumsum() >= CART_VALUE_THRESHOLD
+        after = o[over].groupby("session_id").nth(1).set_index("session_id")
+        picks.append(pd.DataFrame({"p": after["p_true"],
+                                   "y": (humans.loc[after.index, "outcome"] > 0).astype(float),
+                                   "start": o.groupby("session_id")["p_true"].first()
+                                   .reindex(after.index)}))
+    pick = pd.concat(picks)
+    se = np.sqrt((pick["p"] * (1 - pick["p"])).sum()) / len(pick)
+    assert len(pick) > 200 and abs(pick["y"].mean() - pick["p"].mean()) < 4 * se + 1e-3
+    # and the jump is there: these sessions looked far less certain at their first event
+    assert pick["p"].mean() > 1.5 * pick["start"].mean()
