@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 from pydantic import StrictInt, StrictStr, StringConstraints, ValidationError
 
-from streaming_jobs.contract import EVENT_TYPES, event_refusal
+from streaming_jobs.contract import EVENT_TYPES, args_refusal
+from streaming_jobs.event_fields import micros
 
 MAX_BATCH = 100
 MAX_PRECEDING = 50
@@ -65,32 +66,49 @@ class ScoreRequest(BaseModel):
         """Why the request's events cannot be folded (the contract's reason, or their order), or
         None. Not a 422: like the stream, which quarantines a bad event instead of failing, the
         API scores the request without them and flags it (`event_refused`)."""
-        return self.records_refusal(self.event_record(), self.preceding_records())
+        return self.args_refusal(self.event_args(), self.preceding_args())
 
-    def records_refusal(self, record: dict[str, Any] | None, preceding: list[dict[str, Any]]
-                        ) -> str | None:
-        """`event_refusal`, given the request's `event_record()` and `preceding_records()` (the
-        API builds them once for both uses)."""
-        if self.event is None:
+    def args_refusal(self, event: tuple | None, preceding: list[tuple]) -> str | None:
+        """`event_refusal`, given the request's `event_args()` and `preceding_args()` (the API
+        builds them once, for this check and for the fold)."""
+        if event is None:
             return "preceding_events without the triggering event" if self.preceding_events \
                 else None
-        for each in (record, *preceding):
-            reason = event_refusal(each)
-            if reason is not None:
-                return f"event {each['event_id']}: {reason}"
-        if self.preceding_events:
-            ids = [e.event_id for e in self.preceding_events] + [self.event.event_id]
+        reason = args_refusal(event)
+        if reason is not None:
+            return f"event {event[1]}: {reason}"
+        if preceding:
+            for each in preceding:
+                reason = args_refusal(each)
+                if reason is not None:
+                    return f"event {each[1]}: {reason}"
+            ids = [e[1] for e in preceding] + [event[1]]
             if len(set(ids)) < len(ids):
                 return "preceding_events and event repeat an event_id"
-            last = (self.event.event_time, self.event.event_id)
-            if any((e.event_time, e.event_id) > last for e in self.preceding_events):
+            last = (event[2], event[1])
+            if any((e[2], e[1]) > last for e in preceding):
                 return "preceding_events must come before the triggering event"
         return None
 
+    def _args(self, event: ScoreEvent) -> tuple:
+        # `event_args(self._record(event))`, which a test holds it to, without the record: the
+        # body's fields are already text or None, the price a number, the time zone-aware
+        fields = event.__dict__
+        price = fields["price"]
+        return (self.session_id, fields["event_id"], micros(fields["event_time"]),
+                fields["event_type"], self.user_id, fields["product_id"], fields["category_id"],
+                None if price is None else float(price), fields["device"], fields["country"],
+                fields["traffic_source"], fields["page_type"])
+
+    def event_args(self) -> tuple | None:
+        """The triggering event as the state machine applies it (`session_state.event_args`)."""
+        return self._args(self.event) if self.event is not None else None
+
+    def preceding_args(self) -> list[tuple]:
+        return [self._args(e) for e in self.preceding_events] if self.preceding_events else []
+
     def _record(self, event: ScoreEvent) -> dict[str, Any]:
         record = event.__dict__.copy()
-        # the same instant in the stdlib's UTC: the contract's check and the fold's arithmetic
-        # compare it with UTC datetimes, which costs a call into the parser's tzinfo otherwise
         record["event_time"] = event.event_time.astimezone(dt.timezone.utc)
         record["session_id"] = self.session_id
         record["user_id"] = self.user_id

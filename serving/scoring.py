@@ -32,8 +32,9 @@ from serving.online_reader import AsyncOnlineReader, RedisUnavailable
 from serving.offers import OfferChooser
 from serving.policy import OFFERS, PolicyParams
 from serving.preference import NO_SIGNALS, CategoryRanker, stored_signals
-from streaming_jobs.moment import event_time_us, fold_event
+from streaming_jobs.moment import fold_args
 from streaming_jobs.online_layout import DEFAULT_PROJECT
+from streaming_jobs.session_state import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ PRIOR_MOMENT, PRIOR_SESSION = "scoring_moment", "session"
 # A sample is enough to measure skew and drift per day; logging every vector costs each request
 # its serialization and the log ~1 KB a decision. `intent demo` logs all of them.
 LOG_FEATURES_RATE = 0.05
+# positions in a request's event (`session_state.event_args`)
+_TIME, _PRODUCT = 2, 5
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,10 @@ class ScoreInput:
     session_id: str
     product_id: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
-    # the triggering event as a contract record (`streaming_jobs.moment` folds it), or None
-    event: Mapping[str, Any] | None = None
-    preceding: Sequence[Mapping[str, Any]] = ()
+    # the triggering event as the state machine takes it (`session_state.event_args`: session,
+    # id, time in us, type, user, product, ...; `streaming_jobs.moment` folds it), or None
+    event: tuple | None = None
+    preceding: Sequence[tuple] = ()
     # why the request's events were not folded (they broke the contract), or None
     event_refused: str | None = None
 
@@ -219,13 +223,13 @@ class ScoringEngine:
             return _outage(layout, event)
         product_id = req.product_id
         if product_id is None and event is not None:
-            product_id = event.get("product_id")
+            product_id = event[_PRODUCT]
         try:
             # the upsell's preference reads the stored state: one more field, same round trip
             with_state = event is not None or self.preference is not None
             features = await reader.read(req.user_id, req.session_id, product_id, timeout=budget,
                                          with_state=with_state,
-                                         as_of_us=event_time_us(event) if event else None)
+                                         as_of_us=event[_TIME] if event else None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
@@ -253,18 +257,18 @@ class ScoringEngine:
             return _Read(features.row(), missing, [FALLBACK_STATE_UNAVAILABLE] + stale, None,
                          features.as_of_us)
         try:
-            moment = fold_event(orjson.loads(stored) if stored is not None else None, event,
-                                req.preceding)
+            moment = fold_args(orjson.loads(stored) if stored is not None else None, event,
+                               req.preceding)
         except (ValueError, KeyError, TypeError) as error:  # a state this code cannot read
             self._count("error", "session_state")
             log.warning("cannot fold onto session %s's stored state: %s", req.session_id, error)
             return _Read(features.with_session_row().row(), missing,
                          [FALLBACK_STATE_UNAVAILABLE] + stale, None, features.as_of_us)
         row = features.row()  # the session row's values left undecoded: the fold gives them
-        folded = moment.features
-        if len(folded) == len(layout.session_features):  # the model reads every session feature
-            row.update(folded)
+        if len(moment.values) == len(layout.session_features):  # the model reads them all
+            row.update(zip(FEATURE_NAMES, moment.values))
         else:
+            folded = moment.features
             for name in layout.session_features:
                 row[name] = folded[name]
         missing = [e for e in missing if e != "session"]
@@ -289,7 +293,7 @@ class ScoringEngine:
             return missing
         try:
             more = await self._reader.read(req.user_id, req.session_id, product_id,
-                                           timeout=budget, as_of_us=event_time_us(req.event))
+                                           timeout=budget, as_of_us=req.event[_TIME])
         except (asyncio.TimeoutError, RedisUnavailable, OSError) as error:
             self._count("error", "redis_error")
             log.debug("redis read of the session's latest product failed: %r", error)
@@ -465,7 +469,7 @@ class ScoringEngine:
             await self.endpoint.close()
 
 
-def _outage(layout: FeatureLayout, event: Mapping[str, Any] | None) -> _Read:
+def _outage(layout: FeatureLayout, event: tuple | None) -> _Read:
     """The answer's features when Redis cannot be read: the base rate of what the request
     stands for (a scoring moment when it carries its event, else a session) answers."""
     return _Read(defaults_row(layout), [], [FALLBACK_REDIS],

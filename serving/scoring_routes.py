@@ -41,13 +41,13 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _input(request: ScoreRequest) -> ScoreInput:
-    record, preceding = request.event_record(), request.preceding_records()
-    refused = request.records_refusal(record, preceding)
+    event, preceding = request.event_args(), request.preceding_args()
+    refused = request.args_refusal(event, preceding)
     if refused is not None:
         return ScoreInput(request.user_id, request.session_id, request.product_id,
                           request.context, event_refused=refused)
     return ScoreInput(request.user_id, request.session_id, request.product_id, request.context,
-                      record, preceding)
+                      event, preceding)
 
 
 class ScoringRoutes:

@@ -8,6 +8,7 @@ value kept as text.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -288,6 +289,40 @@ def event_refusal(event: Mapping) -> str | None:
     discount = event.get("discount")
     if discount is not None and not 0 <= discount <= 1:
         return "discount outside [0, 1]"
+    return None
+
+
+# `_EARLIEST` in microseconds since the epoch, as `session_state.event_args` gives a time
+_EARLIEST_US = (_EARLIEST - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(
+    microseconds=1)
+
+
+def args_refusal(args: tuple) -> str | None:
+    """`event_refusal` for one event as `session_state.event_args` gives it (session_id,
+    event_id, time in us, event_type, user_id, product_id, category_id, price, ...): an event
+    without revenue or discount, its ids text or None, its time present.
+
+    For the scoring API, which builds those from the validated request body (ids and type already
+    text, the time already in us) instead of a record; a test holds it to `event_refusal`'s
+    verdicts.
+    """
+    session_id, event_id, t, etype, user_id, product_id, _, price = args[:8]
+    if event_id is None or not event_id.strip():
+        return "missing event_id"
+    if etype is None or (etype.__class__ is str and not etype.strip()):
+        return "missing event_type"
+    if user_id is None or not user_id.strip():
+        return "missing user_id"
+    if session_id is None or not session_id.strip():
+        return "missing session_id"
+    if t < _EARLIEST_US:
+        return "event_time before 2000-01-01"
+    if etype not in EVENT_TYPES:
+        return "unknown event_type"
+    if etype in PRODUCT_EVENT_TYPES and (product_id is None or not product_id.strip()):
+        return "missing product_id for a product event"
+    if price is not None and price < 0:
+        return "negative price"
     return None
 
 

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Optional
 
-from streaming_jobs.event_fields import micros
 from streaming_jobs.session_state import (
     FEATURE_NAMES,
     IDENTITY_COLUMNS,
@@ -45,7 +44,7 @@ class Moment(NamedTuple):
     A named tuple: the scoring API builds one per request, and a frozen dataclass's init (one
     `object.__setattr__` per field) costs several times more."""
 
-    features: dict[str, Any]       # every session feature, by name
+    values: tuple                  # every session feature, in FEATURE_NAMES order
     how: str                       # STARTED, FOLDED or APPLIED
     version: int                   # events applied, the request's event included
     last_product_id: Optional[str]  # the product the state's latest product event named
@@ -57,6 +56,11 @@ class Moment(NamedTuple):
     # the state's per-category view counts and latest category (the upsell's preference reads them)
     category_views: Mapping[str, int] = MappingProxyType({})
     last_category_id: Optional[str] = None
+
+    @property
+    def features(self) -> dict[str, Any]:
+        """Every session feature, by name."""
+        return dict(zip(FEATURE_NAMES, self.values))
 
 
 def features_of(state) -> dict[str, Any]:
@@ -74,27 +78,30 @@ def fold_event(stored: Optional[Mapping], event: Mapping, preceding: Sequence[Ma
     when the stream is at most one event behind (it holds the state before `event`, or `event`
     starts the session).
     """
+    return fold_args(stored, event_args(event), [event_args(e) for e in preceding])
+
+
+def fold_args(stored: Optional[Mapping], args: tuple, preceding: Sequence[tuple] = ()
+              ) -> Moment:
+    """`fold_event` for events already cleaned into `event_args` tuples: the scoring API builds
+    them straight from the validated request body (`serving.api_requests`)."""
     state = from_dict(stored) if stored is not None else new_state()
-    # each event's fields cleaned once: its order, then its application (`apply_event`'s path)
-    args = event_args(event)
-    floor = (state.last_t, state.last_event_id) if state.version else None
-    if floor is not None and _order(args) <= floor:
-        return Moment(features_of(state), APPLIED, state.version, state.last_product_id,
-                      state.last_t, state.last_event_id, state.category_views,
-                      state.last_category_id)
-    how = FOLDED if floor is not None else STARTED
+    if state.version:
+        floor = (state.last_t, state.last_event_id)
+        if (args[2], args[1]) <= floor:
+            return Moment(_row(state)[_FIRST_FEATURE:], APPLIED, state.version,
+                          state.last_product_id, state.last_t, state.last_event_id,
+                          state.category_views, state.last_category_id)
+        how = FOLDED
+    else:
+        floor, how = None, STARTED
     if preceding:
-        for earlier in sorted(map(event_args, preceding), key=_order):
+        for earlier in sorted(preceding, key=_order):
             if floor is None or _order(earlier) > floor:
                 _apply(state, *earlier)
     _apply(state, *args)
-    return Moment(features_of(state), how, state.version, state.last_product_id, state.last_t,
-                  state.last_event_id, state.category_views, state.last_category_id)
-
-
-def event_time_us(event: Mapping) -> int:
-    """An event's time in microseconds since the epoch, as the state machine orders it."""
-    return micros(event["event_time"])
+    return Moment(_row(state)[_FIRST_FEATURE:], how, state.version, state.last_product_id,
+                  state.last_t, state.last_event_id, state.category_views, state.last_category_id)
 
 
 def _order(args: tuple) -> tuple[int, str]:

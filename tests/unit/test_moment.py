@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from intent_assets.features.snapshots import build_snapshots
 from serving.api_requests import ScoreRequest
 from streaming_jobs import session_state as ss
-from streaming_jobs.contract import EVENT_TYPES, event_refusal, validate_events
-from streaming_jobs.moment import APPLIED, FOLDED, STARTED, fold_event
+from streaming_jobs.contract import EVENT_TYPES, args_refusal, event_refusal, validate_events
+from streaming_jobs.moment import APPLIED, FOLDED, STARTED, fold_args, fold_event
 from streaming_jobs.session_fold import to_json
 
 T0 = pd.Timestamp("2026-10-15 23:58:00", tz="UTC")  # sessions cross midnight: hour and weekday move
@@ -102,13 +102,15 @@ def test_folded_features_equal_the_snapshot_of_the_cut_under_any_stream_lag(even
     carried = data.draw(st.integers(max(lag - 1, 0), k), label="preceding events carried")
     request = _request(ordered[k], data.draw(st.permutations(ordered[k - carried:k])))
 
-    moment = fold_event(stored, request.event_record(), request.preceding_records())
+    # the API's path: the fold of the events built straight from the validated body
+    moment = fold_args(stored, request.event_args(), request.preceding_args())
 
+    assert moment == fold_event(stored, request.event_record(), request.preceding_records())
     assert moment.how == (APPLIED if lag == 0 else FOLDED if stored is not None else STARTED)
     assert moment.version == k + 1
     assert moment.features == {name: cut[name] for name in ss.FEATURE_NAMES}
     if lag <= 1:  # the triggering event alone is enough when the stream is one event behind
-        alone = fold_event(stored, request.event_record())
+        alone = fold_args(stored, request.event_args())
         assert alone.features == moment.features
 
 
@@ -151,6 +153,39 @@ def test_one_record_is_judged_as_the_contract_judges_a_frame(record):
     verdict = validate_events(pd.DataFrame([record]))
     want = None if verdict.quarantine.empty else verdict.quarantine["quarantine_reason"].iloc[0]
     assert event_refusal(record) == want
+    if record["event_time"] is not None and record["revenue"] is None \
+            and record["discount"] is None:  # an event as the API's requests carry it
+        assert args_refusal(ss.event_args(record)) == want
+
+
+# what a request body's event may hold (the schema refuses the rest with a 422): blank or
+# space-only ids pass the schema, the contract refuses them
+_BODY_EVENTS = st.fixed_dictionaries({
+    "event_id": st.sampled_from(["e1", " ", "\u00a0", "e 2"]),
+    "event_type": st.sampled_from(EVENT_TYPES),
+    "event_time": st.sampled_from(["2026-10-15T10:00:00Z", "2026-10-15T12:00:00.000001+02:00",
+                                   "1999-12-31T23:59:59.999999Z", "2000-01-01T01:00:00+01:00",
+                                   "2000-01-01T00:00:00.000001+00:00"]),
+}, optional={
+    "product_id": st.sampled_from(["p1", " ", None]),
+    "category_id": st.sampled_from(["c1", None]),
+    "price": st.sampled_from([None, 0, 0.0, -0.0, 9, 9.5, -1, -0.01]),
+    "device": st.sampled_from(["mobile", " ", None]),
+    "country": st.sampled_from(["DE", None]),
+    "traffic_source": st.sampled_from(["ads", None]),
+    "page_type": st.sampled_from(["cart", None]),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=_BODY_EVENTS, user_id=st.sampled_from(["u1", " "]),
+       session_id=st.sampled_from(["s1", "\u2003"]))
+def test_a_body_event_is_cleaned_and_judged_as_its_contract_record(event, user_id, session_id):
+    request = ScoreRequest.model_validate_json(json.dumps(
+        {"user_id": user_id, "session_id": session_id, "event": event}))
+    record = request.event_record()
+    assert request.event_args() == ss.event_args(record)
+    assert args_refusal(request.event_args()) == event_refusal(record)
 
 
 def test_request_events_that_break_the_contract_are_refused_with_the_reason():
