@@ -3,7 +3,8 @@
 Today's sessions are compared with the days before (the baseline), overall and per segment
 (device, country, traffic source), and by an isolation forest over session behaviour vectors
 (`outliers`: fraud-like sessions no rule names). Each test is a proper one-sided test from scipy
-(Poisson for traffic counts, binomial for rates, Welch's t for engagement), and a finding needs
+(Poisson for traffic counts, binomial for the bot share, Fisher's exact test of today's
+purchases against the baseline's for conversion, Welch's t for engagement), and a finding needs
 both a small p-value and a material change, so a big day does not flag noise and a tiny segment
 does not flag chance. Minute by minute, the stream's aggregates are judged by `live_anomalies`.
 """
@@ -110,8 +111,11 @@ def detect_anomalies(today: pd.DataFrame, history: pd.DataFrame, segments: Seque
                                          views_base.mean(), t.pvalue, "warn", "product views per session"))
         rate_base = float(base_part["label"].mean())
         if rate_base > 0:
-            k = int(part["label"].sum())
-            p = sps.binomtest(k, len(part), rate_base, alternative="less").pvalue
+            # two samples: the baseline's rate is itself estimated from a few days, so today's
+            # rate is tested against the baseline's counts, not against its rate as if exact
+            k, kb = int(part["label"].sum()), int(base_part["label"].sum())
+            p = sps.fisher_exact([[k, len(part) - k], [kb, len(base_part) - kb]],
+                                 alternative="less").pvalue
             if p < rules.p_value and k / len(part) < rules.drop_ratio * rate_base:
                 findings.append(_finding("conversion_drop", segment, value, k / len(part), rate_base, p,
                                          "alert", "purchase rate of human sessions"))
