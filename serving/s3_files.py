@@ -5,6 +5,7 @@ it downloads what it reads and uploads what it wrote. A tree is mirrored exactly
 the prefix with no local file are deleted on upload, local files with no object on download), so
 a replaced directory such as ``uplift/current`` leaves nothing stale behind. Files are compared by
 MD5 against the object's ETag (a single-part upload's MD5): an unchanged file is not sent again.
+(Under SSE-KMS an ETag is not the MD5: every file is then transferred each time, still correct.)
 """
 
 from __future__ import annotations
