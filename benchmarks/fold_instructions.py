@@ -21,6 +21,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# this tree's benchmark helper, imported before `--code` puts another checkout first on the path:
+# its state machine is then that checkout's
+from benchmarks.serving import random_session  # noqa: E402
 
 
 def _cases(n_sessions: int = 200) -> list[tuple[bytes, bytes, bytes]]:
@@ -29,21 +33,13 @@ def _cases(n_sessions: int = 200) -> list[tuple[bytes, bytes, bytes]]:
     import pandas as pd
 
     from streaming_jobs.session_fold import to_json
-    from streaming_jobs.session_state import apply_event, new_state, to_dict
+    from streaming_jobs.session_state import to_dict
 
     rng = np.random.default_rng(0)
-    t0 = pd.Timestamp("2026-12-06 10:00", tz="UTC")
     cases = []
     for s in range(n_sessions):
-        sid, state, t = f"s{s}", new_state(), t0
-        for j in range(int(rng.integers(2, 16))):
-            t += pd.Timedelta(seconds=int(rng.integers(1, 60)))
-            etype = str(rng.choice(["view", "view", "view", "cart", "page_view", "search"]))
-            product = f"p{rng.integers(0, 2000)}" if etype in ("view", "cart") else None
-            apply_event(state, {"event_id": f"{sid}-{j:02d}", "event_time": t,
-                                "event_type": etype, "session_id": sid, "user_id": "u",
-                                "product_id": product, "category_id": "c1" if product else None,
-                                "price": 19.99 if product else None, "device": "mobile"})
+        sid = f"s{s}"
+        state, t = random_session(rng, sid, 2000)
         product = f"p{rng.integers(0, 2000)}"
         body = {"user_id": f"u{s}", "session_id": sid, "product_id": product}
         event = {**body, "event": {

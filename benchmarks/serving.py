@@ -532,6 +532,25 @@ def score_bodies(ids, rng, n: int = 500) -> list[dict]:
              "product_id": str(rng.choice(ids["product_id"]))} for _ in range(n)]
 
 
+def random_session(rng, sid: str, n_products: int):
+    """A session of 2 to 15 random events put through the state machine (whichever
+    `streaming_jobs` is first on the path): its state and its last event's time."""
+    import pandas as pd
+
+    from streaming_jobs.session_state import apply_event, new_state
+
+    state, t = new_state(), pd.Timestamp("2026-12-06 10:00", tz="UTC")
+    for j in range(int(rng.integers(2, 16))):
+        t += pd.Timedelta(seconds=int(rng.integers(1, 60)))
+        etype = str(rng.choice(["view", "view", "view", "cart", "page_view", "search"]))
+        product = f"p{rng.integers(0, n_products)}" if etype in ("view", "cart") else None
+        apply_event(state, {"event_id": f"{sid}-{j:02d}", "event_time": t,
+                            "event_type": etype, "session_id": sid, "user_id": "u",
+                            "product_id": product, "category_id": "c1" if product else None,
+                            "price": 19.99 if product else None, "device": "mobile"})
+    return state, t
+
+
 def moment_bodies(ids, rng, redis_url: str, n: int = 500) -> tuple[list[dict], list[dict]]:
     """/score bodies for the same sessions, users and products: without an event (the plain
     request) and with a triggering view the stream has not applied yet, folded at request time
@@ -542,22 +561,13 @@ def moment_bodies(ids, rng, redis_url: str, n: int = 500) -> tuple[list[dict], l
 
     from streaming_jobs import online_layout as layout
     from streaming_jobs.session_fold import to_json
-    from streaming_jobs.session_state import apply_event, new_state, to_dict
+    from streaming_jobs.session_state import to_dict
 
-    t0 = pd.Timestamp("2026-12-06 10:00", tz="UTC")
     sessions = ids["session_id"][:N_ENTITIES]
     last = {}
     pipe = redis.Redis.from_url(redis_url).pipeline(transaction=False)
     for sid in sessions:
-        state, t = new_state(), t0
-        for j in range(int(rng.integers(2, 16))):
-            t += pd.Timedelta(seconds=int(rng.integers(1, 60)))
-            etype = str(rng.choice(["view", "view", "view", "cart", "page_view", "search"]))
-            product = f"p{rng.integers(0, N_ENTITIES)}" if etype in ("view", "cart") else None
-            apply_event(state, {"event_id": f"{sid}-{j:02d}", "event_time": t,
-                                "event_type": etype, "session_id": sid, "user_id": "u",
-                                "product_id": product, "category_id": "c1" if product else None,
-                                "price": 19.99 if product else None, "device": "mobile"})
+        state, t = random_session(rng, sid, N_ENTITIES)
         pipe.hset(layout.entity_key("session_id", sid), layout.state_field("session_fv"),
                   to_json(to_dict(state)))
         last[sid] = t
