@@ -6,7 +6,6 @@ are refused); a refusal is a 422 whose ``detail`` names each bad field.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat
@@ -91,8 +90,9 @@ class ScoreRequest(BaseModel):
         return None
 
     def _args(self, event: ScoreEvent) -> tuple:
-        # `event_args(self._record(event))`, which a test holds it to, without the record: the
-        # body's fields are already text or None, the price a number, the time zone-aware
+        # `session_state.event_args` of the event's contract record (a test holds it to that),
+        # built without the record: the body's fields are already text or None, the price a
+        # number, the time zone-aware
         fields = event.__dict__
         price = fields["price"]
         return (self.session_id, fields["event_id"], micros(fields["event_time"]),
@@ -106,21 +106,6 @@ class ScoreRequest(BaseModel):
 
     def preceding_args(self) -> list[tuple]:
         return [self._args(e) for e in self.preceding_events] if self.preceding_events else []
-
-    def _record(self, event: ScoreEvent) -> dict[str, Any]:
-        record = event.__dict__.copy()
-        record["event_time"] = event.event_time.astimezone(dt.timezone.utc)
-        record["session_id"] = self.session_id
-        record["user_id"] = self.user_id
-        return record
-
-    def event_record(self) -> dict[str, Any] | None:
-        """The triggering event as a contract record (the request's session and user)."""
-        return self._record(self.event) if self.event is not None else None
-
-    def preceding_records(self) -> list[dict[str, Any]]:
-        return [self._record(e) for e in self.preceding_events]
-
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -3,6 +3,7 @@ training snapshot of that cut, under any stream lag; an applied event never coun
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import orjson
@@ -80,8 +81,16 @@ def _request(event: dict, preceding: list[dict] = ()) -> ScoreRequest:
     return ScoreRequest.model_validate_json(json.dumps(body))
 
 
+def _record(request: ScoreRequest, event) -> dict:
+    """A body event as the contract's record: its fields, the request's session and user, the
+    time in UTC."""
+    return {**event.__dict__, "event_time": event.event_time.astimezone(dt.timezone.utc),
+            "session_id": request.session_id, "user_id": request.user_id}
+
+
 def _request_event(event: dict) -> dict:
-    return _request(event).event_record()
+    request = _request(event)
+    return _record(request, request.event)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,7 +114,8 @@ def test_folded_features_equal_the_snapshot_of_the_cut_under_any_stream_lag(even
     # the API's path: the fold of the events built straight from the validated body
     moment = fold_args(stored, request.event_args(), request.preceding_args())
 
-    assert moment == fold_event(stored, request.event_record(), request.preceding_records())
+    assert moment == fold_event(stored, _record(request, request.event),
+                                [_record(request, e) for e in request.preceding_events])
     assert moment.how == (APPLIED if lag == 0 else FOLDED if stored is not None else STARTED)
     assert moment.version == k + 1
     assert moment.features == {name: cut[name] for name in ss.FEATURE_NAMES}
@@ -183,7 +193,7 @@ _BODY_EVENTS = st.fixed_dictionaries({
 def test_a_body_event_is_cleaned_and_judged_as_its_contract_record(event, user_id, session_id):
     request = ScoreRequest.model_validate_json(json.dumps(
         {"user_id": user_id, "session_id": session_id, "event": event}))
-    record = request.event_record()
+    record = _record(request, request.event)
     assert request.event_args() == ss.event_args(record)
     assert args_refusal(request.event_args()) == event_refusal(record)
 
