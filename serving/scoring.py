@@ -34,7 +34,7 @@ from serving.policy import OFFERS, PolicyParams
 from serving.preference import NO_SIGNALS, CategoryRanker, stored_signals
 from streaming_jobs.moment import fold_args
 from streaming_jobs.online_layout import DEFAULT_PROJECT
-from streaming_jobs.session_state import FEATURE_NAMES
+from streaming_jobs.session_state import ARG_PRODUCT, ARG_TIME, FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ PRIOR_MOMENT, PRIOR_SESSION = "scoring_moment", "session"
 # A sample is enough to measure skew and drift per day; logging every vector costs each request
 # its serialization and the log ~1 KB a decision. `intent demo` logs all of them.
 LOG_FEATURES_RATE = 0.05
-# positions in a request's event (`session_state.event_args`)
-_TIME, _PRODUCT = 2, 5
 
 
 @dataclass(frozen=True)
@@ -223,13 +221,13 @@ class ScoringEngine:
             return _outage(layout, event)
         product_id = req.product_id
         if product_id is None and event is not None:
-            product_id = event[_PRODUCT]
+            product_id = event[ARG_PRODUCT]
         try:
             # the upsell's preference reads the stored state: one more field, same round trip
             with_state = event is not None or self.preference is not None
             features = await reader.read(req.user_id, req.session_id, product_id, timeout=budget,
                                          with_state=with_state,
-                                         as_of_us=event[_TIME] if event else None)
+                                         as_of_us=event[ARG_TIME] if event else None)
         except asyncio.TimeoutError:
             self.redis_breaker.failure()
             self._count("error", "redis_timeout")
@@ -293,7 +291,7 @@ class ScoringEngine:
             return missing
         try:
             more = await self._reader.read(req.user_id, req.session_id, product_id,
-                                           timeout=budget, as_of_us=req.event[_TIME])
+                                           timeout=budget, as_of_us=req.event[ARG_TIME])
         except (asyncio.TimeoutError, RedisUnavailable, OSError) as error:
             self._count("error", "redis_error")
             log.debug("redis read of the session's latest product failed: %r", error)

@@ -300,6 +300,10 @@ def apply_event(state: SessionState, event: Mapping) -> None:
     _apply(state, *event_args(event))
 
 
+# positions in `event_args`'s tuple that its users read by name
+ARG_TIME, ARG_PRODUCT = 2, 5
+
+
 def event_args(event: Mapping) -> tuple:
     """An event's fields as `_apply` takes them after the state: (session_id, event_id, time in
     us, event_type, ...); its order in the session is (args[2], args[1])."""
