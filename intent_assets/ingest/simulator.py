@@ -6,12 +6,14 @@ leaving), or does not convert. The prior of that outcome is built from observabl
 (the user's lasting propensity, which shows in their purchase history; device; country; traffic
 source; hour and weekday; the category they came for) plus a hidden intent the model never sees.
 Events then follow a Markov chain over event types whose transition weights depend on the
-outcome and on the session's history (a full cart, a return to the cart page). The prior has
+outcome and on the session's history (a full cart, a return to the cart page), at a pace (time
+between events) drawn per session with shares that depend on the outcome. The prior has
 non-additive terms too (device x hour, country x device, coupon habit x the category's price
-level); all five are `simulator_world.INTERACTIONS`. Because the chain is known, the true
-probability that the session's label is 1 after each event is exact: the prior times the likelihood ratio of the
-events so far, each step's ratio taken from the very weights that drew it. That oracle is
-written apart from the clickstream; the model never reads it.
+level); all six are `simulator_world.INTERACTIONS`. Because the chain is known, the true
+probability that the session's label is 1 after each event is exact: the prior times the
+likelihood ratio of the events so far, each step's ratio taken from the very weights that drew
+it, and of their gaps, each class's mixture over paces of the very densities that drew them.
+That oracle is written apart from the clickstream; the model never reads it.
 
 Everything is deterministic given (config, day): the world (catalog, users) depends on the seed
 only, and a day's sessions on the seed and the day. The world is built in `simulator_world`;
@@ -42,11 +44,14 @@ from intent_assets.ingest.simulator_world import (
     DEVICES,
     HOUR_EFFECT,
     HOUR_WEIGHTS,
+    PACE_MULTIPLIERS,
+    PACE_SHARES,
     PRICE_LEVEL_REFERENCE,
     PRICE_SENSITIVITY,
     SOURCE_EFFECT,
     SOURCE_WEIGHTS,
     SOURCES,
+    STEADY_PACE,
     WEEKDAY_EFFECT,
     WEEKDAY_VOLUME,
     SimulatorConfig,
@@ -82,6 +87,7 @@ MAX_STEPS = 60
 STEER_FROM = 40   # past this many events, converting sessions head for the till
 GAP_MEDIAN_S = {"search": 9.0, "page_view": 12.0, "view": 24.0, "cart": 8.0,
                 "remove_from_cart": 7.0, "checkout": 35.0, "purchase": 50.0}
+GAP_SD = 0.6          # log-sd of a gap around its median (times the session's pace)
 COUPON_DEPTHS = np.array([0.05, 0.10, 0.15, 0.20, 0.25, 0.30])
 COMEBACK_SHARE = 0.12
 
@@ -166,9 +172,22 @@ def _weights(state: np.ndarray, has_cart: np.ndarray, has_product: np.ndarray,
     return w
 
 
-def _gap_seconds(rng, actions: np.ndarray) -> np.ndarray:
-    med = np.array([GAP_MEDIAN_S.get(a, 10.0) for a in ACTIONS])[actions]
-    return med * rng.lognormal(0.0, 0.6, len(actions))
+def _gap_median(actions: np.ndarray) -> np.ndarray:
+    return np.array([GAP_MEDIAN_S.get(a, 10.0) for a in ACTIONS])[actions]
+
+
+def _gap_seconds(rng, actions: np.ndarray, pace_multiplier=1.0) -> np.ndarray:
+    return _gap_median(actions) * pace_multiplier * rng.lognormal(0.0, GAP_SD, len(actions))
+
+
+def _pace_loglik(pace_fit: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """log P(the gaps so far | outcome class), up to a term common to all classes: the pace is
+    unseen, so each class's likelihood is its mixture over paces. `pace_fit` (sessions, paces)
+    holds each pace's log-likelihood of the gaps so far; returns (sessions, classes)."""
+    with np.errstate(divide="ignore"):
+        x = pace_fit[:, None, :] + np.log(shares)[None, :, :]
+    top = x.max(axis=2, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(axis=2, keepdims=True)))[:, :, 0]
 
 
 def _prior_interactions(config: SimulatorConfig, users: pd.DataFrame, u: np.ndarray,
@@ -223,6 +242,11 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
     converts = rng.random(n) < p_convert
     outcome = np.where(converts, np.where(rng.random(n) < COMEBACK_SHARE, 2, 1), 0)
     class_prior = np.stack([1 - p_convert, p_convert * (1 - COMEBACK_SHARE), p_convert * COMEBACK_SHARE], 1)
+    # The session's pace, from its own stream so the events and the labels do not move with it.
+    pace_shares = PACE_SHARES if "pace" in config.interactions else STEADY_PACE
+    pace_draw = np.random.default_rng([config.seed, 2, day.toordinal()]).random(n)
+    pace = (pace_shares[outcome].cumsum(axis=1) > pace_draw[:, None]).argmax(axis=1)
+    pace_fit = np.zeros((n, len(PACE_MULTIPLIERS)))
 
     # -- the event chain, stepped for all live sessions at once --------------------------------
     tables = _category_product_tables(products)
@@ -256,7 +280,11 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         if go.size == 0:
             continue
         loglik[go] += np.log(np.maximum(probs[:, ~exiting, :][:, np.arange(go.size), act_go].T, 1e-300))
-        t[go] += np.where(step == 1, 0.0, _gap_seconds(rng, act_go))
+        gaps = _gap_seconds(rng, act_go, PACE_MULTIPLIERS[pace[go]])
+        if step > 1:   # the first event starts the session: no gap before it
+            t[go] += gaps
+            shift = np.log(gaps / _gap_median(act_go))
+            pace_fit[go] -= (shift[:, None] - np.log(PACE_MULTIPLIERS)[None, :]) ** 2 / (2 * GAP_SD ** 2)
 
         views = act_go == A["view"]
         if views.any():
@@ -279,7 +307,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         from_cart = np.isin(state[go], [S["cart"], S["remove_from_cart"], S["checkout"]])
         cart_page = (act_go == A["page_view"]) & from_cart & (rng.random(go.size) < 0.7)
         cart_pages[go[cart_page]] += 1
-        post = loglik[go] + np.log(class_prior[go])
+        post = loglik[go] + _pace_loglik(pace_fit[go], pace_shares) + np.log(class_prior[go])
         post = np.exp(post - post.max(axis=1, keepdims=True))
         p_true = np.where(act_go == A["purchase"], 1.0, (post[:, 1] + post[:, 2]) / post.sum(axis=1))
         records.append((go, np.full(go.size, step - 1), act_go, product, t[go].copy(), p_true,
@@ -304,7 +332,7 @@ def simulate_day(config: SimulatorConfig, day: dt.date) -> SimulatedDay:
         seq = [(A["page_view"], -1), (A["checkout"], -1)] + [(A["purchase"], p) for p in cart_items[i]]
         tt = t0
         for s, (a, p) in enumerate(seq):
-            tt += 0.0 if s == 0 else float(_gap_seconds(rng, np.array([a]))[0])
+            tt += 0.0 if s == 0 else float(_gap_seconds(rng, np.array([a]), PACE_MULTIPLIERS[pace[i]])[0])
             cb_rows.append((n + k, s, a, p, tt, 1.0, s == 0))
     cb_origin = {n + k: i for k, i in enumerate(cb)}
 

@@ -51,7 +51,7 @@ CATEGORIES = (
 # Each can be switched off (`SimulatorConfig.interactions`) to measure what it adds
 # (benchmarks/simulator_interactions.py; docs/model.md).
 INTERACTIONS = ("value_threshold", "cart_return", "device_hour", "price_sensitivity",
-                "country_device")
+                "country_device", "pace")
 # device x UTC hour on the prior's logit, a daily wave per device: desktops buy around noon UTC
 # (office hours), phones late in the evening, tablets in the evening and only half as strongly.
 # Each device's wave averages to about zero over the day's traffic mix, so the hour alone (what an
@@ -80,6 +80,18 @@ PRICE_LEVEL_REFERENCE = 60.0      # a category priced at this median is neutral
 CART_VALUE_THRESHOLD = 150.0
 # Cart return: once the shopper came back to the cart page with something in it.
 CART_RETURNS = 1
+# Pace: how fast a session moves between pages, drawn once per session from its outcome's shares
+# and multiplying every gap's median: skimming, steady, idling. Shoppers who will buy mostly move
+# at a steady, purposeful pace; those who will not skim or idle more often than not. What the
+# pace says about the outcome is U-shaped in events per minute: an additive model on it cannot
+# follow that, a tree can.
+PACE_MULTIPLIERS = np.array([0.4, 1.0, 2.5])
+PACE_SHARES = np.array([
+    [0.3, 0.4, 0.3],     # does not convert
+    [0.05, 0.9, 0.05],   # converts in the session
+    [0.05, 0.9, 0.05],   # converts in a comeback session
+])
+STEADY_PACE = np.array([[0.0, 1.0, 0.0]] * 3)   # the pace with the interaction off: all steady
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from intent_assets.ingest.simulator import SimulatorConfig, events_on, simulate_day
+from intent_assets.ingest.simulator import GAP_MEDIAN_S, SimulatorConfig, events_on, simulate_day
 from intent_assets.ingest.simulator_world import (
     CART_RETURNS,
     CART_VALUE_THRESHOLD,
@@ -220,3 +220,44 @@ def test_the_oracle_is_the_probability_that_generated_the_label_in_every_interac
     assert len(pick) > 200 and abs(pick["y"].mean() - pick["p"].mean()) < 4 * se + 1e-3
     # and the jump is there: these sessions looked far less certain at their first event
     assert pick["p"].mean() > 1.5 * pick["start"].mean()
+
+
+def _pace_at_fourth_event(config, days=(DAY, DAY + dt.timedelta(days=1))) -> pd.DataFrame:
+    """Per session with a fourth event: p_true there, the label, and the pace its three gaps
+    show (mean log of gap / the action's median gap): only what was seen by that event."""
+    frames = []
+    for day in days:
+        sim, humans = _humans(config, day)
+        o = sim.oracle_events[sim.oracle_events["session_id"].isin(humans.index)
+                              & (sim.oracle_events["step"] <= 3)
+                              & (sim.oracle_events["event_type"] != "purchase")]
+        o = o.sort_values(["session_id", "step"])
+        gap = o.groupby("session_id")["event_time"].diff().dt.total_seconds()
+        shift = np.log(gap / o["event_type"].map(GAP_MEDIAN_S))
+        fourth = o[o["step"] == 3].set_index("session_id")
+        frames.append(pd.DataFrame({
+            "p": fourth["p_true"], "y": (humans.loc[fourth.index, "outcome"] > 0).astype(float),
+            "pace": shift.groupby(o["session_id"]).mean().reindex(fourth.index)}))
+    return pd.concat(frames)
+
+
+def test_pace_says_most_in_the_middle_and_the_oracle_follows_it():
+    """Buyers move at a steady pace, non-buyers as often skim or idle: the rate is highest for
+    sessions of middling pace (what an additive model on events per minute cannot express), and
+    p_true is calibrated in every pace quintile."""
+    seen = _pace_at_fourth_event(CONFIG)
+    seen["quintile"] = pd.qcut(seen["pace"], 5, labels=False)
+    cells = seen.groupby("quintile").agg(p=("p", "mean"), y=("y", "mean"), n=("p", "size"),
+                                         var=("p", lambda p: (p * (1 - p)).sum()))
+    se = np.sqrt(cells["var"]) / cells["n"]
+    assert cells["n"].min() > 300
+    assert ((cells["y"] - cells["p"]).abs() < 4 * se + 1e-3).all(), cells
+    middle, ends = cells["y"].iloc[2], cells["y"].iloc[[0, 4]]
+    assert (middle > 2.5 * ends).all(), cells
+
+    # switched off, every session is steady: the gaps say nothing about the outcome
+    off = _pace_at_fourth_event(SimulatorConfig(seed=11, sessions_per_day=4000,
+                                                interactions=tuple(i for i in INTERACTIONS if i != "pace")))
+    off["quintile"] = pd.qcut(off["pace"], 5, labels=False)
+    rates = off.groupby("quintile")["y"].mean()
+    assert rates.max() < 1.6 * rates.min(), rates
