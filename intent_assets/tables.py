@@ -139,6 +139,8 @@ ONLINE_OFFLINE_CONSISTENCY = [
     ("mean_abs_diff", "double", "Mean absolute difference where both sides are numbers."),
     ("mismatches_late_data", "bigint", "Of the mismatches, vectors whose session had an event "
      "at or before the request's time that arrived after the answer (skew from late data)."),
+    ("mismatch_rate_all_arrived", "double", "Mismatches among vectors whose session's events had "
+     "all arrived, over those vectors: the implementation's own skew (what the check fails on)."),
     ("day", "string", "The served day (UTC)."),
     DATE,
 ]

@@ -179,8 +179,21 @@ def compare(served: Sequence[dict], offline: pd.DataFrame, features: Sequence[st
                      "mismatches_late_data": sum(w for w, n in zip(wrong, late) if n > 0)})
     table = pd.DataFrame(rows, columns=["feature", "view", "rows", "mismatches", "mismatch_rate",
                                         "mean_abs_diff", "mismatches_late_data"])
+    on_time = sum(n == 0 for n in late)
+    table["mismatch_rate_all_arrived"] = ((table["mismatches"] - table["mismatches_late_data"])
+                                          / on_time if on_time else float("nan"))
     return table.sort_values(["mismatch_rate", "feature"], ascending=[False, True],
                              na_position="first").reset_index(drop=True)
+
+
+def mismatch_verdict(table: pd.DataFrame, threshold: float) -> tuple[list[str], list[str]]:
+    """The features over `threshold`, split by cause: (skew, late): `skew` when the mismatch rate
+    among requests whose events had all arrived is over it (the implementation's own skew: an
+    error), `late` when only the rate over all requests is (events that reached the stream after
+    the answer: the data's timing, worth a warning, not a bug)."""
+    skew = table["mismatch_rate_all_arrived"] > threshold
+    late = (table["mismatch_rate"] > threshold) & ~skew
+    return table.loc[skew, "feature"].tolist(), table.loc[late, "feature"].tolist()
 
 
 def examples(served: Sequence[dict], offline: pd.DataFrame, requests: pd.DataFrame,

@@ -96,3 +96,28 @@ def test_a_mismatch_from_an_event_that_arrived_late_is_told_apart():
     # the late event counts offline, not in r1's vector: skew from late data, all of it
     assert table.loc["session_n_events", "mismatches"] == 1
     assert (table["mismatches"] == table["mismatches_late_data"]).all()
+    assert table.loc["session_n_events", "mismatch_rate_all_arrived"] == 0.0
+
+
+def test_the_check_errs_on_skew_and_only_warns_on_late_data():
+    from intent_assets.monitoring.consistency import mismatch_verdict
+
+    events = _events().assign(event_time=[T, T + pd.Timedelta(seconds=30),
+                                          T + pd.Timedelta(seconds=60)])
+    rows = events.to_dict("records")
+    on_time = fold_event(None, rows[2], rows[:2]).features
+    requests = [on_time] * 3
+    offline = pd.DataFrame([on_time] * 3)
+    # one request of three missed a late event: session_n_events is off there only
+    stale = dict(on_time, session_n_events=on_time["session_n_events"] - 1)
+    table = compare([stale, on_time, on_time], offline, FEATURE_NAMES, late=[1, 0, 0])
+    assert mismatch_verdict(table, 0.01) == ([], ["session_n_events"])
+    assert mismatch_verdict(table, 0.5) == ([], [])
+    # the same mismatch on a request whose events had all arrived is the implementation's skew
+    table = compare([stale, on_time, on_time], offline, FEATURE_NAMES, late=[0, 0, 1])
+    skew, late = mismatch_verdict(table, 0.01)
+    assert skew == ["session_n_events"] and late == []
+    assert table.set_index("feature").loc["session_n_events", "mismatch_rate_all_arrived"] == 0.5
+    # every request late: nothing is known of the implementation's skew, and it is not judged
+    table = compare(requests, offline.assign(session_n_events=0), FEATURE_NAMES, late=[1, 1, 1])
+    assert mismatch_verdict(table, 0.01) == ([], ["session_n_events"])
