@@ -90,7 +90,7 @@ def tuned_model(context: AssetExecutionContext, config: TuningConfig, training_s
                       else None,
                       feature_service=DEFAULT_SERVICE,
                       features=[spec.name for spec in service_features(DEFAULT_SERVICE)])
-    directory = models.directory("tuned", context.run_id)
+    directory = models.directory("tuned", context.op_execution_context.run_id)
     tuned.save(directory)
     stored = models.save(directory)
     history = pd.DataFrame(tuned.tuning.history)
