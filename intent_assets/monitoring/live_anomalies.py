@@ -252,7 +252,7 @@ def _share_tests(cum, keys, seg, tot, codes, minute, k, lo, i, base, rules) -> l
     spike = ok & (obs >= rules.spike_ratio * hi_exp) & (obs - hi_exp >= excess)
     drop = ok & (exp > 0) & (obs <= rules.drop_ratio * exp) & np.array(
         [m not in SPIKE_ONLY for _, _, m in keys])
-    out, spiked, drops = [], set(), []
+    out, spiked = [], set()
     for j in np.flatnonzero(spike):
         p = _poisson_spike(obs[j] / phi[j], hi_exp[j] / phi[j])
         if p < rules.p_value:

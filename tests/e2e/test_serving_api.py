@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -23,6 +22,7 @@ from serving.model import ModelArtifact
 from serving.scoring import ScoringSettings
 from streaming_jobs import online_layout as layout
 from tests import online_rows as rows
+from tests.waiting import wait_for
 from streaming_jobs.session_state import SESSION_FEATURES
 from tests.e2e.test_serving import artifacts  # noqa: F401  (session fixture)
 
@@ -56,13 +56,7 @@ def _restart(server) -> None:
 
 
 def _wait(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    return wait_for(predicate, what, timeout_s, 0.05)
 
 
 def _settings(tmp_path, model_path, redis_url, **scoring) -> ApiSettings:

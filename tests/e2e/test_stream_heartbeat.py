@@ -4,20 +4,11 @@ tells a long batch from a hung one (`intent_assets.streaming.health`)."""
 from __future__ import annotations
 
 import threading
-import time
 
 from streaming_jobs.heartbeat import read_heartbeat, supervise
 from streaming_jobs.sinks import SessionSink
 from tests.e2e.test_streaming import job_config
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 def test_a_running_batch_refreshes_the_heartbeat_with_its_start(spark, redis_url, tmp_path):
@@ -39,18 +30,18 @@ def test_a_running_batch_refreshes_the_heartbeat_with_its_start(spark, redis_url
     supervisor.start()
     try:
         # batch 1 runs after batch 0 finished: the heartbeats naming batch 0 as the latest
-        in_batch = _wait(lambda: (b := [h for h in beats if h.get("batch_running_since")
-                                        and h["batch_id"] == 0])[3:] and b,
-                         120, "four heartbeats written inside the slow batch")
+        in_batch = wait_for(lambda: (b := [h for h in beats if h.get("batch_running_since")
+                                           and h["batch_id"] == 0])[3:] and b,
+                            "four heartbeats written inside the slow batch", 120, 0.05)
         # one batch, first seen running once; every refresh says so, and the file follows
         assert len({h["batch_running_since"] for h in in_batch}) == 1
         assert {h["status"] for h in in_batch} == {"running"}
         assert in_batch[-1]["last_update_time"] > in_batch[0]["last_update_time"]
         assert read_heartbeat(cfg.heartbeat)["batch_running_since"] is not None
         release.set()
-        _wait(lambda: any(h["batch_id"] is not None and h["batch_id"] >= 1
-                          and h["batch_running_since"] is None for h in beats),
-              120, "the batch's own heartbeat once it finished")
+        wait_for(lambda: any(h["batch_id"] is not None and h["batch_id"] >= 1
+                             and h["batch_running_since"] is None for h in beats),
+                 "the batch's own heartbeat once it finished", 120, 0.05)
     finally:
         release.set()
         stop.set()
