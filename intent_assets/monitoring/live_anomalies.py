@@ -5,10 +5,10 @@ stream writes them to Redis) and returns the minute's findings; `Episodes` turns
 alerts, one per incident (a finding that keeps firing is one alert until it has been quiet for
 `quiet_minutes`). The sensor (`live_anomaly_sensor`) and `benchmarks/anomalies.py` both call them.
 
-The tests, each over the last 1, 3, 5 and 10 minutes (the window) against a baseline: the
-`baseline_minutes` before the window and as many around the same time `season_minutes` earlier
-(the day before: twice the data in a small segment at night, and the hour after an incident is
-not judged against the incident):
+The tests, each over the last 1, 3, 5 and 10 minutes (the window; conversion_drop also over the
+last 30) against a baseline: the `baseline_minutes` before the window and as many around the
+same time `season_minutes` earlier (the day before: twice the data in a small segment at night,
+and the hour after an incident is not judged against the incident):
 - ``paced_spike`` / ``paced_drop`` (events at a human pace: events less fast ones),
   ``active_drop`` (sessions with an event in the minute: what stops first in an outage),
   ``sessions_spike`` / ``sessions_drop`` and ``orders_spike`` of a segment against the rest of
@@ -61,6 +61,9 @@ class LiveRules:
     baseline_minutes: int = 120
     season_minutes: int = 1440    # the same hours this long ago join the baseline (0: not)
     windows: tuple[int, ...] = (1, 3, 5, 10)
+    # longer windows judged by conversion_drop only: a segment with a few orders in ten minutes
+    # (desktops late in the evening) cannot show a stopped checkout at p_value sooner
+    conversion_windows: tuple[int, ...] = (30,)
     p_value: float = 1e-7
     spike_ratio: float = 3.0
     drop_ratio: float = 0.3
@@ -72,26 +75,30 @@ class LiveRules:
     quiet_minutes: int = 20       # an alert's episode ends after this long without a finding
 
     def __post_init__(self) -> None:
-        if 0 < self.season_minutes < self.baseline_minutes * 3 // 2 + max(self.windows):
+        if 0 < self.season_minutes < self.baseline_minutes * 3 // 2 + self.longest_window:
             raise ValueError("a season ago must come before the recent baseline: season_minutes "
                              "is 0 or at least 1.5 x baseline_minutes + the longest window")
 
     @property
+    def longest_window(self) -> int:
+        return max(self.windows + self.conversion_windows)
+
+    @property
     def history_minutes(self) -> int:
         """How many minutes before the judged one the detector reads."""
-        recent = self.baseline_minutes + max(self.windows)
+        recent = self.baseline_minutes + self.longest_window
         if not self.season_minutes:
             return recent
-        return max(recent, self.season_minutes + self.baseline_minutes // 2 + max(self.windows))
+        return max(recent, self.season_minutes + self.baseline_minutes // 2 + self.longest_window)
 
     def needed(self, first: int, last: int) -> list[tuple[int, int]]:
         """The minute ranges (inclusive) judging minutes `first`..`last` reads: the recent
         baseline and, with a season, the same hours a season ago (nothing in between)."""
-        recent = (first - self.baseline_minutes - max(self.windows), last)
+        recent = (first - self.baseline_minutes - self.longest_window, last)
         if not self.season_minutes:
             return [recent]
         half = self.baseline_minutes // 2
-        ago = (first - self.season_minutes - half - max(self.windows),
+        ago = (first - self.season_minutes - half - self.longest_window,
                last - self.season_minutes + half)
         return [(ago[0], last)] if ago[1] >= recent[0] else [ago, recent]
 
@@ -197,23 +204,25 @@ def judge_minute(counts: dict, minute: int, rules: LiveRules = LiveRules(),
         return cum[hi + 1, j] - cum[lo, j]
 
     findings: list[dict] = []
-    for k in rules.windows:
+    for k in sorted(set(rules.windows) | set(rules.conversion_windows)):
         lo = i - k + 1
         ranges = rules.base_ranges(lo)
+        every_test = k in rules.windows
 
         def base(j, ranges=ranges):  # the baseline's total: recent and a season ago
             return sum(cum[b, j] - cum[a, j] for a, b in ranges)
 
-        if len(seg):
+        if len(seg) and every_test:
             findings.extend(_share_tests(cum, keys, seg, tot, codes, minute, k, lo, i, base,
                                          rules))
         n_base = sum(b - a for a, b in ranges)
         for (dimension, value), metrics in segments.items():
-            findings.extend(_fast(total, base, n_base, metrics, dimension, value, minute, k, lo,
-                                  i, rules))
+            if every_test:
+                findings.extend(_fast(total, base, n_base, metrics, dimension, value, minute, k,
+                                      lo, i, rules))
             findings.extend(_conversion(total, base, metrics, dimension, value, minute, k, lo, i,
                                         rules))
-            if dimension in ("all", PRICE_DIMENSION):
+            if every_test and dimension in ("all", PRICE_DIMENSION):
                 findings.extend(_price(total, base, metrics, dimension, value, minute, k, lo, i,
                                        rules))
     return _strongest(findings)
