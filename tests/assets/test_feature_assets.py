@@ -243,7 +243,11 @@ def test_batch_scores_score_a_day_with_the_published_artifact(built, tmp_path):
     [event] = [e for e in result.get_asset_materialization_events()
                if e.asset_key == batch_scores.key]
     assert event.materialization.metadata["dagster/row_count"].value == len(scored)
-    day = train[train["date"] == DAYS[-1]].set_index("snapshot_id")
+    # the day's partition: snapshots of the sessions that started that day (a session running
+    # past midnight has snapshots dated the next day among them)
+    partition = set(lake.read("session_snapshots", [DAYS[-1]])["snapshot_id"])
+    day = train[train["snapshot_id"].isin(partition)].set_index("snapshot_id")
+    assert len(day) == len(partition)
     assert len(scored) == len(day) and set(scored["snapshot_id"]) == set(day.index)
     expected = ModelArtifact.load(model.tar_path).predict(day.loc[scored["snapshot_id"]].reset_index())
     np.testing.assert_allclose(scored["probability"], expected, atol=1e-9)
