@@ -13,6 +13,7 @@ from pydantic import StrictInt, StrictStr, StringConstraints, ValidationError
 
 from streaming_jobs.contract import EVENT_TYPES, args_refusal
 from streaming_jobs.event_fields import micros
+from streaming_jobs.session_state import ARG_EVENT_ID as ID, ARG_TIME as TIME
 
 MAX_BATCH = 100
 MAX_PRECEDING = 50
@@ -75,17 +76,17 @@ class ScoreRequest(BaseModel):
                 else None
         reason = args_refusal(event)
         if reason is not None:
-            return f"event {event[1]}: {reason}"
+            return f"event {event[ID]}: {reason}"
         if preceding:
             for each in preceding:
                 reason = args_refusal(each)
                 if reason is not None:
-                    return f"event {each[1]}: {reason}"
-            ids = [e[1] for e in preceding] + [event[1]]
+                    return f"event {each[ID]}: {reason}"
+            ids = [e[ID] for e in preceding] + [event[ID]]
             if len(set(ids)) < len(ids):
                 return "preceding_events and event repeat an event_id"
-            last = (event[2], event[1])
-            if any((e[2], e[1]) > last for e in preceding):
+            last = (event[TIME], event[ID])
+            if any((e[TIME], e[ID]) > last for e in preceding):
                 return "preceding_events must come before the triggering event"
         return None
 

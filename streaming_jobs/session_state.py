@@ -301,7 +301,7 @@ def apply_event(state: SessionState, event: Mapping) -> None:
 
 
 # positions in `event_args`'s tuple that its users read by name
-ARG_TIME, ARG_PRODUCT = 2, 5
+ARG_EVENT_ID, ARG_TIME, ARG_PRODUCT = 1, 2, 5
 
 
 def event_args(event: Mapping) -> tuple:
